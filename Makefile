@@ -1,0 +1,42 @@
+# qcc — the two commands a newcomer needs: `make demo` and `make check`.
+# Both run scripts/setup first, so a fresh Debian 12 machine needs nothing else.
+
+BUILD    ?= build
+JOBS     ?= $(shell nproc)
+LLVM_DIR ?= /usr/lib/llvm-22
+SECONDS  ?= 60
+
+.PHONY: all setup configure build demo check fuzz clean docs
+
+all: build
+
+setup:
+	@scripts/setup
+
+$(BUILD)/build.ninja: | setup
+	cmake -S . -B $(BUILD) -G Ninja \
+	  -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+	  -DMLIR_DIR=$(LLVM_DIR)/lib/cmake/mlir -DLLVM_DIR=$(LLVM_DIR)/lib/cmake/llvm \
+	  -DPython3_EXECUTABLE=$(CURDIR)/.venv/bin/python
+
+configure: $(BUILD)/build.ninja
+
+build: setup configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@scripts/demo
+
+check: build
+	@scripts/check $(BUILD)
+
+fuzz: setup configure
+	cmake --build $(BUILD) --target qcc-gguf-fuzz -j $(JOBS)
+	@scripts/fuzz $(BUILD) $(SECONDS)
+
+docs: build
+	cmake --build $(BUILD) --target qcc-docs
+
+clean:
+	rm -rf $(BUILD)
