@@ -59,6 +59,14 @@ constexpr const FormatInfo *lookupFormat(std::string_view name) {
   return nullptr;
 }
 
+/// Whether encoding to this format needs an importance matrix: ggml refuses
+/// to quantize iq2_xxs, iq2_xs and iq1_s without one, because their tiny
+/// codebooks give poor results when every column is weighted alike.
+constexpr bool formatRequiresImportance(Format format) {
+  return format == Format::IQ2_XXS || format == Format::IQ2_XS ||
+         format == Format::IQ1_S;
+}
+
 /// Whether ggml once used this id for a type it has since removed; such ids
 /// must be rejected by readers rather than treated as unknown-but-skippable.
 constexpr bool isRemovedGgmlType(uint32_t ggmlId) {
