@@ -1,0 +1,10 @@
+//===- QccDialect.h - The qcc dialect ---------------------------*- C++ -*-===//
+
+#ifndef QCC_DIALECT_QCC_IR_QCCDIALECT_H
+#define QCC_DIALECT_QCC_IR_QCCDIALECT_H
+
+#include "mlir/IR/Dialect.h"
+
+#include "qcc/Dialect/Qcc/IR/QccDialect.h.inc"
+
+#endif // QCC_DIALECT_QCC_IR_QCCDIALECT_H

@@ -1,0 +1,307 @@
+//===- QccOps.td - qcc operations --------------------------*- tablegen -*-===//
+//
+// The operations of a training step through quantized weights. Verifier
+// messages carry the labels (`/*dequant_c1*/` ...) named in each op's
+// description; test/Dialect/Qcc/invalid.mlir has one case per label.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef QCC_DIALECT_QCC_IR_QCCOPS_TD
+#define QCC_DIALECT_QCC_IR_QCCOPS_TD
+
+include "qcc/Dialect/Qcc/IR/QccTypes.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/IR/OpBase.td"
+
+def Qcc_FloatTensor : RankedTensorOf<[F32, BF16, F16]>;
+def Qcc_F32Tensor : RankedTensorOf<[F32]>;
+def Qcc_CarryTensor : RankedTensorOf<[F32, BF16]>;
+
+//===----------------------------------------------------------------------===//
+// dequant
+//===----------------------------------------------------------------------===//
+
+def Qcc_DequantOp : Qcc_Op<"dequant", [Pure]> {
+  let summary = "decode GGUF blocks into a float tensor";
+  let description = [{
+    Decodes every block of `input` exactly as ggml's dequantizer does. For
+    each row `r` and block `b` of the innermost dimension (block length `B`):
+
+        result[r, b*B + j] = round_T(decode_F(input[r, block b])[j]),  0 <= j < B
+
+    where `decode_F` is the format's f32 decode (docs/formats.md gives each
+    one) and `round_T` rounds to the result element type `T` (identity for
+    f32, round-to-nearest-even for bf16 and f16).
+
+    ```mlir
+    %wf = qcc.dequant %w : !qcc.qtensor<256x512xq4_K> -> tensor<256x512xf32>
+    ```
+
+    The verifier rejects:
+    - `dequant_c1`: a result shape that is not the input's shape.
+  }];
+  let arguments = (ins Qcc_QTensorType:$input);
+  let results = (outs Qcc_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input attr-dict `:` qualified(type($input)) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// requant
+//===----------------------------------------------------------------------===//
+
+def Qcc_RequantOp : Qcc_Op<"requant", [Pure]> {
+  let summary = "encode a float tensor into GGUF blocks";
+  let description = [{
+    Encodes each block of `input` (rows along the innermost dimension) into
+    the result's format, choosing scales and codes to minimise the
+    importance-weighted squared error of the block:
+
+        result[r, block b] = encode_F(input[r, b*B .. b*B+B-1], w[b*B .. b*B+B-1])
+
+    with `w = importance` when given and `w = 1` otherwise. `importance` is a
+    1-D tensor with one non-negative weight per column (the innermost
+    dimension), shared by all rows — llama.cpp's importance matrix.
+
+    `requant` is lossy, so `dequant(requant(x))` is not `x` and is never
+    folded to it; neither is `requant(dequant(w))` folded to `w`, because an
+    encoder that searches scales need not reproduce the block it was given.
+
+    ```mlir
+    %q = qcc.requant %x : tensor<16x512xf32> -> !qcc.qtensor<16x512xq4_K>
+    %r = qcc.requant %x importance(%imp : tensor<512xf32>)
+           : tensor<16x512xf32> -> !qcc.qtensor<16x512xiq2_xxs>
+    ```
+
+    The verifier rejects:
+    - `requant_c1`: a result shape that is not the input's shape;
+    - `requant_c2`: an importance operand that is not 1-D with the length of
+      the innermost dimension;
+    - `requant_c3`: a missing importance operand for a format that needs one
+      (iq2_xxs, iq2_xs, iq1_s).
+  }];
+  let arguments = (ins Qcc_FloatTensor:$input,
+                       Optional<Qcc_F32Tensor>:$importance);
+  let results = (outs Qcc_QTensorType:$result);
+  let assemblyFormat = [{
+    $input (`importance` `(` $importance^ `:` type($importance) `)`)?
+    attr-dict `:` type($input) `->` qualified(type($result))
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// qmatmul
+//===----------------------------------------------------------------------===//
+
+def Qcc_QMatmulOp : Qcc_Op<"qmatmul", [Pure]> {
+  let summary = "matrix product with a quantized weight, decoded on the fly";
+  let description = [{
+    With `W = dequant(weight)` of shape `[N, K]` (GGUF's Linear layout:
+    `N` outputs, `K` inputs, blocks along `K`), computes in f32:
+
+    - `fwd`: `result[..., m, n] = sum_k lhs[..., m, k] * W[n, k]`
+      (`y = x · Wᵀ`, the forward pass of a Linear layer);
+    - `bwd`: `result[..., m, k] = sum_n lhs[..., m, n] * W[n, k]`
+      (`dx = g · W`, the backward-data pass).
+
+    `lhs` may have leading batch dimensions `...`; the weight is either 2-D
+    (shared by every batch) or carries the same batch dimensions. The result
+    is rounded to its element type after accumulation.
+
+    ```mlir
+    %y  = qcc.qmatmul fwd %x, %w : tensor<8x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<8x256xf32>
+    %dx = qcc.qmatmul bwd %g, %w : tensor<4x8x256xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<4x8x512xf32>
+    ```
+
+    The verifier rejects:
+    - `qmatmul_c1`: an lhs of rank < 2, or a weight that is neither 2-D nor of
+      the lhs's rank;
+    - `qmatmul_c2`: batch dimensions of the weight or the result that differ
+      from the lhs's;
+    - `qmatmul_c3`: a contracted dimension that differs between lhs and
+      weight (`K` for fwd, `N` for bwd);
+    - `qmatmul_c4`: a result whose last two dimensions are not `[M, N]`
+      (fwd) or `[M, K]` (bwd).
+  }];
+  let arguments = (ins Qcc_MatmulOrientationAttr:$orientation,
+                       Qcc_FloatTensor:$lhs, Qcc_QTensorType:$weight);
+  let results = (outs Qcc_FloatTensor:$result);
+  let assemblyFormat = [{
+    $orientation $lhs `,` $weight attr-dict `:` type($lhs) `,`
+    qualified(type($weight)) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// ste_grad
+//===----------------------------------------------------------------------===//
+
+def Qcc_SteGradOp : Qcc_Op<"ste_grad", [Pure]> {
+  let summary = "straight-through estimator for a quantized weight";
+  let description = [{
+    Maps `grad`, the gradient of the loss with respect to `Ŵ = dequant(weight)`,
+    to `direction`, the gradient used to update the stored weight. Per
+    element `i` (all tensors have the weight's shape):
+
+    - `identity`: `direction[i] = grad[i]`;
+    - `clipped` (`threshold = t > 0`):
+      `direction[i] = |Ŵ[i] + res[i]| <= t ? grad[i] : 0`;
+    - `ewgs` (`lambda = λ >= 0`, element-wise gradient scaling):
+      `direction[i] = grad[i] * (1 + λ * sign(grad[i]) * res[i])`;
+    - `lsq`: `direction[i] = grad[i]`, and a second result `scale_grad` holds
+      for every block `b` the gradient with respect to the block's scale
+      field `d_b` (the f16 `d` of the block header, or the format's
+      counterpart): `scale_grad[b] = sum_{i in b} grad[i] * ∂Ŵ[i]/∂d_b`.
+      As `Ŵ` is linear in `d_b` apart from a `d_b`-independent offset (the
+      `dmin·m` term of q4_1/q5_1/K-quants), `∂Ŵ[i]/∂d_b = (Ŵ[i] - off[i]) / d_b`.
+
+    `res` is the optional `residual` operand (the latent weight minus the
+    stored one, i.e. a dense carry), taken as zero when absent. `scale_grad`
+    has the weight's shape with the innermost dimension divided by the block
+    length.
+
+    ```mlir
+    %g = qcc.ste_grad identity %gw, %w : tensor<256x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<256x512xf32>
+    %h = qcc.ste_grad clipped %gw, %w {threshold = 0.5 : f32} : tensor<256x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<256x512xf32>
+    %d, %s = qcc.ste_grad lsq %gw, %w : tensor<256x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<256x512xf32>, tensor<256x2xf32>
+    ```
+
+    The verifier rejects:
+    - `ste_grad_c1`: a grad, residual or direction whose shape is not the
+      weight's;
+    - `ste_grad_c2`: `clipped` without a positive `threshold`, `ewgs` without
+      a non-negative `lambda`, or either attribute on a mode that does not use
+      it;
+    - `ste_grad_c3`: a `scale_grad` result on a mode other than `lsq`, or
+      `lsq` without one;
+    - `ste_grad_c4`: `lsq` on a format with no block scale (f32, f16, bf16),
+      or a `scale_grad` whose shape is not the block grid.
+  }];
+  let arguments = (ins Qcc_SteModeAttr:$mode,
+                       Qcc_FloatTensor:$grad, Qcc_QTensorType:$weight,
+                       Optional<Qcc_CarryTensor>:$residual,
+                       OptionalAttr<F32Attr>:$threshold,
+                       OptionalAttr<F32Attr>:$lambda);
+  let results = (outs Qcc_FloatTensor:$direction,
+                      Optional<Qcc_F32Tensor>:$scale_grad);
+  let assemblyFormat = [{
+    $mode $grad `,` $weight
+    (`residual` `(` $residual^ `:` type($residual) `)`)?
+    attr-dict `:` type($grad) `,` qualified(type($weight)) `->`
+    type($direction) (`,` type($scale_grad)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// carry_update
+//===----------------------------------------------------------------------===//
+
+def Qcc_CarryUpdateOp : Qcc_Op<"carry_update", [Pure,
+    AllTypesMatch<["weight", "new_weight"]>,
+    AllTypesMatch<["carry", "new_carry"]>]> {
+  let summary = "apply an update to quantized weights through a carry buffer";
+  let description = [{
+    Adds `delta` to the weight, keeping in `carry` whatever part of the
+    running update the blocks cannot yet represent. For every block `b`
+    (block length `B`, `Ŵ_b = decode(weight_b)`):
+
+        r_b = carry_b                       (dense carry)
+            = Pᵀ · carry_b                  (JL carry, per chunk; see #qcc.jl)
+        v_b = Ŵ_b + r_b + delta_b           (the latent value, in f32)
+
+    The block is **re-encoded** exactly when some element's code would move:
+    when rounding `v_b` to the nearest values representable with the
+    block's *current* scale fields gives other codes than the block holds
+    (for formats without codes — f32, f16, bf16 — when `v_b` rounds to other
+    values). Then `new_weight_b = encode(v_b)` (fresh scales and codes, as
+    `qcc.requant`), else `new_weight_b = weight_b`. In both cases
+
+        new_carry_b = v_b - decode(new_weight_b)              (dense)
+                    = P · (v_b - decode(new_weight_b))        (JL)
+
+    rounded to the carry's element type. Hence, up to that rounding (and the
+    JL estimate), `decode(new_weight) + new_carry = decode(weight) + carry +
+    delta`: nothing of an update is lost, and an update smaller than half a
+    quantization step accumulates in the carry until it moves a code.
+
+    The carry is dense (the weight's shape, f32 or bf16) unless a `jl`
+    attribute makes it a Johnson-Lindenstrauss sketch, whose shape is the
+    weight's with the innermost dimension `K` replaced by `(K / chunk) * dim`.
+
+    ```mlir
+    %w2, %c2 = qcc.carry_update %w, %c, %d
+        : !qcc.qtensor<256x512xq4_K>, tensor<256x512xbf16>, tensor<256x512xf32>
+    %w3, %c3 = qcc.carry_update %w, %j, %d {jl = #qcc.jl<dim = 16, chunk = 256, seed = 7>}
+        : !qcc.qtensor<256x512xq4_K>, tensor<256x32xbf16>, tensor<256x512xf32>
+    ```
+
+    The verifier rejects:
+    - `carry_update_c1`: a delta whose shape is not the weight's;
+    - `carry_update_c2`: a dense carry whose shape is not the weight's;
+    - `carry_update_c3`: a JL chunk that is not a multiple of the block length
+      or does not divide the innermost dimension, or a JL carry whose shape
+      is not the weight's with innermost dimension `(K / chunk) * dim`.
+  }];
+  let arguments = (ins Qcc_QTensorType:$weight, Qcc_CarryTensor:$carry,
+                       Qcc_FloatTensor:$delta,
+                       OptionalAttr<Qcc_JLCarryAttr>:$jl);
+  let results = (outs Qcc_QTensorType:$new_weight,
+                      Qcc_CarryTensor:$new_carry);
+  let assemblyFormat = [{
+    $weight `,` $carry `,` $delta attr-dict `:` qualified(type($weight)) `,`
+    type($carry) `,` type($delta)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// hadamard
+//===----------------------------------------------------------------------===//
+
+def Qcc_HadamardOp : Qcc_Op<"hadamard", [Pure, SameOperandsAndResultType]> {
+  let summary = "randomized Walsh-Hadamard rotation along the innermost dimension";
+  let description = [{
+    Splits the innermost dimension into blocks of `n = block` elements and
+    rotates each block `x` by the orthogonal matrix `(1/√n)·H_n·diag(s)`:
+
+        forward:  y = (1/√n) · H_n · diag(s) · x
+        inverse:  x = diag(s) · (1/√n) · H_n · y
+
+    `H_n` is the Sylvester Hadamard matrix, `H_n[i][j] = (-1)^popcount(i & j)`.
+    The signs are `s_j = -1` when bit 63 of `splitmix64(seed + j)` is set and
+    `+1` otherwise, for `0 <= j < n`, the same for every block; without a
+    `seed`, `s = 1`. As `(1/√n)·H_n` is symmetric and orthogonal and
+    `diag(s)² = I`, the inverse undoes the forward rotation exactly (up to
+    rounding), which the canonicalizer uses: a `hadamard` whose operand is a
+    `hadamard` of the opposite direction with the same `block` and `seed`
+    folds to that operand's input.
+
+    ```mlir
+    %y = qcc.hadamard %x block 64 seed 7 : tensor<8x512xf32>
+    %x2 = qcc.hadamard %y block 64 seed 7 inverse : tensor<8x512xf32>
+    ```
+
+    The verifier rejects:
+    - `hadamard_c1`: a block that is not a power of two;
+    - `hadamard_c2`: an innermost dimension that is dynamic or not divisible
+      by the block.
+  }];
+  let arguments = (ins Qcc_FloatTensor:$input,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$block,
+                       OptionalAttr<I64Attr>:$seed, UnitAttr:$inverse);
+  let results = (outs Qcc_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `block` $block (`seed` $seed^)? (`inverse` $inverse^)? attr-dict
+    `:` type($input)
+  }];
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+#endif // QCC_DIALECT_QCC_IR_QCCOPS_TD

@@ -1,0 +1,279 @@
+//===- QccOps.cpp - qcc operation verifiers and folders -------------------===//
+//
+// Verifier messages start with the constraint label that the op's
+// description lists (e.g. `dequant_c1`), so docs, code and
+// test/Dialect/Qcc/invalid.mlir can be matched up.
+//
+//===----------------------------------------------------------------------===//
+
+#include "qcc/Dialect/Qcc/IR/QccOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/TypeUtilities.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/MathExtras.h"
+
+using namespace mlir;
+using namespace mlir::qcc;
+
+#define GET_OP_CLASSES
+#include "qcc/Dialect/Qcc/IR/QccOps.cpp.inc"
+
+/// Dimensions agree when equal or when either is dynamic.
+static bool dimsCompatible(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+static bool shapesCompatible(ArrayRef<int64_t> a, ArrayRef<int64_t> b) {
+  return a.size() == b.size() &&
+         llvm::all_of(llvm::zip_equal(a, b), [](auto pair) {
+           return dimsCompatible(std::get<0>(pair), std::get<1>(pair));
+         });
+}
+
+static std::string shapeString(ArrayRef<int64_t> shape) {
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  os << "[";
+  llvm::interleave(
+      shape, os,
+      [&](int64_t d) {
+        if (ShapedType::isDynamic(d))
+          os << "?";
+        else
+          os << d;
+      },
+      ", ");
+  os << "]";
+  return out;
+}
+
+/// The weight's shape with the innermost dimension divided by `divisor` and
+/// multiplied by `factor` (block grids and JL carries).
+static SmallVector<int64_t> scaledInnerShape(ArrayRef<int64_t> shape,
+                                             int64_t divisor, int64_t factor) {
+  SmallVector<int64_t> out(shape);
+  if (!ShapedType::isDynamic(out.back()))
+    out.back() = out.back() / divisor * factor;
+  return out;
+}
+
+//===----------------------------------------------------------------------===//
+// DequantOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DequantOp::verify() {
+  ArrayRef<int64_t> in = getInput().getType().getShape();
+  ArrayRef<int64_t> out = getResult().getType().getShape();
+  if (!shapesCompatible(in, out))
+    return emitOpError("dequant_c1: result shape ")
+           << shapeString(out) << " differs from the input shape "
+           << shapeString(in);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// RequantOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RequantOp::verify() {
+  QTensorType resultType = getResult().getType();
+  ArrayRef<int64_t> in = getInput().getType().getShape();
+  ArrayRef<int64_t> out = resultType.getShape();
+  if (!shapesCompatible(in, out))
+    return emitOpError("requant_c1: result shape ")
+           << shapeString(out) << " differs from the input shape "
+           << shapeString(in);
+  if (Value importance = getImportance()) {
+    auto impType = cast<RankedTensorType>(importance.getType());
+    if (impType.getRank() != 1 ||
+        !dimsCompatible(impType.getDimSize(0), out.back()))
+      return emitOpError("requant_c2: importance must be 1-D with one weight "
+                         "per column (")
+             << shapeString({out.back()}) << "), got "
+             << shapeString(impType.getShape());
+  } else if (::qcc::formatRequiresImportance(
+                 static_cast<::qcc::Format>(resultType.getFormat()))) {
+    return emitOpError("requant_c3: format '")
+           << stringifyQuantFormat(resultType.getFormat())
+           << "' needs an importance operand";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// QMatmulOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult QMatmulOp::verify() {
+  auto lhsType = cast<RankedTensorType>(getLhs().getType());
+  QTensorType weightType = getWeight().getType();
+  auto resultType = cast<RankedTensorType>(getResult().getType());
+  int64_t rank = lhsType.getRank();
+  if (rank < 2 || (weightType.getRank() != 2 && weightType.getRank() != rank))
+    return emitOpError("qmatmul_c1: lhs must have rank >= 2 and the weight "
+                       "rank 2 or the lhs's rank; got ")
+           << rank << " and " << weightType.getRank();
+
+  ArrayRef<int64_t> lhs = lhsType.getShape();
+  ArrayRef<int64_t> weight = weightType.getShape();
+  ArrayRef<int64_t> result = resultType.getShape();
+  ArrayRef<int64_t> batch = lhs.drop_back(2);
+  bool weightBatchOk =
+      weightType.getRank() == 2 ||
+      shapesCompatible(weight.drop_back(2), batch);
+  if (resultType.getRank() != rank || !weightBatchOk ||
+      !shapesCompatible(result.drop_back(2), batch))
+    return emitOpError("qmatmul_c2: batch dimensions of the weight ")
+           << shapeString(weight) << " and result " << shapeString(result)
+           << " must match the lhs's " << shapeString(lhs);
+
+  int64_t m = lhs[rank - 2], lhsInner = lhs.back();
+  int64_t n = weight[weight.size() - 2], k = weight.back();
+  bool fwd = getOrientation() == MatmulOrientation::Fwd;
+  int64_t contracted = fwd ? k : n;
+  if (!dimsCompatible(lhsInner, contracted))
+    return emitOpError("qmatmul_c3: contracted dimension of the lhs (")
+           << lhsInner << ") differs from the weight's "
+           << (fwd ? "input dimension K (" : "output dimension N (")
+           << contracted << ")";
+  int64_t expectedInner = fwd ? n : k;
+  if (!dimsCompatible(result[rank - 2], m) ||
+      !dimsCompatible(result.back(), expectedInner))
+    return emitOpError("qmatmul_c4: result shape ")
+           << shapeString(result) << " must end in [" << m << ", "
+           << expectedInner << "]";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// SteGradOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult SteGradOp::verify() {
+  QTensorType weightType = getWeight().getType();
+  ArrayRef<int64_t> weight = weightType.getShape();
+  auto checkShape = [&](Value v, StringRef what) -> LogicalResult {
+    ArrayRef<int64_t> shape = cast<RankedTensorType>(v.getType()).getShape();
+    if (shapesCompatible(shape, weight))
+      return success();
+    return emitOpError("ste_grad_c1: ")
+           << what << " shape " << shapeString(shape)
+           << " differs from the weight shape " << shapeString(weight);
+  };
+  if (failed(checkShape(getGrad(), "grad")) ||
+      failed(checkShape(getDirection(), "direction")))
+    return failure();
+  if (getResidual() && failed(checkShape(getResidual(), "residual")))
+    return failure();
+
+  SteMode mode = getMode();
+  std::optional<APFloat> threshold = getThreshold();
+  std::optional<APFloat> lambda = getLambda();
+  if (mode == SteMode::Clipped) {
+    if (!threshold || !(threshold->convertToFloat() > 0.0f))
+      return emitOpError("ste_grad_c2: mode 'clipped' needs a positive "
+                         "'threshold'");
+  } else if (threshold) {
+    return emitOpError("ste_grad_c2: 'threshold' only applies to mode "
+                       "'clipped'");
+  }
+  if (mode == SteMode::Ewgs) {
+    if (!lambda || !(lambda->convertToFloat() >= 0.0f))
+      return emitOpError("ste_grad_c2: mode 'ewgs' needs a non-negative "
+                         "'lambda'");
+  } else if (lambda) {
+    return emitOpError("ste_grad_c2: 'lambda' only applies to mode 'ewgs'");
+  }
+
+  Value scaleGrad = getScaleGrad();
+  if ((mode == SteMode::Lsq) != static_cast<bool>(scaleGrad))
+    return emitOpError("ste_grad_c3: mode 'lsq' yields a scale gradient as a "
+                       "second result, and only it does");
+  if (mode == SteMode::Lsq) {
+    if (weightType.getBlockElems() == 1)
+      return emitOpError("ste_grad_c4: format '")
+             << stringifyQuantFormat(weightType.getFormat())
+             << "' has no block scale to learn";
+    SmallVector<int64_t> grid =
+        scaledInnerShape(weight, weightType.getBlockElems(), 1);
+    ArrayRef<int64_t> got =
+        cast<RankedTensorType>(scaleGrad.getType()).getShape();
+    if (!shapesCompatible(got, grid))
+      return emitOpError("ste_grad_c4: scale_grad shape ")
+             << shapeString(got) << " is not the block grid "
+             << shapeString(grid);
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// CarryUpdateOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CarryUpdateOp::verify() {
+  QTensorType weightType = getWeight().getType();
+  ArrayRef<int64_t> weight = weightType.getShape();
+  ArrayRef<int64_t> delta =
+      cast<RankedTensorType>(getDelta().getType()).getShape();
+  ArrayRef<int64_t> carry =
+      cast<RankedTensorType>(getCarry().getType()).getShape();
+  if (!shapesCompatible(delta, weight))
+    return emitOpError("carry_update_c1: delta shape ")
+           << shapeString(delta) << " differs from the weight shape "
+           << shapeString(weight);
+
+  JLCarryAttr jl = getJlAttr();
+  if (!jl) {
+    if (!shapesCompatible(carry, weight))
+      return emitOpError("carry_update_c2: dense carry shape ")
+             << shapeString(carry) << " differs from the weight shape "
+             << shapeString(weight);
+    return success();
+  }
+  int64_t chunk = jl.getChunk(), blockElems = weightType.getBlockElems();
+  int64_t inner = weight.back();
+  if (chunk % blockElems != 0 ||
+      (!ShapedType::isDynamic(inner) && inner % chunk != 0))
+    return emitOpError("carry_update_c3: JL chunk ")
+           << chunk << " must be a multiple of the block length "
+           << blockElems << " and divide the innermost dimension " << inner;
+  SmallVector<int64_t> expected = scaledInnerShape(weight, chunk, jl.getDim());
+  if (!shapesCompatible(carry, expected))
+    return emitOpError("carry_update_c3: JL carry shape ")
+           << shapeString(carry) << " must be " << shapeString(expected)
+           << " (innermost = K / chunk * dim)";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// HadamardOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult HadamardOp::verify() {
+  int64_t block = static_cast<int64_t>(getBlock());
+  if (!llvm::isPowerOf2_64(block))
+    return emitOpError("hadamard_c1: block ")
+           << block << " is not a power of two";
+  int64_t inner = cast<RankedTensorType>(getInput().getType()).getShape().back();
+  if (ShapedType::isDynamic(inner) || inner % block != 0)
+    return emitOpError("hadamard_c2: innermost dimension ")
+           << (ShapedType::isDynamic(inner) ? std::string("?")
+                                            : std::to_string(inner))
+           << " must be static and divisible by the block " << block;
+  return success();
+}
+
+// hadamard(hadamard(x, inverse = a), inverse = !a) = x for equal block and
+// seed, because the rotation (1/√n)·H·diag(s) is orthogonal and its inverse
+// diag(s)·(1/√n)·H is exactly the other direction.
+OpFoldResult HadamardOp::fold(FoldAdaptor) {
+  auto producer = getInput().getDefiningOp<HadamardOp>();
+  if (!producer || producer.getBlock() != getBlock() ||
+      producer.getSeed() != getSeed() ||
+      producer.getInverse() == getInverse())
+    return {};
+  return producer.getInput();
+}
