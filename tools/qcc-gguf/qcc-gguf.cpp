@@ -1,0 +1,628 @@
+//===- qcc-gguf.cpp - Inspect, verify, dequantize and quantize GGUF -------===//
+//
+//   qcc-gguf info FILE [--json]
+//   qcc-gguf verify FILE
+//   qcc-gguf dequant FILE TENSOR -o OUT.f32
+//   qcc-gguf quantize IN.gguf OUT.gguf --type TYPE [--tensors REGEX]
+//                                        [--imatrix FILE]
+//
+// Exit codes: 0 success, 1 invalid input or failed operation (one line on
+// stderr), 2 usage error. Every output file is written atomically. See
+// docs/qcc-gguf.md.
+//
+//===----------------------------------------------------------------------===//
+
+#include "qcc/Runtime/Gguf.h"
+
+#ifndef QCC_GGUF_NO_CODECS
+#include "qcc/Runtime/Codecs.h"
+#endif
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sys/stat.h>
+
+using namespace qcc;
+using namespace qcc::gguf;
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFail = 1;
+constexpr int kExitUsage = 2;
+
+const char *kUsage =
+    "usage: qcc-gguf info FILE [--json]\n"
+    "       qcc-gguf verify FILE\n"
+    "       qcc-gguf dequant FILE TENSOR -o OUT.f32\n"
+    "       qcc-gguf quantize IN.gguf OUT.gguf --type TYPE [--tensors REGEX]"
+    " [--imatrix FILE]\n";
+
+int usage(const std::string &msg) {
+  if (!msg.empty())
+    std::cerr << "qcc-gguf: " << msg << "\n";
+  std::cerr << kUsage;
+  return kExitUsage;
+}
+
+int fail(const std::string &msg) {
+  // Exactly one line: collapse any newline a message might carry.
+  std::string line = msg;
+  for (char &c : line)
+    if (c == '\n' || c == '\r')
+      c = ' ';
+  std::cerr << "qcc-gguf: " << line << "\n";
+  return kExitFail;
+}
+
+std::unique_ptr<File> openOrReport(const std::string &path, int &rc) {
+  std::string err;
+  auto file = File::open(path, &err);
+  if (!file)
+    rc = fail(path + ": " + err);
+  return file;
+}
+
+std::string typeName(uint32_t id) {
+  const FormatInfo *info = lookupTensorType(id);
+  return info ? std::string(info->name) : "type" + std::to_string(id);
+}
+
+//===----------------------------------------------------------------------===//
+// info
+//===----------------------------------------------------------------------===//
+
+nlohmann::json toJson(const Value &v) {
+  switch (v.type) {
+  case ValueType::U8:
+  case ValueType::U16:
+  case ValueType::U32:
+  case ValueType::U64:
+    return v.u;
+  case ValueType::I8:
+  case ValueType::I16:
+  case ValueType::I32:
+  case ValueType::I64:
+    return v.i;
+  case ValueType::F32:
+    return static_cast<double>(v.f32); // non-finite values dump as null
+  case ValueType::F64:
+    return v.f64;
+  case ValueType::Bool:
+    return v.b;
+  case ValueType::String:
+    return v.str;
+  case ValueType::Array: {
+    nlohmann::json arr = nlohmann::json::array();
+    for (const Value &e : v.elems)
+      arr.push_back(toJson(e));
+    return arr;
+  }
+  }
+  return nullptr;
+}
+
+std::string shapeString(const TensorInfo &t) {
+  std::string s = "[";
+  for (uint32_t d = 0; d < t.nDims; ++d)
+    s += (d ? ", " : "") + std::to_string(t.ne[d]);
+  return s + "]";
+}
+
+int cmdInfo(const std::vector<std::string> &args) {
+  std::string path;
+  bool json = false;
+  for (const std::string &a : args) {
+    if (a == "--json")
+      json = true;
+    else if (!a.empty() && a[0] == '-')
+      return usage("info: unknown option '" + a + "'");
+    else if (path.empty())
+      path = a;
+    else
+      return usage("info: more than one FILE");
+  }
+  if (path.empty())
+    return usage("info: missing FILE");
+  int rc = kExitOk;
+  auto file = openOrReport(path, rc);
+  if (!file)
+    return rc;
+
+  if (json) {
+    nlohmann::json j;
+    j["file"] = path;
+    j["version"] = file->version();
+    j["alignment"] = file->alignment();
+    j["data_offset"] = file->dataOffset();
+    j["file_size"] = file->fileSize();
+    j["shape_order"] = "ggml ne order: ne[0] is the contiguous dimension";
+    nlohmann::json meta = nlohmann::json::array();
+    for (const auto &kv : file->metadata()) {
+      nlohmann::json m;
+      m["key"] = kv.first;
+      m["type"] = valueTypeName(kv.second.type);
+      if (kv.second.type == ValueType::Array)
+        m["element_type"] = valueTypeName(kv.second.elemType);
+      m["value"] = toJson(kv.second);
+      meta.push_back(std::move(m));
+    }
+    j["metadata"] = std::move(meta);
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const TensorInfo &t : file->tensors()) {
+      nlohmann::json tj;
+      tj["name"] = t.name;
+      tj["type"] = typeName(t.ggmlType);
+      tj["type_id"] = t.ggmlType;
+      tj["ne"] = std::vector<int64_t>(t.ne, t.ne + t.nDims);
+      tj["offset"] = t.offset;
+      tj["file_offset"] = file->dataOffset() + t.offset;
+      tj["nbytes"] = t.nbytes;
+      tensors.push_back(std::move(tj));
+    }
+    j["tensors"] = std::move(tensors);
+    // Strings from the file need not be UTF-8; replace rather than throw.
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+              << "\n";
+    return kExitOk;
+  }
+
+  std::cout << "file:        " << path << "\n"
+            << "version:     " << file->version() << "\n"
+            << "alignment:   " << file->alignment() << "\n"
+            << "data offset: " << file->dataOffset() << "\n"
+            << "file size:   " << file->fileSize() << "\n"
+            << "metadata (" << file->metadata().size() << " keys):\n";
+  for (const auto &kv : file->metadata()) {
+    std::string type = valueTypeName(kv.second.type);
+    if (kv.second.type == ValueType::Array)
+      type += "<" + std::string(valueTypeName(kv.second.elemType)) + "> x" +
+              std::to_string(kv.second.elems.size());
+    std::cout << "  " << kv.first << " (" << type
+              << ") = " << kv.second.toString(8) << "\n";
+  }
+  std::cout << "tensors (" << file->tensors().size()
+            << "; shape in ggml ne order, ne[0] contiguous; offset relative "
+               "to the data section):\n";
+  for (const TensorInfo &t : file->tensors())
+    std::cout << "  " << t.name << "  " << typeName(t.ggmlType) << "  "
+              << shapeString(t) << "  offset " << t.offset << "  "
+              << t.nbytes << " bytes\n";
+  return kExitOk;
+}
+
+//===----------------------------------------------------------------------===//
+// verify
+//===----------------------------------------------------------------------===//
+
+int cmdVerify(const std::vector<std::string> &args) {
+  if (args.size() != 1 || (!args[0].empty() && args[0][0] == '-'))
+    return usage("verify: expected exactly one FILE");
+  int rc = kExitOk;
+  auto file = openOrReport(args[0], rc);
+  if (!file)
+    return rc;
+  std::cout << "OK " << args[0] << ": GGUF v" << file->version() << ", "
+            << file->metadata().size() << " keys, " << file->tensors().size()
+            << " tensors, " << file->fileSize() << " bytes\n";
+  return kExitOk;
+}
+
+//===----------------------------------------------------------------------===//
+// Decoding to f32
+//===----------------------------------------------------------------------===//
+
+#ifdef QCC_GGUF_NO_CODECS
+// Stand-ins until the codec library exists: only the unquantized types.
+float halfBits(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0 && man == 0)
+    bits = sign;
+  else if (exp == 0) { // subnormal: normalize
+    exp = 127 - 15 + 1;
+    while (!(man & 0x400)) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
+  } else if (exp == 31)
+    bits = sign | 0x7f800000u | (man << 13);
+  else
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+#endif
+
+/// Decodes a whole tensor to f32 in ggml element order.
+bool decodeTensor(const TensorInfo &t, std::vector<float> &out,
+                  std::string *error) {
+  size_t n = static_cast<size_t>(t.numElements());
+  out.resize(n);
+  const uint8_t *p = t.data;
+  switch (t.ggmlType) {
+  case 24: // i8
+    for (size_t k = 0; k < n; ++k)
+      out[k] = static_cast<int8_t>(p[k]);
+    return true;
+  case 25: // i16
+    for (size_t k = 0; k < n; ++k) {
+      int16_t x;
+      std::memcpy(&x, p + 2 * k, 2);
+      out[k] = x;
+    }
+    return true;
+  case 26: // i32
+    for (size_t k = 0; k < n; ++k) {
+      int32_t x;
+      std::memcpy(&x, p + 4 * k, 4);
+      out[k] = static_cast<float>(x);
+    }
+    return true;
+  case 27: // i64
+    for (size_t k = 0; k < n; ++k) {
+      int64_t x;
+      std::memcpy(&x, p + 8 * k, 8);
+      out[k] = static_cast<float>(x);
+    }
+    return true;
+  case 28: // f64
+    for (size_t k = 0; k < n; ++k) {
+      double x;
+      std::memcpy(&x, p + 8 * k, 8);
+      out[k] = static_cast<float>(x);
+    }
+    return true;
+  default:
+    break;
+  }
+#ifdef QCC_GGUF_NO_CODECS
+  if (t.ggmlType == 0) {
+    std::memcpy(out.data(), p, n * 4);
+    return true;
+  }
+  if (t.ggmlType == 1 || t.ggmlType == 30) {
+    for (size_t k = 0; k < n; ++k) {
+      uint16_t h;
+      std::memcpy(&h, p + 2 * k, 2);
+      if (t.ggmlType == 1)
+        out[k] = halfBits(h);
+      else {
+        uint32_t bits = static_cast<uint32_t>(h) << 16;
+        std::memcpy(&out[k], &bits, 4);
+      }
+    }
+    return true;
+  }
+  if (error)
+    *error = "decoding " + typeName(t.ggmlType) +
+             " needs the codec library, which this build lacks";
+  return false;
+#else
+  (void)error;
+  decodeToF32(static_cast<Format>(t.ggmlType), p, out.data(), n);
+  return true;
+#endif
+}
+
+//===----------------------------------------------------------------------===//
+// dequant
+//===----------------------------------------------------------------------===//
+
+int cmdDequant(const std::vector<std::string> &args) {
+  std::vector<std::string> pos;
+  std::string out;
+  for (size_t k = 0; k < args.size(); ++k) {
+    if (args[k] == "-o") {
+      if (k + 1 >= args.size())
+        return usage("dequant: -o needs a path");
+      out = args[++k];
+    } else if (!args[k].empty() && args[k][0] == '-')
+      return usage("dequant: unknown option '" + args[k] + "'");
+    else
+      pos.push_back(args[k]);
+  }
+  if (pos.size() != 2 || out.empty())
+    return usage("dequant: expected FILE TENSOR -o OUT.f32");
+  int rc = kExitOk;
+  auto file = openOrReport(pos[0], rc);
+  if (!file)
+    return rc;
+  const TensorInfo *t = file->findTensor(pos[1]);
+  if (!t)
+    return fail(pos[0] + ": no tensor named '" + pos[1] + "'");
+  std::vector<float> values;
+  std::string err;
+  if (!decodeTensor(*t, values, &err))
+    return fail(err);
+  AtomicFile f;
+  if (!f.open(out, &err) ||
+      !f.write(values.data(), values.size() * sizeof(float), &err) ||
+      !f.commit(&err))
+    return fail(err);
+  std::cerr << "qcc-gguf: wrote " << values.size() << " f32 values of '"
+            << t->name << "' (" << typeName(t->ggmlType) << ") to " << out
+            << "\n";
+  return kExitOk;
+}
+
+//===----------------------------------------------------------------------===//
+// quantize
+//===----------------------------------------------------------------------===//
+
+/// llama.cpp's LLAMA_FTYPE for a file whose weights are all of one type (the
+/// numbering of llama.h / gguf-py's LlamaFileType; for the k-quants the
+/// "_M" mix, which is what llama.cpp reports for a pure file of that type).
+std::optional<uint32_t> llamaFileType(Format f) {
+  switch (f) {
+  case Format::F32: return 0;
+  case Format::F16: return 1;
+  case Format::Q4_0: return 2;
+  case Format::Q4_1: return 3;
+  case Format::Q8_0: return 7;
+  case Format::Q5_0: return 8;
+  case Format::Q5_1: return 9;
+  case Format::Q2_K: return 10;
+  case Format::Q3_K: return 12; // Q3_K_M
+  case Format::Q4_K: return 15; // Q4_K_M
+  case Format::Q5_K: return 17; // Q5_K_M
+  case Format::Q6_K: return 18;
+  case Format::IQ2_XXS: return 19;
+  case Format::IQ2_XS: return 20;
+  case Format::IQ3_XXS: return 23;
+  case Format::IQ1_S: return 24;
+  case Format::IQ4_NL: return 25;
+  case Format::IQ3_S: return 26;
+  case Format::IQ2_S: return 28;
+  case Format::IQ4_XS: return 30;
+  case Format::IQ1_M: return 31;
+  case Format::BF16: return 32;
+  case Format::TQ1_0: return 36;
+  case Format::TQ2_0: return 37;
+  case Format::MXFP4: return 38; // MXFP4_MOE
+  case Format::NVFP4: return 39;
+  case Format::Q1_0: return 40;
+  default: return std::nullopt; // q2_0: no llama.cpp ftype known
+  }
+}
+
+/// Per-column importance of each weight from a llama.cpp imatrix GGUF:
+/// `<w>.in_sum2` (f32, ne = [cols, nMat]) and `<w>.counts` (f32, ne =
+/// [1, nMat]); importance = in_sum2 / counts, or 1 where a matrix saw no
+/// input (as llama.cpp does).
+struct Importance {
+  int64_t cols = 0, nMat = 0;
+  std::vector<float> values; // nMat rows of cols
+};
+
+bool loadImatrix(const std::string &path,
+                 std::map<std::string, Importance> &out, std::string *error) {
+  auto file = File::open(path, error);
+  if (!file) {
+    *error = "imatrix " + path + ": " + *error;
+    return false;
+  }
+  const std::string suffix = ".in_sum2";
+  for (const TensorInfo &t : file->tensors()) {
+    if (t.name.size() <= suffix.size() ||
+        t.name.compare(t.name.size() - suffix.size(), suffix.size(),
+                       suffix) != 0)
+      continue;
+    std::string base = t.name.substr(0, t.name.size() - suffix.size());
+    const TensorInfo *counts = file->findTensor(base + ".counts");
+    if (!counts) {
+      *error = "imatrix " + path + ": '" + t.name + "' has no '" + base +
+               ".counts'";
+      return false;
+    }
+    int64_t cols = t.ne[0], nMat = t.nDims >= 2 ? t.ne[1] : 1;
+    if (t.ggmlType != 0 || counts->ggmlType != 0 || t.nDims > 2 ||
+        counts->numElements() != static_cast<uint64_t>(nMat)) {
+      *error = "imatrix " + path + ": '" + base +
+               "' is not f32 in_sum2[cols, n_mat] with f32 counts[1, n_mat]";
+      return false;
+    }
+    Importance imp;
+    imp.cols = cols;
+    imp.nMat = nMat;
+    imp.values.resize(static_cast<size_t>(cols * nMat));
+    for (int64_t m = 0; m < nMat; ++m) {
+      float count;
+      std::memcpy(&count, counts->data + 4 * m, 4);
+      for (int64_t c = 0; c < cols; ++c) {
+        float sum;
+        std::memcpy(&sum, t.data + 4 * (m * cols + c), 4);
+        imp.values[m * cols + c] = count > 0 ? sum / count : 1.0f;
+      }
+    }
+    out[base] = std::move(imp);
+  }
+  if (out.empty()) {
+    *error = "imatrix " + path + ": no '<tensor>.in_sum2' entries";
+    return false;
+  }
+  return true;
+}
+
+int cmdQuantize(const std::vector<std::string> &args) {
+  std::vector<std::string> pos;
+  std::string typeArg, regexArg, imatrixArg;
+  bool haveRegex = false;
+  for (size_t k = 0; k < args.size(); ++k) {
+    const std::string &a = args[k];
+    auto value = [&](std::string &dst) {
+      if (k + 1 >= args.size())
+        return false;
+      dst = args[++k];
+      return true;
+    };
+    if (a == "--type") {
+      if (!value(typeArg))
+        return usage("quantize: --type needs a value");
+    } else if (a == "--tensors") {
+      if (!value(regexArg))
+        return usage("quantize: --tensors needs a value");
+      haveRegex = true;
+    } else if (a == "--imatrix") {
+      if (!value(imatrixArg))
+        return usage("quantize: --imatrix needs a value");
+    } else if (!a.empty() && a[0] == '-')
+      return usage("quantize: unknown option '" + a + "'");
+    else
+      pos.push_back(a);
+  }
+  if (pos.size() != 2)
+    return usage("quantize: expected IN.gguf OUT.gguf");
+  if (typeArg.empty())
+    return usage("quantize: --type is required");
+  const FormatInfo *target = lookupFormat(typeArg);
+  if (!target) // be lenient about case ("Q4_K", "q4_k")
+    for (const FormatInfo &f : kFormats) {
+      std::string a = typeArg, b(f.name);
+      for (char &c : a) c = static_cast<char>(std::tolower(c));
+      for (char &c : b) c = static_cast<char>(std::tolower(c));
+      if (a == b)
+        target = &f;
+    }
+  if (!target)
+    return usage("quantize: unknown --type '" + typeArg + "'");
+  std::regex re;
+  if (haveRegex) {
+    try {
+      re = std::regex(regexArg, std::regex::ECMAScript);
+    } catch (const std::regex_error &e) {
+      return usage("quantize: bad --tensors regex: " + std::string(e.what()));
+    }
+  }
+  const std::string &in = pos[0], &out = pos[1];
+  struct stat si, so;
+  if (::stat(in.c_str(), &si) == 0 && ::stat(out.c_str(), &so) == 0 &&
+      si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+    return fail("refusing to write " + out + ": it is the input file");
+
+  int rc = kExitOk;
+  auto file = openOrReport(in, rc);
+  if (!file)
+    return rc;
+  std::string err;
+  std::map<std::string, Importance> imatrix;
+  if (!imatrixArg.empty() && !loadImatrix(imatrixArg, imatrix, &err))
+    return fail(err);
+
+#ifdef QCC_GGUF_NO_CODECS
+  return fail("quantize needs the codec library, which this build lacks");
+#else
+  Format fmt = target->format;
+  Writer w = Writer::fromFile(*file);
+  size_t total = file->tensors().size(), index = 0, converted = 0;
+  for (const TensorInfo &t : file->tensors()) {
+    ++index;
+    bool selected = haveRegex ? std::regex_search(t.name, re) : t.nDims >= 2;
+    if (!selected)
+      continue;
+    std::string why;
+    if (t.ggmlType == target->ggmlId)
+      why = "already " + std::string(target->name);
+    else if (isStorageType(t.ggmlType))
+      why = "integer/f64 tensors are not quantized";
+    else if (t.ne[0] % target->blockElems != 0)
+      why = "ne[0] = " + std::to_string(t.ne[0]) +
+            " is not a multiple of the block length " +
+            std::to_string(target->blockElems);
+    if (!why.empty()) {
+      // An explicit selection that cannot be honoured is an error; the
+      // default selection just leaves such tensors as they are.
+      if (haveRegex && t.ggmlType != target->ggmlId)
+        return fail("cannot quantize '" + t.name + "': " + why);
+      std::cerr << "[" << index << "/" << total << "] " << t.name
+                << ": kept as " << typeName(t.ggmlType) << " (" << why
+                << ")\n";
+      continue;
+    }
+    std::vector<float> values;
+    if (!decodeTensor(t, values, &err))
+      return fail(err);
+    size_t rowLen = static_cast<size_t>(t.ne[0]);
+    size_t rows = rowLen ? values.size() / rowLen : 0;
+    // An imatrix entry holds one importance vector per matrix (several for
+    // stacked expert tensors); each matrix is encoded with its own.
+    const Importance *imp = nullptr;
+    auto it = imatrix.find(t.name);
+    if (it != imatrix.end()) {
+      imp = &it->second;
+      if (imp->cols != t.ne[0] ||
+          (imp->nMat != 1 && static_cast<uint64_t>(imp->nMat) * rowLen *
+                                     static_cast<uint64_t>(t.ne[1]) !=
+                                 values.size()))
+        return fail("imatrix entry for '" + t.name +
+                    "' does not match the tensor's shape");
+    } else if (encodeNeedsImportance(fmt)) {
+      return fail("'" + t.name + "': " + std::string(target->name) +
+                  " needs an importance matrix; pass --imatrix with an "
+                  "entry for this tensor");
+    }
+    size_t nMat = imp && imp->nMat > 1 ? static_cast<size_t>(imp->nMat) : 1;
+    size_t rowsPerMat = rows / nMat;
+    std::vector<uint8_t> bytes(encodedBytes(fmt, values.size()));
+    size_t rowBytes = encodedBytes(fmt, rowLen);
+    for (size_t m = 0; m < nMat; ++m) {
+      const float *importance =
+          imp ? imp->values.data() + m * static_cast<size_t>(imp->cols)
+              : nullptr;
+      if (!encodeFromF32(fmt, values.data() + m * rowsPerMat * rowLen,
+                         bytes.data() + m * rowsPerMat * rowBytes, rowsPerMat,
+                         rowLen, importance, &err))
+        return fail("'" + t.name + "': " + err);
+    }
+    std::cerr << "[" << index << "/" << total << "] " << t.name << ": "
+              << typeName(t.ggmlType) << " -> " << target->name << " ("
+              << t.nbytes << " -> " << bytes.size() << " bytes)\n";
+    w.replaceTensor(t.name, target->ggmlId, std::move(bytes));
+    ++converted;
+  }
+  if (auto ftype = llamaFileType(fmt))
+    w.set("general.file_type", Value::makeU32(*ftype));
+  w.set("general.quantization_version", Value::makeU32(2));
+  if (!w.write(out, &err))
+    return fail(out + ": " + err);
+  std::cerr << "qcc-gguf: quantized " << converted << " of " << total
+            << " tensors to " << target->name << ", wrote " << out << "\n";
+  return kExitOk;
+#endif
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage("missing command");
+  std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    if (cmd == "info")
+      return cmdInfo(args);
+    if (cmd == "verify")
+      return cmdVerify(args);
+    if (cmd == "dequant")
+      return cmdDequant(args);
+    if (cmd == "quantize")
+      return cmdQuantize(args);
+    if (cmd == "-h" || cmd == "--help") {
+      std::cout << kUsage;
+      return kExitOk;
+    }
+    return usage("unknown command '" + cmd + "'");
+  } catch (const std::exception &e) {
+    // Allocation failures and the like become a clean error, never a crash.
+    return fail(std::string("internal error: ") + e.what());
+  }
+}
