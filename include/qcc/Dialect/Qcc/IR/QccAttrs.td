@@ -1,7 +1,7 @@
 //===- QccAttrs.td - qcc enums and attributes --------------*- tablegen -*-===//
 //
-// The GGUF block-format enum, the straight-through-estimator modes and the
-// qmatmul orientations.
+// The GGUF block-format enum, the straight-through-estimator modes, the
+// qmatmul orientations (stored as op properties) and the JL carry layout.
 //
 //===----------------------------------------------------------------------===//
 
@@ -48,10 +48,6 @@ def Qcc_QuantFormat : I32EnumAttr<"QuantFormat", "GGUF tensor block format", [
   let genSpecializedAttr = 0;
 }
 
-def Qcc_QuantFormatAttr : EnumAttr<Qcc_Dialect, Qcc_QuantFormat, "format"> {
-  let summary = "a GGUF block format";
-}
-
 def Qcc_SteMode : I32EnumAttr<"SteMode", "straight-through estimator", [
     I32EnumAttrCase<"Identity", 0, "identity">,
     I32EnumAttrCase<"Clipped",  1, "clipped">,
@@ -62,8 +58,6 @@ def Qcc_SteMode : I32EnumAttr<"SteMode", "straight-through estimator", [
   let genSpecializedAttr = 0;
 }
 
-def Qcc_SteModeAttr : EnumAttr<Qcc_Dialect, Qcc_SteMode, "ste_mode">;
-
 def Qcc_MatmulOrientation : I32EnumAttr<"MatmulOrientation",
     "which product qcc.qmatmul computes", [
     I32EnumAttrCase<"Fwd", 0, "fwd">,
@@ -72,9 +66,6 @@ def Qcc_MatmulOrientation : I32EnumAttr<"MatmulOrientation",
   let cppNamespace = "::mlir::qcc";
   let genSpecializedAttr = 0;
 }
-
-def Qcc_MatmulOrientationAttr
-    : EnumAttr<Qcc_Dialect, Qcc_MatmulOrientation, "orientation">;
 
 def Qcc_JLCarryAttr : AttrDef<Qcc_Dialect, "JLCarry"> {
   let mnemonic = "jl";

@@ -127,7 +127,7 @@ def Qcc_QMatmulOp : Qcc_Op<"qmatmul", [Pure]> {
     - `qmatmul_c4`: a result whose last two dimensions are not `[M, N]`
       (fwd) or `[M, K]` (bwd).
   }];
-  let arguments = (ins Qcc_MatmulOrientationAttr:$orientation,
+  let arguments = (ins EnumProp<Qcc_MatmulOrientation>:$orientation,
                        Qcc_FloatTensor:$lhs, Qcc_QTensorType:$weight);
   let results = (outs Qcc_FloatTensor:$result);
   let assemblyFormat = [{
@@ -182,7 +182,7 @@ def Qcc_SteGradOp : Qcc_Op<"ste_grad", [Pure]> {
     - `ste_grad_c4`: `lsq` on a format with no block scale (f32, f16, bf16),
       or a `scale_grad` whose shape is not the block grid.
   }];
-  let arguments = (ins Qcc_SteModeAttr:$mode,
+  let arguments = (ins EnumProp<Qcc_SteMode>:$mode,
                        Qcc_FloatTensor:$grad, Qcc_QTensorType:$weight,
                        Optional<Qcc_CarryTensor>:$residual,
                        OptionalAttr<F32Attr>:$threshold,
