@@ -1,0 +1,275 @@
+//===- Decode_avx512.cpp - AVX-512 decoders -------------------------------===//
+//
+// AVX-512 (F/BW/VL/DQ/VBMI) kernels of the most used formats, 16 floats per
+// vector. As in Decode_avx2.cpp every element is computed with the scalar
+// reference's operations in its order, so results are bit-identical. Formats
+// without a kernel here use their AVX2 kernel (or scalar), see Decode.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Codebooks.h"
+#include "DecodeKernels.h"
+#include "qcc/Runtime/Codecs.h"
+
+#include <immintrin.h>
+
+namespace qcc {
+namespace decode {
+
+using namespace codebooks;
+
+namespace {
+
+inline float f16At(const uint8_t *p) { return _cvtsh_ss(loadU16(p)); }
+
+/// 16 int8 lanes as floats.
+inline __m512 cvt16(__m128i v) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v));
+}
+inline void emit16(float *y, __m128i b, __m512 d) {
+  _mm512_storeu_ps(y, _mm512_mul_ps(cvt16(b), d));
+}
+inline void emit16MulAdd(float *y, __m128i b, __m512 d, __m512 m) {
+  _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(cvt16(b), d), m));
+}
+inline void emit16MulSub(float *y, __m128i b, __m512 d, __m512 m) {
+  _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(d, cvt16(b)), m));
+}
+
+inline __m128i lowNibbles(__m128i v) {
+  return _mm_and_si128(v, _mm_set1_epi8(0x0f));
+}
+inline __m128i highNibbles(__m128i v) {
+  return _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f));
+}
+inline __m256i lowNibbles(__m256i v) {
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+inline __m256i highNibbles(__m256i v) {
+  return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+}
+inline __m128i lo128(__m256i v) { return _mm256_castsi256_si128(v); }
+inline __m128i hi128(__m256i v) { return _mm256_extracti128_si256(v, 1); }
+
+inline __m128i loadU128(const uint8_t *p) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+}
+inline __m256i loadU256(const uint8_t *p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+}
+
+void rowF16(const uint8_t *x, float *y, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_cvtph_ps(loadU256(x + 2 * i)));
+  for (; i < n; ++i)
+    y[i] = _cvtsh_ss(loadU16(x + 2 * i));
+}
+
+void rowBF16(const uint8_t *x, float *y, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i v = _mm512_cvtepu16_epi32(loadU256(x + 2 * i));
+    _mm512_storeu_ps(y + i, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+  }
+  for (; i < n; ++i)
+    y[i] = bf16ToFloat(loadU16(x + 2 * i));
+}
+
+void rowQ4_0(const uint8_t *x, float *y, size_t nb) {
+  const __m128i eight = _mm_set1_epi8(8);
+  for (size_t i = 0; i < nb; ++i, x += 18, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16At(x));
+    const __m128i q = loadU128(x + 2);
+    emit16(y, _mm_sub_epi8(lowNibbles(q), eight), d);
+    emit16(y + 16, _mm_sub_epi8(highNibbles(q), eight), d);
+  }
+}
+
+void rowQ4_1(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 20, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16At(x)), m = _mm512_set1_ps(f16At(x + 2));
+    const __m128i q = loadU128(x + 4);
+    emit16MulAdd(y, lowNibbles(q), d, m);
+    emit16MulAdd(y + 16, highNibbles(q), d, m);
+  }
+}
+
+void rowQ8_0(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 34, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16At(x));
+    emit16(y, loadU128(x + 2), d);
+    emit16(y + 16, loadU128(x + 18), d);
+  }
+}
+
+inline void scaleMinK4(int j, const uint8_t *q, int &sc, int &mn) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    mn = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+    mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+void rowQ4_K(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 144) {
+    const float d = f16At(x), dmin = f16At(x + 2);
+    const uint8_t *scales = x + 4;
+    for (int c = 0; c < 4; ++c, y += 64) {
+      int sc, mn;
+      scaleMinK4(2 * c, scales, sc, mn);
+      const __m512 d1 = _mm512_set1_ps(d * float(sc));
+      const __m512 m1 = _mm512_set1_ps(dmin * float(mn));
+      scaleMinK4(2 * c + 1, scales, sc, mn);
+      const __m512 d2 = _mm512_set1_ps(d * float(sc));
+      const __m512 m2 = _mm512_set1_ps(dmin * float(mn));
+      const __m256i q = loadU256(x + 16 + 32 * c);
+      const __m256i lo = lowNibbles(q), hi = highNibbles(q);
+      emit16MulSub(y, lo128(lo), d1, m1);
+      emit16MulSub(y + 16, hi128(lo), d1, m1);
+      emit16MulSub(y + 32, lo128(hi), d2, m2);
+      emit16MulSub(y + 48, hi128(hi), d2, m2);
+    }
+  }
+}
+
+void rowQ6_K(const uint8_t *x, float *y, size_t nb) {
+  const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0f);
+  const __m256i b32 = _mm256_set1_epi8(32);
+  for (size_t i = 0; i < nb; ++i, x += 210) {
+    const float d = f16At(x + 208);
+    const int8_t *sc = reinterpret_cast<const int8_t *>(x + 192);
+    for (int h = 0; h < 2; ++h, y += 128, sc += 8) {
+      const __m256i ql0 = loadU256(x + 64 * h);
+      const __m256i ql1 = loadU256(x + 64 * h + 32);
+      const __m256i qh = loadU256(x + 128 + 32 * h);
+      const __m256i hi0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+      const __m256i hi1 =
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4);
+      const __m256i hi2 =
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4);
+      const __m256i hi3 =
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4);
+      const __m256i q[4] = {
+          _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4), hi0), b32),
+          _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4), hi1), b32),
+          _mm256_sub_epi8(_mm256_or_si256(highNibbles(ql0), hi2), b32),
+          _mm256_sub_epi8(_mm256_or_si256(highNibbles(ql1), hi3), b32)};
+      for (int k = 0; k < 4; ++k) {
+        emit16(y + 32 * k, lo128(q[k]), _mm512_set1_ps(d * float(sc[2 * k])));
+        emit16(y + 32 * k + 16, hi128(q[k]),
+               _mm512_set1_ps(d * float(sc[2 * k + 1])));
+      }
+    }
+  }
+}
+
+void rowIQ4_NL(const uint8_t *x, float *y, size_t nb) {
+  const __m128i table = loadU128(reinterpret_cast<const uint8_t *>(kValuesIQ4NL));
+  for (size_t i = 0; i < nb; ++i, x += 18, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16At(x));
+    const __m128i q = loadU128(x + 2);
+    emit16(y, _mm_shuffle_epi8(table, lowNibbles(q)), d);
+    emit16(y + 16, _mm_shuffle_epi8(table, highNibbles(q)), d);
+  }
+}
+
+void rowIQ4_XS(const uint8_t *x, float *y, size_t nb) {
+  const __m128i table = loadU128(reinterpret_cast<const uint8_t *>(kValuesIQ4NL));
+  for (size_t i = 0; i < nb; ++i, x += 136) {
+    const float d = f16At(x);
+    const uint16_t scalesH = loadU16(x + 2);
+    const uint8_t *scalesL = x + 4;
+    for (int g = 0; g < 8; ++g, y += 32) {
+      const int ls = ((scalesL[g / 2] >> (4 * (g % 2))) & 0xf) |
+                     (((scalesH >> (2 * g)) & 3) << 4);
+      const __m512 dl = _mm512_set1_ps(d * float(ls - 32));
+      const __m128i q = loadU128(x + 8 + 16 * g);
+      emit16(y, _mm_shuffle_epi8(table, lowNibbles(q)), dl);
+      emit16(y + 16, _mm_shuffle_epi8(table, highNibbles(q)), dl);
+    }
+  }
+}
+
+inline float e8m0Half(uint8_t e) {
+  const uint32_t bits = e < 2 ? (0x00200000u << e) : (uint32_t(e - 1) << 23);
+  return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(bits))));
+}
+
+void rowMXFP4(const uint8_t *x, float *y, size_t nb) {
+  const __m128i table = loadU128(reinterpret_cast<const uint8_t *>(kValuesMXFP4));
+  for (size_t i = 0; i < nb; ++i, x += 17, y += 32) {
+    const __m512 d = _mm512_set1_ps(e8m0Half(x[0]));
+    const __m128i q = loadU128(x + 1);
+    emit16(y, _mm_shuffle_epi8(table, lowNibbles(q)), d);
+    emit16(y + 16, _mm_shuffle_epi8(table, highNibbles(q)), d);
+  }
+}
+
+} // namespace
+
+RowFn avx512Row(Format format) {
+  switch (format) {
+  case Format::F16:
+    return rowF16;
+  case Format::BF16:
+    return rowBF16;
+  case Format::Q4_0:
+    return rowQ4_0;
+  case Format::Q4_1:
+    return rowQ4_1;
+  case Format::Q8_0:
+    return rowQ8_0;
+  case Format::Q4_K:
+    return rowQ4_K;
+  case Format::Q6_K:
+    return rowQ6_K;
+  case Format::IQ4_NL:
+    return rowIQ4_NL;
+  case Format::IQ4_XS:
+    return rowIQ4_XS;
+  case Format::MXFP4:
+    return rowMXFP4;
+  default:
+    return nullptr; // AVX2 kernel or scalar (see docs/formats.md)
+  }
+}
+
+void narrowF16AVX512(const float *in, uint16_t *out, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + i),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(in + i),
+                                        _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i)
+    out[i] = floatToHalf(in[i]);
+}
+
+void narrowBF16AVX512(const float *in, uint16_t *out, size_t n) {
+  // Not vcvtneps2bf16: it flushes subnormals, ggml's converter does not.
+  size_t i = 0;
+  const __m512i absMask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i inf = _mm512_set1_epi32(0x7f800000);
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+  const __m512i quiet = _mm512_set1_epi32(64);
+  for (; i + 16 <= n; i += 16) {
+    const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(in + i));
+    const __mmask16 isNan =
+        _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, absMask), inf);
+    const __m512i top = _mm512_srli_epi32(u, 16);
+    const __m512i rounded = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(top, one))),
+        16);
+    const __m512i r =
+        _mm512_mask_blend_epi32(isNan, rounded, _mm512_or_si512(top, quiet));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + i),
+                        _mm512_cvtepi32_epi16(r));
+  }
+  for (; i < n; ++i)
+    out[i] = floatToBF16(in[i]);
+}
+
+} // namespace decode
+} // namespace qcc
