@@ -18,6 +18,7 @@ config.test_exec_root = os.path.join(config.qcc_obj_root, "test")
 
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%qcc_src_root", config.qcc_src_root))
+config.substitutions.append(("%qcc_obj_root", config.qcc_obj_root))
 config.substitutions.append(
     ("%golden", os.path.join(config.qcc_src_root, "..", "shared", "golden",
                              "ggml-golden.gguf")))
