@@ -1,0 +1,389 @@
+//===- EncodeCommon.h - Shared scale/code search of the encoders (private) ===//
+//
+// Every block format reconstructs an element as (scale) * (level) [- min].
+// The encoders differ in the level set and in how scales are stored, but all
+// solve the same small problem: pick the scale (and min) that minimise the
+// weighted squared error when each element takes its nearest level. The
+// helpers here do that search once, for integer level ranges and for
+// non-linear level tables, and the per-format files only pack the results.
+//
+// Weights are never null here: the dispatcher passes the importance row or a
+// row of ones, so "no importance" minimises the plain squared error, which is
+// what the quality metric measures.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef QCC_RUNTIME_FORMATS_ENCODECOMMON_H
+#define QCC_RUNTIME_FORMATS_ENCODECOMMON_H
+
+#include "qcc/Runtime/Codecs.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace qcc {
+namespace encode {
+
+/// One block encoder: `x` holds the block's elements, `w` their weights
+/// (never null), `out` receives `blockBytes` bytes.
+using BlockFn = void (*)(const float *x, const float *w, uint8_t *out);
+
+/// Looks up the block encoder of `format` in its family's file; nullptr if
+/// that family does not handle the format.
+BlockFn legacyBlockEncoder(Format format);
+BlockFn kquantBlockEncoder(Format format);
+BlockFn miscBlockEncoder(Format format);
+BlockFn iqBlockEncoder(Format format);
+
+inline void storeU16(uint8_t *p, uint16_t v) { std::memcpy(p, &v, 2); }
+inline void storeU32(uint8_t *p, uint32_t v) { std::memcpy(p, &v, 4); }
+
+/// The f16 bits nearest to v, with overflow clamped to the largest finite.
+inline uint16_t toHalfClamped(float v) {
+  uint16_t h = floatToHalf(v);
+  if ((h & 0x7c00) == 0x7c00)
+    h = uint16_t((h & 0x8000) | 0x7bff);
+  return h;
+}
+
+/// Integer levels qmin..qmax; a code is the level itself.
+struct IntLevels {
+  int qmin, qmax;
+  int nearest(float v) const {
+    // Clamp before converting so huge ratios cannot overflow the int.
+    v = std::min(std::max(v, float(qmin)), float(qmax));
+    return int(std::nearbyint(v));
+  }
+  float value(int code) const { return float(code); }
+  float top() const { return float(qmax); }
+  float bottom() const { return float(qmin); }
+};
+
+/// A sorted table of non-linear levels; a code is the index in the table.
+struct TableLevels {
+  const float *vals;
+  int count;
+  int nearest(float v) const {
+    const float *it = std::lower_bound(vals, vals + count, v);
+    if (it == vals)
+      return 0;
+    if (it == vals + count)
+      return count - 1;
+    return (v - it[-1] <= it[0] - v) ? int(it - vals) - 1 : int(it - vals);
+  }
+  float value(int code) const { return vals[code]; }
+  float top() const { return vals[count - 1]; }
+  float bottom() const { return vals[0]; }
+};
+
+/// Weighted squared error of the block when every element takes its nearest
+/// level at scale `d`; codes go to `q` (may be null).
+template <class Levels>
+inline double errorAtScale(const float *x, const float *w, int n,
+                           const Levels &lv, float d, int *q) {
+  double err = 0;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const int c = lv.nearest(x[i] * id);
+    if (q)
+      q[i] = c;
+    const float r = x[i] - d * lv.value(c);
+    err += double(w[i]) * r * r;
+  }
+  return err;
+}
+
+/// The float scale d minimising sum w (x - d * level)^2 with nearest-level
+/// codes. Tries `steps` anchors at each end of the level set (the largest
+/// |x| mapped near the top or the bottom level), refits d by least squares
+/// for each, and polishes the winner by alternating re-rounding and refits.
+template <class Levels>
+inline float fitScale(const float *x, const float *w, int n, const Levels &lv,
+                      int *q, int steps = 12) {
+  float amax = 0, xm = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      xm = x[i];
+    }
+  if (amax == 0.0f || !std::isfinite(amax)) {
+    for (int i = 0; i < n; ++i)
+      q[i] = lv.nearest(0.0f);
+    return 0.0f;
+  }
+  float bestD = 0;
+  double bestScore = -1; // maximise (sum wxv)^2 / sum wv^2
+  int tmp[256];
+  auto tryScale = [&](float d) {
+    if (d == 0.0f || !std::isfinite(d))
+      return;
+    const float id = 1.0f / d;
+    double sxv = 0, svv = 0;
+    for (int i = 0; i < n; ++i) {
+      const int c = lv.nearest(x[i] * id);
+      tmp[i] = c;
+      const float v = lv.value(c);
+      sxv += double(w[i]) * x[i] * v;
+      svv += double(w[i]) * v * v;
+    }
+    if (svv <= 0)
+      return;
+    const double score = sxv * sxv / svv;
+    if (score > bestScore) {
+      bestScore = score;
+      bestD = float(sxv / svv);
+      std::memcpy(q, tmp, sizeof(int) * n);
+    }
+  };
+  for (int end = 0; end < 2; ++end) {
+    const float target = end == 0 ? lv.top() : lv.bottom();
+    if (target == 0.0f)
+      continue;
+    for (int s = 0; s < steps; ++s) {
+      // Anchor levels from 1.05x down to ~0.6x the end level: shrinking
+      // clips the extreme element but refines the others.
+      const float f = 1.05f - 0.45f * float(s) / float(steps);
+      tryScale(xm / (target * f));
+    }
+  }
+  for (int it = 0; it < 3; ++it) {
+    const float before = bestD;
+    tryScale(bestD);
+    if (bestD == before)
+      break;
+  }
+  return bestD;
+}
+
+/// Rounds scale `d` to the f16 that (with codes re-chosen for it) gives the
+/// least error, searching `radius` ulps around the nearest f16. Returns the
+/// chosen bits; `q` receives the codes.
+template <class Levels>
+inline uint16_t bestHalfScale(const float *x, const float *w, int n,
+                              const Levels &lv, float d, int *q,
+                              int radius = 2) {
+  uint16_t h0 = floatToHalf(d);
+  if ((h0 & 0x7c00) == 0x7c00) // overflow: the largest finite half
+    h0 = uint16_t((h0 & 0x8000) | 0x7bff);
+  const uint16_t sign = h0 & 0x8000;
+  const int mag0 = h0 & 0x7fff;
+  double bestErr = INFINITY;
+  uint16_t best = h0;
+  int tmp[256];
+  for (int k = -radius; k <= radius; ++k) {
+    const int mag = mag0 + k;
+    if (mag < 0 || mag > 0x7bff)
+      continue;
+    const uint16_t h = uint16_t(sign | mag);
+    const double err = errorAtScale(x, w, n, lv, halfToFloat(h), tmp);
+    if (err < bestErr) {
+      bestErr = err;
+      best = h;
+      std::memcpy(q, tmp, sizeof(int) * n);
+    }
+  }
+  return best;
+}
+
+/// Affine fit x ~ d * q + m with integer q in [0, qmax], d >= 0. With
+/// `minNonPositive` the offset m is kept <= 0 (the K-quants store -m as an
+/// unsigned min). Alternates rounding and a 2x2 weighted least-squares refit
+/// from several starting scales. Returns the squared error.
+inline double fitAffine(const float *x, const float *w, int n, int qmax,
+                        bool minNonPositive, float &dOut, float &mOut, int *q,
+                        int steps = 10) {
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  if (minNonPositive)
+    lo = std::min(lo, 0.0f);
+  if (!(hi > lo)) {
+    dOut = 0;
+    mOut = minNonPositive ? std::min(lo, 0.0f) : lo;
+    for (int i = 0; i < n; ++i)
+      q[i] = 0;
+    double err = 0;
+    for (int i = 0; i < n; ++i)
+      err += double(w[i]) * (x[i] - mOut) * (x[i] - mOut);
+    return err;
+  }
+  int tmp[256];
+  double bestErr = INFINITY;
+  float bestD = (hi - lo) / float(qmax), bestM = lo;
+  // Weighted squared error of given (d, m) with re-chosen codes.
+  auto evalDM = [&](float d, float m, int *codes) {
+    const float id = d > 0 ? 1.0f / d : 0.0f;
+    double err = 0;
+    for (int i = 0; i < n; ++i) {
+      int c = int(std::nearbyint(std::min(std::max((x[i] - m) * id, 0.0f),
+                                          float(qmax))));
+      codes[i] = c;
+      const float r = x[i] - (d * float(c) + m);
+      err += double(w[i]) * r * r;
+    }
+    return err;
+  };
+  // Least-squares (d, m) for fixed codes.
+  auto refit = [&](const int *codes, float &d, float &m) {
+    double sw = 0, sq = 0, sqq = 0, sx = 0, sxq = 0;
+    for (int i = 0; i < n; ++i) {
+      const double wi = w[i];
+      sw += wi;
+      sq += wi * codes[i];
+      sqq += wi * codes[i] * codes[i];
+      sx += wi * x[i];
+      sxq += wi * x[i] * codes[i];
+    }
+    const double det = sw * sqq - sq * sq;
+    if (det > 0) {
+      double dd = (sw * sxq - sq * sx) / det;
+      double mm = (sqq * sx - sq * sxq) / det;
+      if (minNonPositive && mm > 0) {
+        mm = 0;
+        dd = sqq > 0 ? sxq / sqq : 0;
+      }
+      if (dd > 0) {
+        d = float(dd);
+        m = float(mm);
+      }
+    }
+  };
+  auto consider = [&](float d, float m) {
+    if (!(d > 0) || !std::isfinite(d))
+      return;
+    for (int it = 0; it < 3; ++it) {
+      const double err = evalDM(d, m, tmp);
+      if (err < bestErr) {
+        bestErr = err;
+        bestD = d;
+        bestM = m;
+        std::memcpy(q, tmp, sizeof(int) * n);
+      } else if (it > 0) {
+        break;
+      }
+      refit(tmp, d, m);
+    }
+  };
+  for (int s = 0; s <= steps; ++s) {
+    // Spread the range over qmax - 1 .. qmax + 1 levels.
+    const float levels = float(qmax) + 1.0f - 2.0f * float(s) / float(steps);
+    consider((hi - lo) / levels, lo);
+  }
+  dOut = bestD;
+  mOut = bestM;
+  return bestErr;
+}
+
+/// Two-level symmetric fit used by q3_K, q6_K and iq4_xs: `nsub` groups of
+/// `sublen` elements, group g reconstructed as (d * sc[g]) * level with an
+/// f16 super-scale d and integer sc[g] in [scMin, scMax]. Each group's ideal
+/// float scale is found first; then several super-scales are tried (the
+/// largest group scale mapped near either end of the sc range), each group
+/// scale is nudged by +-1 where that helps, and a least-squares refit of d
+/// gets one more chance. Returns d's bits; sc and the codes q are filled.
+template <class Levels>
+inline uint16_t fitSuperScale(const float *x, const float *w, int nsub,
+                              int sublen, const Levels &lv, int scMin,
+                              int scMax, int *sc, int *q) {
+  float s[32];
+  float smax = 0;
+  for (int g = 0; g < nsub; ++g) {
+    s[g] = fitScale(x + g * sublen, w + g * sublen, sublen, lv,
+                    q + g * sublen, 8);
+    if (std::fabs(s[g]) > std::fabs(smax))
+      smax = s[g];
+  }
+  if (smax == 0.0f) {
+    for (int g = 0; g < nsub; ++g)
+      sc[g] = 0;
+    for (int i = 0; i < nsub * sublen; ++i)
+      q[i] = lv.nearest(0.0f);
+    return 0;
+  }
+  double bestErr = INFINITY;
+  uint16_t bestD = 0;
+  int tmpSc[32];
+  int tmpQ[256];
+  auto groupErr = [&](int g, float dv, int scg, int *codes) {
+    return errorAtScale(x + g * sublen, w + g * sublen, sublen, lv,
+                        dv * float(scg), codes);
+  };
+  // Evaluates super-scale bits `dh` with sub-scales re-rounded from s[] (or
+  // kept, when `keepSc`), then nudges each sub-scale by one step.
+  auto tryD = [&](uint16_t dh, bool keepSc) {
+    const float dv = halfToFloat(dh);
+    if (dv == 0.0f || !std::isfinite(dv))
+      return;
+    double total = 0;
+    for (int g = 0; g < nsub; ++g) {
+      int c = keepSc ? sc[g] : int(std::nearbyint(s[g] / dv));
+      c = std::min(std::max(c, scMin), scMax);
+      double e = groupErr(g, dv, c, tmpQ + g * sublen);
+      int codes[256];
+      for (int delta = -1; delta <= 1; delta += 2) {
+        const int c2 = c + delta;
+        if (c2 < scMin || c2 > scMax)
+          continue;
+        const double e2 = groupErr(g, dv, c2, codes);
+        if (e2 < e) {
+          e = e2;
+          c = c2;
+          std::memcpy(tmpQ + g * sublen, codes, sizeof(int) * sublen);
+        }
+      }
+      tmpSc[g] = c;
+      total += e;
+      if (total >= bestErr)
+        return;
+    }
+    bestErr = total;
+    bestD = dh;
+    std::memcpy(sc, tmpSc, sizeof(int) * nsub);
+    std::memcpy(q, tmpQ, sizeof(int) * nsub * sublen);
+  };
+  static constexpr float kFactors[] = {1.0f, 0.96f, 0.92f, 0.87f, 0.8f};
+  for (int end = 0; end < 2; ++end) {
+    const int target = end == 0 ? scMax : scMin;
+    if (target == 0)
+      continue;
+    for (float f : kFactors)
+      tryD(toHalfClamped(smax / (float(target) * f)), false);
+  }
+  if (bestErr == INFINITY) {
+    // Every candidate scale underflowed f16: nothing is representable.
+    for (int g = 0; g < nsub; ++g)
+      sc[g] = 0;
+    for (int i = 0; i < nsub * sublen; ++i)
+      q[i] = lv.nearest(0.0f);
+    return 0;
+  }
+  // Least-squares super-scale for the chosen sub-scales and codes.
+  for (int it = 0; it < 2; ++it) {
+    double num = 0, den = 0;
+    for (int g = 0; g < nsub; ++g)
+      for (int i = 0; i < sublen; ++i) {
+        const int k = g * sublen + i;
+        const double v = double(sc[g]) * lv.value(q[k]);
+        num += w[k] * x[k] * v;
+        den += w[k] * v * v;
+      }
+    if (den <= 0)
+      break;
+    const uint16_t h = toHalfClamped(float(num / den));
+    for (int k = -1; k <= 1; ++k) {
+      const int mag = int(h & 0x7fff) + k;
+      if (mag > 0 && mag <= 0x7bff)
+        tryD(uint16_t((h & 0x8000) | mag), true);
+    }
+  }
+  return bestD;
+}
+
+} // namespace encode
+} // namespace qcc
+
+#endif // QCC_RUNTIME_FORMATS_ENCODECOMMON_H
