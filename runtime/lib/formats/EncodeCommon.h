@@ -48,6 +48,11 @@ inline uint16_t toHalfClamped(float v) {
   return h;
 }
 
+/// A nonzero scale must not round to a zero f16: keep at least one ulp.
+inline uint16_t atLeastOneUlp(uint16_t h) {
+  return (h & 0x7fff) == 0 ? uint16_t(h | 1) : h;
+}
+
 /// Integer levels qmin..qmax; a code is the level itself.
 struct IntLevels {
   int qmin, qmax;
@@ -351,8 +356,14 @@ inline uint16_t fitSuperScale(const float *x, const float *w, int nsub,
     if (target == 0)
       continue;
     for (float f : kFactors)
-      tryD(toHalfClamped(smax / (float(target) * f)), false);
+      tryD(atLeastOneUlp(toHalfClamped(smax / (float(target) * f))), false);
   }
+  // Tiny blocks: the ideal super-scale underflows f16, so also try the
+  // smallest subnormals, letting the integer sub-scales and codes carry the
+  // magnitude instead.
+  if (std::fabs(smax) < 0x1p-24f * float(std::max(scMax, -scMin)) * 4)
+    for (int mag = 1; mag <= 4; ++mag)
+      tryD(uint16_t((smax < 0 ? 0x8000 : 0) | mag), false);
   if (bestErr == INFINITY) {
     // Every candidate scale underflowed f16: nothing is representable.
     for (int g = 0; g < nsub; ++g)
