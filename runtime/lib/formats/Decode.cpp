@@ -231,8 +231,12 @@ static inline void decodeQ6_KBlock(const uint8_t *x, float *y) {
 // i-quants (256-element super-blocks of 8 groups of 32, codebook based)
 //===----------------------------------------------------------------------===//
 
-static inline float signOf(uint8_t signs, int j) {
-  return (signs & kMaskIQ2XS[j]) ? -1.0f : 1.0f;
+// ggml writes the sign as a multiplication by (bit ? -1.f : 1.f), which
+// compilers fold into a negation (IEEE leaves the sign of a NaN product
+// open). We spell the negation out, so that a NaN scale gives one defined
+// answer on every path: the sign bit flips like for every other value.
+static inline float applySign(float v, uint8_t signs, int j) {
+  return (signs & kMaskIQ2XS[j]) ? -v : v;
 }
 static inline const uint8_t *gridRow8(const uint64_t *grid, unsigned i) {
   return reinterpret_cast<const uint8_t *>(grid + i);
@@ -254,7 +258,7 @@ static inline void decodeIQ2_XXSBlock(const uint8_t *x, float *y) {
       const uint8_t *grid = gridRow8(kIQ2XXSGrid, q[l]);
       const uint8_t signs = kSignsIQ2XS[(aux >> (7 * l)) & 127];
       for (int j = 0; j < 8; ++j)
-        y[j] = db * float(grid[j]) * signOf(signs, j);
+        y[j] = applySign(db * float(grid[j]), signs, j);
     }
   }
 }
@@ -272,7 +276,7 @@ static inline void decodeIQ2_XSBlock(const uint8_t *x, float *y) {
       const uint8_t *grid = gridRow8(kIQ2XSGrid, q & 511);
       const uint8_t signs = kSignsIQ2XS[q >> 9];
       for (int j = 0; j < 8; ++j)
-        y[j] = db[l / 2] * float(grid[j]) * signOf(signs, j);
+        y[j] = applySign(db[l / 2] * float(grid[j]), signs, j);
     }
   }
 }
@@ -290,7 +294,7 @@ static inline void decodeIQ2_SBlock(const uint8_t *x, float *y) {
       const unsigned idx = qs[l] | ((unsigned(qh[g]) << (8 - 2 * l)) & 0x300);
       const uint8_t *grid = gridRow8(kIQ2SGrid, idx);
       for (int j = 0; j < 8; ++j)
-        y[j] = db[l / 2] * float(grid[j]) * signOf(signs[l], j);
+        y[j] = applySign(db[l / 2] * float(grid[j]), signs[l], j);
     }
   }
 }
@@ -309,8 +313,8 @@ static inline void decodeIQ3_XXSBlock(const uint8_t *x, float *y) {
       const uint8_t *g1 = gridRow4(kIQ3XXSGrid, qs[2 * l]);
       const uint8_t *g2 = gridRow4(kIQ3XXSGrid, qs[2 * l + 1]);
       for (int j = 0; j < 4; ++j) {
-        y[j] = db * float(g1[j]) * signOf(signs, j);
-        y[j + 4] = db * float(g2[j]) * signOf(signs, j + 4);
+        y[j] = applySign(db * float(g1[j]), signs, j);
+        y[j + 4] = applySign(db * float(g2[j]), signs, j + 4);
       }
     }
   }
@@ -332,8 +336,8 @@ static inline void decodeIQ3_SBlock(const uint8_t *x, float *y) {
           qs[2 * l + 1] | ((unsigned(qh[g]) << (7 - 2 * l)) & 256);
       const uint8_t *g1 = gridRow4(kIQ3SGrid, i1), *g2 = gridRow4(kIQ3SGrid, i2);
       for (int j = 0; j < 4; ++j) {
-        y[j] = db * float(g1[j]) * signOf(signs[l], j);
-        y[j + 4] = db * float(g2[j]) * signOf(signs[l], j + 4);
+        y[j] = applySign(db * float(g1[j]), signs[l], j);
+        y[j + 4] = applySign(db * float(g2[j]), signs[l], j + 4);
       }
     }
   }

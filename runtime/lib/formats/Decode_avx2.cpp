@@ -371,6 +371,260 @@ void rowTQ2_0(const uint8_t *x, float *y, size_t nb) {
   }
 }
 
+//===----------------------------------------------------------------------===//
+// i-quants: one 8-entry grid row per 8 elements.
+//===----------------------------------------------------------------------===//
+
+/// The f32 sign bit in lane j where bit j of `signs` is set. Applied by
+/// XOR: a negation, exactly the scalar reference's (see applySign).
+inline __m256 signMask(uint8_t signs) {
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i set = _mm256_cmpeq_epi32(
+      _mm256_and_si256(_mm256_set1_epi32(signs), bit), bit);
+  return _mm256_castsi256_ps(
+      _mm256_and_si256(set, _mm256_set1_epi32(int(0x80000000u))));
+}
+
+/// y[0..7] = +-(db * float(grid byte j)), grid bytes unsigned.
+inline void emitGrid8(float *y, uint64_t row, uint8_t signs, __m256 db) {
+  const __m256 g = _mm256_cvtepi32_ps(
+      _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(row))));
+  _mm256_storeu_ps(y, _mm256_xor_ps(_mm256_mul_ps(db, g), signMask(signs)));
+}
+
+void rowIQ2_XXS(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 66) {
+    const float d = f16At(x);
+    for (int g = 0; g < 8; ++g) {
+      const uint8_t *q = x + 2 + 8 * g;
+      const uint32_t aux = loadU32(q + 4);
+      const __m256 db = _mm256_set1_ps(d * (0.5f + float(aux >> 28)) * 0.25f);
+      for (int l = 0; l < 4; ++l, y += 8)
+        emitGrid8(y, kIQ2XXSGrid[q[l]], kSignsIQ2XS[(aux >> (7 * l)) & 127],
+                  db);
+    }
+  }
+}
+
+void rowIQ2_XS(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 74) {
+    const float d = f16At(x);
+    const uint8_t *scales = x + 66;
+    for (int g = 0; g < 8; ++g) {
+      const __m256 db[2] = {
+          _mm256_set1_ps(d * (0.5f + float(scales[g] & 0xf)) * 0.25f),
+          _mm256_set1_ps(d * (0.5f + float(scales[g] >> 4)) * 0.25f)};
+      for (int l = 0; l < 4; ++l, y += 8) {
+        const uint16_t q = loadU16(x + 2 + 2 * (4 * g + l));
+        emitGrid8(y, kIQ2XSGrid[q & 511], kSignsIQ2XS[q >> 9], db[l / 2]);
+      }
+    }
+  }
+}
+
+void rowIQ2_S(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 82) {
+    const float d = f16At(x);
+    const uint8_t *qs = x + 2, *signs = x + 34, *qh = x + 66, *scales = x + 74;
+    for (int g = 0; g < 8; ++g, qs += 4, signs += 4) {
+      const __m256 db[2] = {
+          _mm256_set1_ps(d * (0.5f + float(scales[g] & 0xf)) * 0.25f),
+          _mm256_set1_ps(d * (0.5f + float(scales[g] >> 4)) * 0.25f)};
+      for (int l = 0; l < 4; ++l, y += 8) {
+        const unsigned idx =
+            qs[l] | ((unsigned(qh[g]) << (8 - 2 * l)) & 0x300);
+        emitGrid8(y, kIQ2SGrid[idx], signs[l], db[l / 2]);
+      }
+    }
+  }
+}
+
+inline uint64_t joinRows(uint32_t lo, uint32_t hi) {
+  return uint64_t(lo) | (uint64_t(hi) << 32);
+}
+
+void rowIQ3_XXS(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 98) {
+    const float d = f16At(x);
+    const uint8_t *qs = x + 2;
+    for (int g = 0; g < 8; ++g, qs += 8) {
+      const uint32_t aux = loadU32(x + 66 + 4 * g);
+      const __m256 db = _mm256_set1_ps(d * (0.5f + float(aux >> 28)) * 0.5f);
+      for (int l = 0; l < 4; ++l, y += 8)
+        emitGrid8(y,
+                  joinRows(kIQ3XXSGrid[qs[2 * l]], kIQ3XXSGrid[qs[2 * l + 1]]),
+                  kSignsIQ2XS[(aux >> (7 * l)) & 127], db);
+    }
+  }
+}
+
+void rowIQ3_S(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 110) {
+    const float d = f16At(x);
+    const uint8_t *qs = x + 2, *qh = x + 66, *signs = x + 74,
+                  *scales = x + 106;
+    for (int g = 0; g < 8; ++g, qs += 8, signs += 4) {
+      const int s = (g & 1) ? (scales[g / 2] >> 4) : (scales[g / 2] & 0xf);
+      const __m256 db = _mm256_set1_ps(d * float(1 + 2 * s));
+      for (int l = 0; l < 4; ++l, y += 8) {
+        const unsigned i1 =
+            qs[2 * l] | ((unsigned(qh[g]) << (8 - 2 * l)) & 256);
+        const unsigned i2 =
+            qs[2 * l + 1] | ((unsigned(qh[g]) << (7 - 2 * l)) & 256);
+        emitGrid8(y, joinRows(kIQ3SGrid[i1], kIQ3SGrid[i2]), signs[l], db);
+      }
+    }
+  }
+}
+
+/// y[0..7] = dl * (float(grid int8 j) + delta)
+inline void emitGridDelta8(float *y, uint64_t row, __m256 delta, __m256 dl) {
+  const __m256 g = _mm256_cvtepi32_ps(
+      _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(static_cast<long long>(row))));
+  _mm256_storeu_ps(y, _mm256_mul_ps(dl, _mm256_add_ps(g, delta)));
+}
+
+void rowIQ1_S(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 50) {
+    const float d = f16At(x);
+    const uint8_t *qs = x + 2;
+    for (int g = 0; g < 8; ++g, qs += 4) {
+      const uint16_t qh = loadU16(x + 34 + 2 * g);
+      const __m256 dl = _mm256_set1_ps(d * float(2 * ((qh >> 12) & 7) + 1));
+      const __m256 delta =
+          _mm256_set1_ps((qh & 0x8000) ? -kIQ1Delta : kIQ1Delta);
+      for (int l = 0; l < 4; ++l, y += 8)
+        emitGridDelta8(y, kIQ1SGrid[qs[l] | (((qh >> (3 * l)) & 7) << 8)],
+                       delta, dl);
+    }
+  }
+}
+
+void rowIQ1_M(const uint8_t *x, float *y, size_t nb) {
+  for (size_t i = 0; i < nb; ++i, x += 56) {
+    const uint8_t *qs = x, *qh = x + 32;
+    uint16_t sc[4];
+    for (int k = 0; k < 4; ++k)
+      sc[k] = loadU16(x + 48 + 2 * k);
+    const uint16_t dBits =
+        uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
+                 ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
+    const float d = _cvtsh_ss(dBits);
+    for (int g = 0; g < 8; ++g, qs += 4, qh += 2) {
+      const int shift = 6 * (g % 2);
+      const __m256 dl1 =
+          _mm256_set1_ps(d * float(2 * ((sc[g / 2] >> shift) & 7) + 1));
+      const __m256 dl2 =
+          _mm256_set1_ps(d * float(2 * ((sc[g / 2] >> (shift + 3)) & 7) + 1));
+      const unsigned idx[4] = {qs[0] | ((unsigned(qh[0]) << 8) & 0x700),
+                               qs[1] | ((unsigned(qh[0]) << 4) & 0x700),
+                               qs[2] | ((unsigned(qh[1]) << 8) & 0x700),
+                               qs[3] | ((unsigned(qh[1]) << 4) & 0x700)};
+      const uint8_t bits[4] = {uint8_t(qh[0] & 0x08), uint8_t(qh[0] & 0x80),
+                               uint8_t(qh[1] & 0x08), uint8_t(qh[1] & 0x80)};
+      for (int l = 0; l < 4; ++l, y += 8)
+        emitGridDelta8(y, kIQ1SGrid[idx[l]],
+                       _mm256_set1_ps(bits[l] ? -kIQ1Delta : kIQ1Delta),
+                       l < 2 ? dl1 : dl2);
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Ternary, nvfp4, q1_0, q2_0
+//===----------------------------------------------------------------------===//
+
+/// 8 trits: digit given by pow3 of the 8 bytes at p (see Decode.cpp).
+inline void emitTrits8(float *y, const uint8_t *p, __m256i pow3, __m256 d) {
+  __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+      reinterpret_cast<const __m128i *>(p)));
+  v = _mm256_and_si256(_mm256_mullo_epi32(v, pow3), _mm256_set1_epi32(0xff));
+  v = _mm256_srli_epi32(_mm256_mullo_epi32(v, _mm256_set1_epi32(3)), 8);
+  v = _mm256_sub_epi32(v, _mm256_set1_epi32(1));
+  _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
+}
+
+void rowTQ1_0(const uint8_t *x, float *y, size_t nb) {
+  static constexpr int kPow3[5] = {1, 3, 9, 27, 81};
+  for (size_t i = 0; i < nb; ++i, x += 54) {
+    const __m256 d = _mm256_set1_ps(f16At(x + 52));
+    for (int n = 0; n < 5; ++n) {
+      const __m256i p = _mm256_set1_epi32(kPow3[n]);
+      for (int m = 0; m < 32; m += 8, y += 8)
+        emitTrits8(y, x + m, p, d);
+    }
+    for (int n = 0; n < 5; ++n) {
+      const __m256i p = _mm256_set1_epi32(kPow3[n]);
+      for (int m = 0; m < 16; m += 8, y += 8)
+        emitTrits8(y, x + 32 + m, p, d);
+    }
+    // The last 16: digit n of qh[0..3] -> elements 240 + 4n + m. Two digits
+    // per vector: lanes 0-3 digit n, lanes 4-7 digit n + 1.
+    const __m256i qh = _mm256_cvtepu8_epi32(_mm_set1_epi32(int(loadU32(x + 48))));
+    for (int n = 0; n < 4; n += 2, y += 8) {
+      const __m256i p = _mm256_setr_epi32(kPow3[n], kPow3[n], kPow3[n],
+                                          kPow3[n], kPow3[n + 1], kPow3[n + 1],
+                                          kPow3[n + 1], kPow3[n + 1]);
+      __m256i v = _mm256_and_si256(_mm256_mullo_epi32(qh, p),
+                                   _mm256_set1_epi32(0xff));
+      v = _mm256_srli_epi32(_mm256_mullo_epi32(v, _mm256_set1_epi32(3)), 8);
+      v = _mm256_sub_epi32(v, _mm256_set1_epi32(1));
+      _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
+    }
+  }
+}
+
+inline float ue4m3Half(uint8_t v) {
+  if (v == 0 || v == 0x7f)
+    return 0.0f;
+  const int exp = (v >> 3) & 0xf, man = v & 7;
+  const float raw = exp == 0 ? float(man) * 0x1p-9f
+                             : float(8 + man) * float(1u << exp) * 0x1p-10f;
+  return raw * 0.5f;
+}
+
+void rowNVFP4(const uint8_t *x, float *y, size_t nb) {
+  const __m128i table =
+      _mm_loadu_si128(reinterpret_cast<const __m128i *>(kValuesMXFP4));
+  for (size_t i = 0; i < nb; ++i, x += 36) {
+    for (int s = 0; s < 4; ++s, y += 16) {
+      const __m256 d = _mm256_set1_ps(ue4m3Half(x[s]));
+      const __m128i q =
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(x + 4 + 8 * s));
+      emit16(y, lookup16(table, _mm_unpacklo_epi64(lowNibbles(q),
+                                                   highNibbles(q))),
+             d);
+    }
+  }
+}
+
+void rowQ1_0(const uint8_t *x, float *y, size_t nb) {
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (size_t i = 0; i < nb; ++i, x += 18) {
+    const float df = f16At(x);
+    const __m256 d = _mm256_set1_ps(df), negD = _mm256_set1_ps(-df);
+    for (int k = 0; k < 16; ++k, y += 8) {
+      const __m256i set = _mm256_cmpeq_epi32(
+          _mm256_and_si256(_mm256_set1_epi32(x[2 + k]), bit), bit);
+      _mm256_storeu_ps(y, _mm256_blendv_ps(negD, d, _mm256_castsi256_ps(set)));
+    }
+  }
+}
+
+void rowQ2_0(const uint8_t *x, float *y, size_t nb) {
+  const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i three = _mm256_set1_epi32(3), one = _mm256_set1_epi32(1);
+  for (size_t i = 0; i < nb; ++i, x += 18) {
+    const __m256 d = _mm256_set1_ps(f16At(x));
+    for (int k = 0; k < 8; ++k, y += 8) {
+      __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32(loadU16(x + 2 + 2 * k)),
+                                    shifts);
+      v = _mm256_sub_epi32(_mm256_and_si256(v, three), one);
+      _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
+    }
+  }
+}
+
 } // namespace
 
 RowFn avx2Row(Format format) {
@@ -407,6 +661,28 @@ RowFn avx2Row(Format format) {
     return rowMXFP4;
   case Format::TQ2_0:
     return rowTQ2_0;
+  case Format::IQ2_XXS:
+    return rowIQ2_XXS;
+  case Format::IQ2_XS:
+    return rowIQ2_XS;
+  case Format::IQ2_S:
+    return rowIQ2_S;
+  case Format::IQ3_XXS:
+    return rowIQ3_XXS;
+  case Format::IQ3_S:
+    return rowIQ3_S;
+  case Format::IQ1_S:
+    return rowIQ1_S;
+  case Format::IQ1_M:
+    return rowIQ1_M;
+  case Format::TQ1_0:
+    return rowTQ1_0;
+  case Format::NVFP4:
+    return rowNVFP4;
+  case Format::Q1_0:
+    return rowQ1_0;
+  case Format::Q2_0:
+    return rowQ2_0;
   default:
     return nullptr; // scalar (see docs/formats.md)
   }
