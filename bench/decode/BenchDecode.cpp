@@ -103,8 +103,8 @@ int main(int argc, char **argv) {
               "%.0f ms\n",
               codecImplName(resolveCodecImpl(CodecImpl::Auto)),
               kInputBytes / 1024, kChunkElems, reps, ms);
-  std::printf("%-8s %10s %10s %10s %8s\n", "format", "scalar", "avx2",
-              "avx512", "best/sc");
+  std::printf("%-8s %10s %10s %10s %8s\n", "format", "scalar", "avx2", "avx512",
+              "best/sc");
   for (const FormatInfo &info : kFormats) {
     const std::string name(info.name);
     if (!only.empty() && only.find("," + name + ",") == std::string::npos)

@@ -334,7 +334,8 @@ static inline void decodeIQ3_SBlock(const uint8_t *x, float *y) {
       const unsigned i1 = qs[2 * l] | ((unsigned(qh[g]) << (8 - 2 * l)) & 256);
       const unsigned i2 =
           qs[2 * l + 1] | ((unsigned(qh[g]) << (7 - 2 * l)) & 256);
-      const uint8_t *g1 = gridRow4(kIQ3SGrid, i1), *g2 = gridRow4(kIQ3SGrid, i2);
+      const uint8_t *g1 = gridRow4(kIQ3SGrid, i1),
+                    *g2 = gridRow4(kIQ3SGrid, i2);
       for (int j = 0; j < 4; ++j) {
         y[j] = applySign(db * float(g1[j]), signs[l], j);
         y[j + 4] = applySign(db * float(g2[j]), signs[l], j + 4);
@@ -585,20 +586,20 @@ static bool cpuHasAVX2() {
   return has;
 }
 static bool cpuHasAVX512() {
-  static const bool has =
-      cpuHasAVX2() && __builtin_cpu_supports("avx512f") &&
-      __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vbmi");
+  static const bool has = cpuHasAVX2() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq") &&
+                          __builtin_cpu_supports("avx512vbmi");
   return has;
 }
 
 CodecImpl resolveCodecImpl(CodecImpl impl) {
   switch (impl) {
   case CodecImpl::Auto:
-    return cpuHasAVX512() ? CodecImpl::AVX512
-                          : (cpuHasAVX2() ? CodecImpl::AVX2 : CodecImpl::Scalar);
+    return cpuHasAVX512()
+               ? CodecImpl::AVX512
+               : (cpuHasAVX2() ? CodecImpl::AVX2 : CodecImpl::Scalar);
   case CodecImpl::AVX512:
     if (cpuHasAVX512())
       return CodecImpl::AVX512;
@@ -648,8 +649,7 @@ void decodeToF32(Format format, const void *blocks, float *out,
 template <typename ScalarNarrow>
 static void decodeNarrow(Format format, const void *blocks, uint16_t *out,
                          size_t numElements, CodecImpl impl,
-                         ScalarNarrow scalarNarrow,
-                         decode::NarrowFn avx2Narrow,
+                         ScalarNarrow scalarNarrow, decode::NarrowFn avx2Narrow,
                          decode::NarrowFn avx512Narrow) {
   const FormatInfo &info = formatInfo(format);
   impl = resolveCodecImpl(impl);

@@ -38,13 +38,15 @@ inline void emit16(float *y, __m128i b, __m256 d) {
 inline void emit16MulAdd(float *y, __m128i b, __m256 d, __m256 m) {
   _mm256_storeu_ps(y, _mm256_add_ps(_mm256_mul_ps(cvt8(b), d), m));
   _mm256_storeu_ps(
-      y + 8, _mm256_add_ps(_mm256_mul_ps(cvt8(_mm_unpackhi_epi64(b, b)), d), m));
+      y + 8,
+      _mm256_add_ps(_mm256_mul_ps(cvt8(_mm_unpackhi_epi64(b, b)), d), m));
 }
 /// y[0..15] = d * float(b[i]) - m  (K-quant order)
 inline void emit16MulSub(float *y, __m128i b, __m256 d, __m256 m) {
   _mm256_storeu_ps(y, _mm256_sub_ps(_mm256_mul_ps(d, cvt8(b)), m));
   _mm256_storeu_ps(
-      y + 8, _mm256_sub_ps(_mm256_mul_ps(d, cvt8(_mm_unpackhi_epi64(b, b))), m));
+      y + 8,
+      _mm256_sub_ps(_mm256_mul_ps(d, cvt8(_mm_unpackhi_epi64(b, b))), m));
 }
 
 inline __m128i lowNibbles(__m128i v) {
@@ -65,9 +67,9 @@ inline __m128i hi128(__m256i v) { return _mm256_extracti128_si256(v, 1); }
 /// The 32 bits of qh as 32 bytes, byte k = 0x10 where bit k is set (the 5th
 /// bit of q5_0 / q5_1 element k).
 inline __m256i expandBits16(uint32_t qh) {
-  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1,
-                                        1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
-                                        3, 3, 3, 3, 3, 3);
+  const __m256i shuf =
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                       2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
   __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)), shuf);
   v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
@@ -157,8 +159,8 @@ void rowQ2_K(const uint8_t *x, float *y, size_t nb) {
     const float d = f16At(x + 80), dmin = f16At(x + 82);
     int is = 0;
     for (int h = 0; h < 2; ++h) {
-      const __m256i qs =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 16 + 32 * h));
+      const __m256i qs = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(x + 16 + 32 * h));
       for (int shift = 0; shift < 8; shift += 2, y += 32) {
         const __m256i v = _mm256_and_si256(
             _mm256_srl_epi16(qs, _mm_cvtsi32_si128(shift)), three);
@@ -186,8 +188,8 @@ void rowQ3_K(const uint8_t *x, float *y, size_t nb) {
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x));
     int is = 0, bit = 0;
     for (int h = 0; h < 2; ++h) {
-      const __m256i qs =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 32 + 32 * h));
+      const __m256i qs = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(x + 32 + 32 * h));
       for (int shift = 0; shift < 8; shift += 2, ++bit, y += 32) {
         const __m256i m = _mm256_set1_epi8(char(1 << bit));
         const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(hm, m), m);
@@ -228,8 +230,8 @@ void rowQ4_K(const uint8_t *x, float *y, size_t nb) {
       const float d1 = d * float(sc), m1 = dmin * float(mn);
       scaleMinK4(2 * c + 1, scales, sc, mn);
       const float d2 = d * float(sc), m2 = dmin * float(mn);
-      const __m256i q =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 16 + 32 * c));
+      const __m256i q = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(x + 16 + 32 * c));
       emit32MulSub(y, lowNibbles(q), _mm256_set1_ps(d1), _mm256_set1_ps(m1));
       emit32MulSub(y + 32, highNibbles(q), _mm256_set1_ps(d2),
                    _mm256_set1_ps(m2));
@@ -256,8 +258,8 @@ void rowQ5_K(const uint8_t *x, float *y, size_t nb) {
           _mm256_cmpeq_epi8(_mm256_and_si256(qh, u1), u1), sixteen);
       const __m256i h2 = _mm256_and_si256(
           _mm256_cmpeq_epi8(_mm256_and_si256(qh, u2), u2), sixteen);
-      const __m256i q =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 48 + 32 * c));
+      const __m256i q = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(x + 48 + 32 * c));
       emit32MulSub(y, _mm256_or_si256(lowNibbles(q), h1), _mm256_set1_ps(d1),
                    _mm256_set1_ps(m1));
       emit32MulSub(y + 32, _mm256_or_si256(highNibbles(q), h2),
@@ -275,10 +277,10 @@ void rowQ6_K(const uint8_t *x, float *y, size_t nb) {
     for (int h = 0; h < 2; ++h, y += 128, sc += 8) {
       const __m256i ql0 =
           _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 64 * h));
-      const __m256i ql1 =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 64 * h + 32));
-      const __m256i qh =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 128 + 32 * h));
+      const __m256i ql1 = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(x + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(x + 128 + 32 * h));
       const __m256i hi0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
       const __m256i hi1 =
           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4);
@@ -379,8 +381,8 @@ void rowTQ2_0(const uint8_t *x, float *y, size_t nb) {
 /// XOR: a negation, exactly the scalar reference's (see applySign).
 inline __m256 signMask(uint8_t signs) {
   const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  const __m256i set = _mm256_cmpeq_epi32(
-      _mm256_and_si256(_mm256_set1_epi32(signs), bit), bit);
+  const __m256i set =
+      _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(signs), bit), bit);
   return _mm256_castsi256_ps(
       _mm256_and_si256(set, _mm256_set1_epi32(int(0x80000000u))));
 }
@@ -431,8 +433,7 @@ void rowIQ2_S(const uint8_t *x, float *y, size_t nb) {
           _mm256_set1_ps(d * (0.5f + float(scales[g] & 0xf)) * 0.25f),
           _mm256_set1_ps(d * (0.5f + float(scales[g] >> 4)) * 0.25f)};
       for (int l = 0; l < 4; ++l, y += 8) {
-        const unsigned idx =
-            qs[l] | ((unsigned(qh[g]) << (8 - 2 * l)) & 0x300);
+        const unsigned idx = qs[l] | ((unsigned(qh[g]) << (8 - 2 * l)) & 0x300);
         emitGrid8(y, kIQ2SGrid[idx], signs[l], db[l / 2]);
       }
     }
@@ -461,8 +462,7 @@ void rowIQ3_XXS(const uint8_t *x, float *y, size_t nb) {
 void rowIQ3_S(const uint8_t *x, float *y, size_t nb) {
   for (size_t i = 0; i < nb; ++i, x += 110) {
     const float d = f16At(x);
-    const uint8_t *qs = x + 2, *qh = x + 66, *signs = x + 74,
-                  *scales = x + 106;
+    const uint8_t *qs = x + 2, *qh = x + 66, *signs = x + 74, *scales = x + 106;
     for (int g = 0; g < 8; ++g, qs += 8, signs += 4) {
       const int s = (g & 1) ? (scales[g / 2] >> 4) : (scales[g / 2] & 0xf);
       const __m256 db = _mm256_set1_ps(d * float(1 + 2 * s));
@@ -506,9 +506,8 @@ void rowIQ1_M(const uint8_t *x, float *y, size_t nb) {
     uint16_t sc[4];
     for (int k = 0; k < 4; ++k)
       sc[k] = loadU16(x + 48 + 2 * k);
-    const uint16_t dBits =
-        uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
-                 ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
+    const uint16_t dBits = uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
+                                    ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
     const float d = _cvtsh_ss(dBits);
     for (int g = 0; g < 8; ++g, qs += 4, qh += 2) {
       const int shift = 6 * (g % 2);
@@ -536,8 +535,8 @@ void rowIQ1_M(const uint8_t *x, float *y, size_t nb) {
 
 /// 8 trits: digit given by pow3 of the 8 bytes at p (see Decode.cpp).
 inline void emitTrits8(float *y, const uint8_t *p, __m256i pow3, __m256 d) {
-  __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-      reinterpret_cast<const __m128i *>(p)));
+  __m256i v = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p)));
   v = _mm256_and_si256(_mm256_mullo_epi32(v, pow3), _mm256_set1_epi32(0xff));
   v = _mm256_srli_epi32(_mm256_mullo_epi32(v, _mm256_set1_epi32(3)), 8);
   v = _mm256_sub_epi32(v, _mm256_set1_epi32(1));
@@ -560,13 +559,14 @@ void rowTQ1_0(const uint8_t *x, float *y, size_t nb) {
     }
     // The last 16: digit n of qh[0..3] -> elements 240 + 4n + m. Two digits
     // per vector: lanes 0-3 digit n, lanes 4-7 digit n + 1.
-    const __m256i qh = _mm256_cvtepu8_epi32(_mm_set1_epi32(int(loadU32(x + 48))));
+    const __m256i qh =
+        _mm256_cvtepu8_epi32(_mm_set1_epi32(int(loadU32(x + 48))));
     for (int n = 0; n < 4; n += 2, y += 8) {
       const __m256i p = _mm256_setr_epi32(kPow3[n], kPow3[n], kPow3[n],
                                           kPow3[n], kPow3[n + 1], kPow3[n + 1],
                                           kPow3[n + 1], kPow3[n + 1]);
-      __m256i v = _mm256_and_si256(_mm256_mullo_epi32(qh, p),
-                                   _mm256_set1_epi32(0xff));
+      __m256i v =
+          _mm256_and_si256(_mm256_mullo_epi32(qh, p), _mm256_set1_epi32(0xff));
       v = _mm256_srli_epi32(_mm256_mullo_epi32(v, _mm256_set1_epi32(3)), 8);
       v = _mm256_sub_epi32(v, _mm256_set1_epi32(1));
       _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
@@ -591,8 +591,8 @@ void rowNVFP4(const uint8_t *x, float *y, size_t nb) {
       const __m256 d = _mm256_set1_ps(ue4m3Half(x[s]));
       const __m128i q =
           _mm_loadl_epi64(reinterpret_cast<const __m128i *>(x + 4 + 8 * s));
-      emit16(y, lookup16(table, _mm_unpacklo_epi64(lowNibbles(q),
-                                                   highNibbles(q))),
+      emit16(y,
+             lookup16(table, _mm_unpacklo_epi64(lowNibbles(q), highNibbles(q))),
              d);
     }
   }
@@ -617,8 +617,8 @@ void rowQ2_0(const uint8_t *x, float *y, size_t nb) {
   for (size_t i = 0; i < nb; ++i, x += 18) {
     const __m256 d = _mm256_set1_ps(f16At(x));
     for (int k = 0; k < 8; ++k, y += 8) {
-      __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32(loadU16(x + 2 + 2 * k)),
-                                    shifts);
+      __m256i v =
+          _mm256_srlv_epi32(_mm256_set1_epi32(loadU16(x + 2 + 2 * k)), shifts);
       v = _mm256_sub_epi32(_mm256_and_si256(v, three), one);
       _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
     }
@@ -695,9 +695,9 @@ RowFn avx2Row(Format format) {
 void narrowF16AVX2(const float *in, uint16_t *out, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i *>(out + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i),
-                                     _MM_FROUND_TO_NEAREST_INT));
+    _mm_storeu_si128(
+        reinterpret_cast<__m128i *>(out + i),
+        _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
   for (; i < n; ++i)
     out[i] = floatToHalf(in[i]);
 }

@@ -135,6 +135,120 @@ void rowQ4_K(const uint8_t *x, float *y, size_t nb) {
   }
 }
 
+void rowQ5_0(const uint8_t *x, float *y, size_t nb) {
+  const __m128i b16 = _mm_set1_epi8(16);
+  for (size_t i = 0; i < nb; ++i, x += 22, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16At(x));
+    const uint32_t qh = loadU32(x + 2);
+    const __m128i q = loadU128(x + 6);
+    // The 5th bits go straight from qh into byte masks (adding 16 to a
+    // nibble is setting bit 4).
+    const __m128i lo =
+        _mm_mask_add_epi8(lowNibbles(q), __mmask16(qh), lowNibbles(q), b16);
+    const __m128i hi = _mm_mask_add_epi8(highNibbles(q), __mmask16(qh >> 16),
+                                         highNibbles(q), b16);
+    emit16(y, _mm_sub_epi8(lo, b16), d);
+    emit16(y + 16, _mm_sub_epi8(hi, b16), d);
+  }
+}
+
+void rowQ5_1(const uint8_t *x, float *y, size_t nb) {
+  const __m128i b16 = _mm_set1_epi8(16);
+  for (size_t i = 0; i < nb; ++i, x += 24, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16At(x)), m = _mm512_set1_ps(f16At(x + 2));
+    const uint32_t qh = loadU32(x + 4);
+    const __m128i q = loadU128(x + 8);
+    const __m128i lo =
+        _mm_mask_add_epi8(lowNibbles(q), __mmask16(qh), lowNibbles(q), b16);
+    const __m128i hi = _mm_mask_add_epi8(highNibbles(q), __mmask16(qh >> 16),
+                                         highNibbles(q), b16);
+    emit16MulAdd(y, lo, d, m);
+    emit16MulAdd(y + 16, hi, d, m);
+  }
+}
+
+void rowQ2_K(const uint8_t *x, float *y, size_t nb) {
+  const __m256i three = _mm256_set1_epi8(3);
+  for (size_t i = 0; i < nb; ++i, x += 84) {
+    const uint8_t *scales = x;
+    const float d = f16At(x + 80), dmin = f16At(x + 82);
+    int is = 0;
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qs = loadU256(x + 16 + 32 * h);
+      for (int shift = 0; shift < 8; shift += 2, y += 32) {
+        const __m256i v = _mm256_and_si256(
+            _mm256_srl_epi16(qs, _mm_cvtsi32_si128(shift)), three);
+        const uint8_t s0 = scales[is++], s1 = scales[is++];
+        emit16MulSub(y, lo128(v), _mm512_set1_ps(d * float(s0 & 0xf)),
+                     _mm512_set1_ps(dmin * float(s0 >> 4)));
+        emit16MulSub(y + 16, hi128(v), _mm512_set1_ps(d * float(s1 & 0xf)),
+                     _mm512_set1_ps(dmin * float(s1 >> 4)));
+      }
+    }
+  }
+}
+
+void rowQ3_K(const uint8_t *x, float *y, size_t nb) {
+  const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+  for (size_t i = 0; i < nb; ++i, x += 110) {
+    const uint8_t *raw = x + 96;
+    const float d = f16At(x + 108);
+    int8_t sc[16];
+    for (int k = 0; k < 16; ++k) {
+      const int lo = k < 8 ? (raw[k] & 0xf) : (raw[k - 8] >> 4);
+      const int hi = (raw[8 + (k & 3)] >> (2 * (k >> 2))) & 3;
+      sc[k] = int8_t((lo | (hi << 4)) - 32);
+    }
+    const __m256i hm = loadU256(x);
+    int is = 0, bit = 0;
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qs = loadU256(x + 32 + 32 * h);
+      for (int shift = 0; shift < 8; shift += 2, ++bit, y += 32) {
+        // Subtract 4 where the hmask bit is clear.
+        const __mmask32 set =
+            _mm256_test_epi8_mask(hm, _mm256_set1_epi8(char(1 << bit)));
+        __m256i v = _mm256_and_si256(
+            _mm256_srl_epi16(qs, _mm_cvtsi32_si128(shift)), three);
+        v = _mm256_mask_sub_epi8(v, ~set, v, four);
+        emit16(y, lo128(v), _mm512_set1_ps(d * float(sc[is])));
+        emit16(y + 16, hi128(v), _mm512_set1_ps(d * float(sc[is + 1])));
+        is += 2;
+      }
+    }
+  }
+}
+
+void rowQ5_K(const uint8_t *x, float *y, size_t nb) {
+  const __m256i b16 = _mm256_set1_epi8(16);
+  for (size_t i = 0; i < nb; ++i, x += 176) {
+    const float d = f16At(x), dmin = f16At(x + 2);
+    const uint8_t *scales = x + 4;
+    const __m256i qh = loadU256(x + 16);
+    for (int c = 0; c < 4; ++c, y += 64) {
+      int sc, mn;
+      scaleMinK4(2 * c, scales, sc, mn);
+      const __m512 d1 = _mm512_set1_ps(d * float(sc));
+      const __m512 m1 = _mm512_set1_ps(dmin * float(mn));
+      scaleMinK4(2 * c + 1, scales, sc, mn);
+      const __m512 d2 = _mm512_set1_ps(d * float(sc));
+      const __m512 m2 = _mm512_set1_ps(dmin * float(mn));
+      const __mmask32 h1 =
+          _mm256_test_epi8_mask(qh, _mm256_set1_epi8(char(1 << (2 * c))));
+      const __mmask32 h2 =
+          _mm256_test_epi8_mask(qh, _mm256_set1_epi8(char(2 << (2 * c))));
+      const __m256i q = loadU256(x + 48 + 32 * c);
+      const __m256i lo =
+          _mm256_mask_add_epi8(lowNibbles(q), h1, lowNibbles(q), b16);
+      const __m256i hi =
+          _mm256_mask_add_epi8(highNibbles(q), h2, highNibbles(q), b16);
+      emit16MulSub(y, lo128(lo), d1, m1);
+      emit16MulSub(y + 16, hi128(lo), d1, m1);
+      emit16MulSub(y + 32, lo128(hi), d2, m2);
+      emit16MulSub(y + 48, hi128(hi), d2, m2);
+    }
+  }
+}
+
 void rowQ6_K(const uint8_t *x, float *y, size_t nb) {
   const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0f);
   const __m256i b32 = _mm256_set1_epi8(32);
@@ -167,7 +281,8 @@ void rowQ6_K(const uint8_t *x, float *y, size_t nb) {
 }
 
 void rowIQ4_NL(const uint8_t *x, float *y, size_t nb) {
-  const __m128i table = loadU128(reinterpret_cast<const uint8_t *>(kValuesIQ4NL));
+  const __m128i table =
+      loadU128(reinterpret_cast<const uint8_t *>(kValuesIQ4NL));
   for (size_t i = 0; i < nb; ++i, x += 18, y += 32) {
     const __m512 d = _mm512_set1_ps(f16At(x));
     const __m128i q = loadU128(x + 2);
@@ -177,7 +292,8 @@ void rowIQ4_NL(const uint8_t *x, float *y, size_t nb) {
 }
 
 void rowIQ4_XS(const uint8_t *x, float *y, size_t nb) {
-  const __m128i table = loadU128(reinterpret_cast<const uint8_t *>(kValuesIQ4NL));
+  const __m128i table =
+      loadU128(reinterpret_cast<const uint8_t *>(kValuesIQ4NL));
   for (size_t i = 0; i < nb; ++i, x += 136) {
     const float d = f16At(x);
     const uint16_t scalesH = loadU16(x + 2);
@@ -199,7 +315,8 @@ inline float e8m0Half(uint8_t e) {
 }
 
 void rowMXFP4(const uint8_t *x, float *y, size_t nb) {
-  const __m128i table = loadU128(reinterpret_cast<const uint8_t *>(kValuesMXFP4));
+  const __m128i table =
+      loadU128(reinterpret_cast<const uint8_t *>(kValuesMXFP4));
   for (size_t i = 0; i < nb; ++i, x += 17, y += 32) {
     const __m512 d = _mm512_set1_ps(e8m0Half(x[0]));
     const __m128i q = loadU128(x + 1);
@@ -222,8 +339,18 @@ RowFn avx512Row(Format format) {
     return rowQ4_1;
   case Format::Q8_0:
     return rowQ8_0;
+  case Format::Q5_0:
+    return rowQ5_0;
+  case Format::Q5_1:
+    return rowQ5_1;
+  case Format::Q2_K:
+    return rowQ2_K;
+  case Format::Q3_K:
+    return rowQ3_K;
   case Format::Q4_K:
     return rowQ4_K;
+  case Format::Q5_K:
+    return rowQ5_K;
   case Format::Q6_K:
     return rowQ6_K;
   case Format::IQ4_NL:
@@ -240,9 +367,9 @@ RowFn avx512Row(Format format) {
 void narrowF16AVX512(const float *in, uint16_t *out, size_t n) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + i),
-                        _mm512_cvtps_ph(_mm512_loadu_ps(in + i),
-                                        _MM_FROUND_TO_NEAREST_INT));
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i *>(out + i),
+        _mm512_cvtps_ph(_mm512_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
   for (; i < n; ++i)
     out[i] = floatToHalf(in[i]);
 }

@@ -91,9 +91,9 @@ TEST_P(DecodeGolden, F32BitExactEveryImpl) {
     for (size_t i = 0; i < g.n; ++i)
       if (bitsOf(out[i]) != bitsOf(g.deqData()[i]) && bad++ == 0)
         first = i;
-    EXPECT_EQ(bad, 0u) << codecImplName(impl) << ": first mismatch at "
-                       << first << " got " << (first < g.n ? out[first] : 0)
-                       << " want " << (first < g.n ? g.deqData()[first] : 0);
+    EXPECT_EQ(bad, 0u) << codecImplName(impl) << ": first mismatch at " << first
+                       << " got " << (first < g.n ? out[first] : 0) << " want "
+                       << (first < g.n ? g.deqData()[first] : 0);
   }
 }
 
@@ -124,10 +124,8 @@ std::vector<uint8_t> randomBlocks(Format format, size_t numBlocks,
                                       0x0001, 0x8001, 0x03ff, 0x0000, 0x8000,
                                       0x7bff, 0xfbff, 0x0400, 0x3c00};
   std::mt19937 rng(seed);
-  std::vector<uint8_t> bytes(encodedBytes(format, numBlocks *
-                                                      formatInfo(format)
-                                                          .blockElems) +
-                             1);
+  std::vector<uint8_t> bytes(
+      encodedBytes(format, numBlocks * formatInfo(format).blockElems) + 1);
   for (size_t i = 0; i + 1 < bytes.size(); i += 2) {
     const uint32_t r = rng();
     uint16_t v = uint16_t(r >> 16);
