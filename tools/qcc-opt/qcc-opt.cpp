@@ -6,9 +6,11 @@
 #include "mlir/InitAllPasses.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "qcc/Dialect/Qcc/IR/QccDialect.h"
+#include "qcc/Dialect/Qcc/Transforms/Passes.h"
 
 int main(int argc, char **argv) {
   mlir::registerAllPasses();
+  mlir::qcc::registerQccPasses();
   mlir::DialectRegistry registry;
   registry.insert<mlir::qcc::QccDialect>();
   // Later pipelines lower through func/linalg/tensor/scf/vector/LLVM and

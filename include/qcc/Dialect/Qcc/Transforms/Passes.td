@@ -1,0 +1,92 @@
+//===- Passes.td - qcc dialect passes ----------------------*- tablegen -*-===//
+
+#ifndef QCC_DIALECT_QCC_TRANSFORMS_PASSES_TD
+#define QCC_DIALECT_QCC_TRANSFORMS_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def FuseDequantIntoMatmul : Pass<"qcc-fuse-dequant-into-matmul"> {
+  let summary = "Fold qcc.dequant into the matmuls that consume it";
+  let description = [{
+    Rewrites a contraction whose right operand is a `qcc.dequant` into a
+    `qcc.qmatmul`, which decodes the weight tile by tile instead of
+    materializing the whole float matrix. Any linalg contraction qualifies —
+    `linalg.matmul` and `linalg.batch_matmul` with default or transposed
+    `indexing_maps`, and an equivalent `linalg.generic` — as long as its
+    maps are one of
+
+    - `lhs[b…, m, k] · Ŵ[b…?, n, k] -> out[b…, m, n]`: `qcc.qmatmul fwd`;
+    - `lhs[b…, m, k] · Ŵ[b…?, k, n] -> out[b…, m, n]`: `qcc.qmatmul bwd`.
+
+    A zero-filled init is dropped; any other init is added back with
+    `linalg.add`. A dequant is left alone when any of its users is not such
+    a contraction: that user needs the whole float tensor anyway, so fusing
+    the others would only decode the weight twice.
+
+    Before:
+    ```mlir
+    %wf = qcc.dequant %w : !qcc.qtensor<256x512xq4_K> -> tensor<256x512xf32>
+    %y = linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>,
+                                        affine_map<(m, n, k) -> (n, k)>,
+                                        affine_map<(m, n, k) -> (m, n)>]
+        ins(%x, %wf : tensor<8x512xf32>, tensor<256x512xf32>)
+        outs(%zero : tensor<8x256xf32>) -> tensor<8x256xf32>
+    ```
+    After:
+    ```mlir
+    %y = qcc.qmatmul fwd %x, %w : tensor<8x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<8x256xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect",
+                           "::mlir::qcc::QccDialect"];
+  let statistics = [
+    Statistic<"numFusedFwd", "fused-fwd",
+              "Contractions fused into qcc.qmatmul fwd">,
+    Statistic<"numFusedBwd", "fused-bwd",
+              "Contractions fused into qcc.qmatmul bwd">,
+    Statistic<"numDequantsKept", "dequants-kept",
+              "Dequants left alone because another user needs the float tensor">
+  ];
+}
+
+def LowerSte : Pass<"qcc-lower-ste"> {
+  let summary = "Lower qcc.ste_grad to elementwise linalg code";
+  let description = [{
+    Replaces each `qcc.ste_grad` by the elementwise formula of its mode
+    (docs/spec.md §3.4) as a `linalg.generic`:
+
+    - `identity`: the gradient itself (converted to the result type);
+    - `clipped`: `|dequant(w) + res| <= t ? g : 0`;
+    - `ewgs`: `g * (1 + λ * sign(g) * res)`, or `g` without a residual.
+
+    `lsq` needs each format's block-scale derivative and is lowered together
+    with the weight update; this pass leaves it in place and counts it.
+
+    Before:
+    ```mlir
+    %d = qcc.ste_grad clipped %g, %w {threshold = 0.5 : f32}
+        : tensor<4x32xf32>, !qcc.qtensor<4x32xq8_0> -> tensor<4x32xf32>
+    ```
+    After:
+    ```mlir
+    %wf = qcc.dequant %w : !qcc.qtensor<4x32xq8_0> -> tensor<4x32xf32>
+    %d = linalg.generic {...} ins(%g, %wf : ...) outs(%e : tensor<4x32xf32>) {
+    ^bb0(%gi: f32, %wi: f32, %o: f32):
+      %a = math.absf %wi : f32
+      %in = arith.cmpf ole, %a, %t : f32
+      %r = arith.select %in, %gi, %zero : f32
+      linalg.yield %r : f32
+    } -> tensor<4x32xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::linalg::LinalgDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::tensor::TensorDialect"];
+  let statistics = [
+    Statistic<"numLowered", "lowered", "ste_grad ops lowered">,
+    Statistic<"numLsqKept", "lsq-kept", "ste_grad lsq ops left in place">
+  ];
+}
+
+#endif // QCC_DIALECT_QCC_TRANSFORMS_PASSES_TD
