@@ -177,7 +177,7 @@ bool readScalar(Cursor &c, ValueType type, Value &v) {
   return false;
 }
 
-bool readValue(Cursor &c, ValueType type, Value &v) {
+bool readValue(Cursor &c, ValueType type, Value &v, uint64_t &arrayBudget) {
   if (type != ValueType::Array)
     return readScalar(c, type, v);
   v.type = ValueType::Array;
@@ -208,6 +208,16 @@ bool readValue(Cursor &c, ValueType type, Value &v) {
                       valueTypeName(v.elemType) + " elements needs more than the " +
                       std::to_string(c.remaining()) + " bytes left",
                   countAt);
+  // Each element becomes a Value of ~100 bytes, so a file of N bytes could
+  // otherwise ask for ~100 N bytes of memory; a per-file budget keeps that
+  // bounded (real vocabularies hold well under a million entries).
+  if (count > arrayBudget)
+    return c.fail("array-length",
+                  "array of " + std::to_string(count) +
+                      " elements exceeds the per-file limit of " +
+                      std::to_string(kMaxArrayElements) + " array elements",
+                  countAt);
+  arrayBudget -= count;
   v.elems.resize(static_cast<size_t>(count));
   for (Value &e : v.elems)
     if (!readScalar(c, v.elemType, e))
@@ -364,6 +374,7 @@ bool File::parse(std::string *error) {
   }
 
   // --- Metadata ---------------------------------------------------------
+  uint64_t arrayBudget = kMaxArrayElements;
   Metadata.reserve(static_cast<size_t>(nKv));
   for (uint64_t k = 0; k < nKv; ++k) {
     c.Ctx.clear();
@@ -394,7 +405,7 @@ bool File::parse(std::string *error) {
     }
     Value v;
     uint64_t valueAt = c.pos();
-    if (!readValue(c, static_cast<ValueType>(type), v))
+    if (!readValue(c, static_cast<ValueType>(type), v, arrayBudget))
       return failed();
     if (key == kAlignmentKey) {
       if (v.type != ValueType::U32) {

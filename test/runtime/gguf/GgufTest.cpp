@@ -451,3 +451,39 @@ TEST(GgufCorpusManifest, CoversEnoughFiles) {
     bad += c[1] != "OK";
   EXPECT_GE(bad, 40u);
 }
+
+TEST(GgufReader, ArrayElementBudgetIsEnforced) {
+  // Two arrays that each fit the file but together exceed the per-file
+  // budget of array elements: rejected before the second is allocated.
+  auto build = [](uint64_t n1, uint64_t n2) {
+    std::vector<uint8_t> b;
+    auto put = [&](const void *p, size_t n) {
+      b.insert(b.end(), static_cast<const uint8_t *>(p),
+               static_cast<const uint8_t *>(p) + n);
+    };
+    uint32_t v3 = 3, arr = 9, u8 = 0;
+    uint64_t zero = 0, two = 2, one = 1;
+    put("GGUF", 4);
+    put(&v3, 4);
+    put(&zero, 8);
+    put(&two, 8);
+    for (auto [key, n] : {std::pair<const char *, uint64_t>{"a", n1},
+                          std::pair<const char *, uint64_t>{"b", n2}}) {
+      put(&one, 8);
+      put(key, 1);
+      put(&arr, 4);
+      put(&u8, 4);
+      put(&n, 8);
+      b.resize(b.size() + n, 0);
+    }
+    return b;
+  };
+  std::string err;
+  std::vector<uint8_t> ok = build(kMaxArrayElements / 2, kMaxArrayElements / 2);
+  EXPECT_TRUE(File::openMemory(ok.data(), ok.size(), &err)) << err;
+  std::vector<uint8_t> bad =
+      build(kMaxArrayElements / 2, kMaxArrayElements / 2 + 1);
+  EXPECT_FALSE(File::openMemory(bad.data(), bad.size(), &err));
+  EXPECT_EQ(err.rfind("rule array-length:", 0), 0u) << err;
+  EXPECT_NE(err.find("key 'b'"), std::string::npos) << err;
+}

@@ -108,6 +108,9 @@ constexpr size_t kMaxTensorNameLength = 63;
 constexpr size_t kMaxDims = 4;
 constexpr size_t kDefaultAlignment = 32;
 constexpr const char *kAlignmentKey = "general.alignment";
+/// Most array elements (all arrays together) one file may hold: each becomes
+/// a Value in memory, so this bounds the reader's memory per input byte.
+constexpr uint64_t kMaxArrayElements = uint64_t(1) << 24;
 
 struct TensorInfo {
   std::string name;
