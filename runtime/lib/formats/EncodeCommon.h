@@ -48,6 +48,15 @@ inline uint16_t toHalfClamped(float v) {
   return h;
 }
 
+/// Rounds to the nearest integer (ties to even) after clamping to [lo, hi],
+/// so that huge or NaN-free out-of-range ratios cannot overflow the int.
+/// lrintf compiles to one instruction with -fno-math-errno, unlike
+/// nearbyint, which is a library call on baseline x86-64.
+inline int roundClamp(float v, int lo, int hi) {
+  v = std::min(std::max(v, float(lo)), float(hi));
+  return int(std::lrintf(v));
+}
+
 /// A nonzero scale must not round to a zero f16: keep at least one ulp.
 inline uint16_t atLeastOneUlp(uint16_t h) {
   return (h & 0x7fff) == 0 ? uint16_t(h | 1) : h;
@@ -57,26 +66,43 @@ inline uint16_t atLeastOneUlp(uint16_t h) {
 struct IntLevels {
   int qmin, qmax;
   int nearest(float v) const {
-    // Clamp before converting so huge ratios cannot overflow the int.
-    v = std::min(std::max(v, float(qmin)), float(qmax));
-    return int(std::nearbyint(v));
+    return roundClamp(v, qmin, qmax);
   }
   float value(int code) const { return float(code); }
   float top() const { return float(qmax); }
   float bottom() const { return float(qmin); }
 };
 
-/// A sorted table of non-linear levels; a code is the index in the table.
+/// A sorted table of integer-valued, non-linear levels; a code is the index
+/// in the table. Nearest-level lookup goes through a table indexed by
+/// floor(v): the answer is that cell's level or the next one up, since all
+/// levels are integers. Build once (static) with make().
 struct TableLevels {
   const float *vals;
   int count;
+  const uint8_t *cellLevel; ///< largest level index <= cell, per unit cell
+  int lo, cells;
+
+  static TableLevels make(const float *vals, int count) {
+    const int lo = int(vals[0]), hi = int(vals[count - 1]);
+    const int cells = hi - lo + 1;
+    uint8_t *lut = new uint8_t[cells]; // lives as long as the program
+    for (int c = 0, i = 0; c < cells; ++c) {
+      while (i + 1 < count && vals[i + 1] <= float(lo + c))
+        ++i;
+      lut[c] = uint8_t(i);
+    }
+    return TableLevels{vals, count, lut, lo, cells};
+  }
   int nearest(float v) const {
-    const float *it = std::lower_bound(vals, vals + count, v);
-    if (it == vals)
-      return 0;
-    if (it == vals + count)
-      return count - 1;
-    return (v - it[-1] <= it[0] - v) ? int(it - vals) - 1 : int(it - vals);
+    // Truncation is floor for non-negative t (std::floor is a library call
+    // on baseline x86-64).
+    const float t = v - float(lo);
+    const int cell = t < 0 ? 0 : (t >= float(cells) ? cells - 1 : int(t));
+    const int i = cellLevel[cell];
+    if (i + 1 < count && vals[i + 1] - v < v - vals[i])
+      return i + 1;
+    return i;
   }
   float value(int code) const { return vals[code]; }
   float top() const { return vals[count - 1]; }
@@ -224,8 +250,7 @@ inline double fitAffine(const float *x, const float *w, int n, int qmax,
     const float id = d > 0 ? 1.0f / d : 0.0f;
     double err = 0;
     for (int i = 0; i < n; ++i) {
-      int c = int(std::nearbyint(std::min(std::max((x[i] - m) * id, 0.0f),
-                                          float(qmax))));
+      const int c = roundClamp((x[i] - m) * id, 0, qmax);
       codes[i] = c;
       const float r = x[i] - (d * float(c) + m);
       err += double(w[i]) * r * r;
@@ -298,7 +323,7 @@ inline uint16_t fitSuperScale(const float *x, const float *w, int nsub,
   float smax = 0;
   for (int g = 0; g < nsub; ++g) {
     s[g] = fitScale(x + g * sublen, w + g * sublen, sublen, lv,
-                    q + g * sublen, 8);
+                    q + g * sublen, 6);
     if (std::fabs(s[g]) > std::fabs(smax))
       smax = s[g];
   }
@@ -325,8 +350,7 @@ inline uint16_t fitSuperScale(const float *x, const float *w, int nsub,
       return;
     double total = 0;
     for (int g = 0; g < nsub; ++g) {
-      int c = keepSc ? sc[g] : int(std::nearbyint(s[g] / dv));
-      c = std::min(std::max(c, scMin), scMax);
+      int c = keepSc ? sc[g] : roundClamp(s[g] / dv, scMin, scMax);
       double e = groupErr(g, dv, c, tmpQ + g * sublen);
       int codes[256];
       for (int delta = -1; delta <= 1; delta += 2) {
@@ -350,14 +374,12 @@ inline uint16_t fitSuperScale(const float *x, const float *w, int nsub,
     std::memcpy(sc, tmpSc, sizeof(int) * nsub);
     std::memcpy(q, tmpQ, sizeof(int) * nsub * sublen);
   };
+  // The largest group scale goes to the end of the sub-scale range with the
+  // most steps (e.g. -32 of -32..31), or a little inside it.
   static constexpr float kFactors[] = {1.0f, 0.96f, 0.92f, 0.87f, 0.8f};
-  for (int end = 0; end < 2; ++end) {
-    const int target = end == 0 ? scMax : scMin;
-    if (target == 0)
-      continue;
-    for (float f : kFactors)
-      tryD(atLeastOneUlp(toHalfClamped(smax / (float(target) * f))), false);
-  }
+  const int target = -scMin > scMax ? scMin : scMax;
+  for (float f : kFactors)
+    tryD(atLeastOneUlp(toHalfClamped(smax / (float(target) * f))), false);
   // Tiny blocks: the ideal super-scale underflows f16, so also try the
   // smallest subnormals, letting the integer sub-scales and codes carry the
   // magnitude instead.

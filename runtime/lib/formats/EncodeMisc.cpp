@@ -31,7 +31,7 @@ static const TableLevels &iq4Levels() {
       float(kValuesIQ4NL[9]),  float(kValuesIQ4NL[10]), float(kValuesIQ4NL[11]),
       float(kValuesIQ4NL[12]), float(kValuesIQ4NL[13]), float(kValuesIQ4NL[14]),
       float(kValuesIQ4NL[15])};
-  static const TableLevels lv{vals, 16};
+  static const TableLevels lv = TableLevels::make(vals, 16);
   return lv;
 }
 
@@ -123,8 +123,9 @@ static void encodeTQ2_0(const float *x, const float *w, uint8_t *out) {
 // q1_0 (18 B, 128 elements): f16 d @0, qs[16] @2; bit set -> +d.
 static void encodeQ1_0(const float *x, const float *w, uint8_t *out) {
   static const float kSigns[2] = {-1.0f, 1.0f};
+  static const TableLevels lv = TableLevels::make(kSigns, 2);
   int q[128];
-  storeU16(out, singleScale(x, w, 128, TableLevels{kSigns, 2}, q));
+  storeU16(out, singleScale(x, w, 128, lv, q));
   std::memset(out + 2, 0, 16);
   for (int j = 0; j < 128; ++j)
     out[2 + j / 8] |= uint8_t(q[j] << (j % 8));
@@ -154,7 +155,7 @@ static uint8_t fp4Nibble(int sortedIndex) { return kFP4Code[sortedIndex]; }
 
 // mxfp4 (17 B): e8m0 exponent e @0, qs[16] @1; y = kv[q] * 2^(e - 128).
 static void encodeMXFP4(const float *x, const float *w, uint8_t *out) {
-  const TableLevels lv{kFP4Sorted, 15};
+  static const TableLevels lv = TableLevels::make(kFP4Sorted, 15);
   float amax = 0;
   for (int j = 0; j < 32; ++j)
     amax = std::max(amax, std::fabs(x[j]));
@@ -199,7 +200,7 @@ static void encodeNVFP4(const float *x, const float *w, uint8_t *out) {
       t[c] = c == 0 ? 0.0f : ue4m3Half(c);
     return t;
   }();
-  const TableLevels lv{kFP4Sorted, 15};
+  static const TableLevels lv = TableLevels::make(kFP4Sorted, 15);
   auto nearestCode = [&](float d) {
     const float *it = std::lower_bound(table.begin() + 1, table.begin() + 127, d);
     return int(it - table.begin());
@@ -207,7 +208,7 @@ static void encodeNVFP4(const float *x, const float *w, uint8_t *out) {
   for (int s = 0; s < 4; ++s) {
     const float *xs = x + 16 * s, *ws = w + 16 * s;
     int q[16], best[16];
-    const float dFit = fitScale(xs, ws, 16, lv, q);
+    const float dFit = fitScale(xs, ws, 16, lv, q, 6);
     float amax = 0;
     for (int j = 0; j < 16; ++j)
       amax = std::max(amax, std::fabs(xs[j]));
@@ -220,8 +221,8 @@ static void encodeNVFP4(const float *x, const float *w, uint8_t *out) {
       bestErr += double(ws[j]) * xs[j] * xs[j];
     }
     const int centers[2] = {nearestCode(std::fabs(dFit)), nearestCode(amax / 12.0f)};
-    for (int center : centers)
-      for (int c = center - 3; c <= center + 3; ++c) {
+    for (int ci = 0; ci < 2; ++ci)
+      for (int c = centers[ci] - 2 + ci; c <= centers[ci] + 2 - ci; ++c) {
         if (c < 1 || c > 126)
           continue;
         const double err = errorAtScale(xs, ws, 16, lv, table[c], q);
