@@ -53,7 +53,10 @@ inline uint16_t toHalfClamped(float v) {
 /// lrintf compiles to one instruction with -fno-math-errno, unlike
 /// nearbyint, which is a library call on baseline x86-64.
 inline int roundClamp(float v, int lo, int hi) {
-  v = std::min(std::max(v, float(lo)), float(hi));
+  if (!(v >= float(lo))) // also catches NaN (0 * inf for tiny scales)
+    v = float(lo);
+  if (v > float(hi))
+    v = float(hi);
   return int(std::lrintf(v));
 }
 
@@ -98,7 +101,8 @@ struct TableLevels {
     // Truncation is floor for non-negative t (std::floor is a library call
     // on baseline x86-64).
     const float t = v - float(lo);
-    const int cell = t < 0 ? 0 : (t >= float(cells) ? cells - 1 : int(t));
+    const int cell =
+        !(t >= 0) ? 0 : (t >= float(cells) ? cells - 1 : int(t)); // NaN -> 0
     const int i = cellLevel[cell];
     if (i + 1 < count && vals[i + 1] - v < v - vals[i])
       return i + 1;
@@ -115,9 +119,11 @@ template <class Levels>
 inline double errorAtScale(const float *x, const float *w, int n,
                            const Levels &lv, float d, int *q) {
   double err = 0;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  float id = d != 0.0f ? 1.0f / d : 0.0f;
+  if (!std::isfinite(id)) // 1 / subnormal overflows; 0 * inf would be NaN
+    id = 0.0f;
   for (int i = 0; i < n; ++i) {
-    const int c = lv.nearest(x[i] * id);
+    const int c = lv.nearest(id != 0.0f ? x[i] * id : (d != 0.0f ? x[i] / d : 0.0f));
     if (q)
       q[i] = c;
     const float r = x[i] - d * lv.value(c);
@@ -172,12 +178,12 @@ inline float fitScale(const float *x, const float *w, int n, const Levels &lv,
     const float target = end == 0 ? lv.top() : lv.bottom();
     if (target == 0.0f)
       continue;
-    for (int s = 0; s < steps; ++s) {
-      // Anchor levels from 1.05x down to ~0.6x the end level: shrinking
-      // clips the extreme element but refines the others.
-      const float f = 1.05f - 0.45f * float(s) / float(steps);
-      tryScale(xm / (target * f));
-    }
+    // Anchor levels from 1.05x down to ~0.6x the end level: shrinking
+    // clips the extreme element but refines the others. 1.0 is always
+    // tried, so data that is already on the level grid comes back exactly.
+    tryScale(xm / (target * 1.05f));
+    for (int s = 0; s < steps; ++s)
+      tryScale(xm / (target * (1.0f - 0.4f * float(s) / float(steps))));
   }
   for (int it = 0; it < 3; ++it) {
     const float before = bestD;

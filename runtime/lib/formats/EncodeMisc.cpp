@@ -159,7 +159,7 @@ static void encodeMXFP4(const float *x, const float *w, uint8_t *out) {
   float amax = 0;
   for (int j = 0; j < 32; ++j)
     amax = std::max(amax, std::fabs(x[j]));
-  int q[32], best[32];
+  int q[32], best[32] = {}; // code 0 (zero) when nothing beats it
   int bestE = 0;
   double bestErr = INFINITY;
   // The scale that maps amax to 12 (2 * 6.0), and a few powers of two on
