@@ -283,7 +283,7 @@ bool Writer::validate(size_t &alignment, std::string *error) const {
       if (v.type != ValueType::U32)
         return setErr(error, "rule alignment-type: general.alignment must "
                              "be u32");
-      if (v.u == 0 || (v.u & (v.u - 1)) != 0 || v.u > (1u << 30))
+      if (v.u == 0 || (v.u & (v.u - 1)) != 0 || v.u > 0xffffffffu)
         return setErr(error, "rule alignment-value: general.alignment " +
                                  std::to_string(v.u) +
                                  " is not a power of two");
@@ -422,7 +422,10 @@ bool Writer::emit(Sink &sink, std::string *error) const {
     e.template pod<uint64_t>(offset);
     offset += (t.nbytes + alignment - 1) / alignment * alignment;
   }
-  e.pad(alignment);
+  // Without tensors there is no data section to align; padding anyway
+  // would write up to 2 GiB of zeros for a large general.alignment.
+  if (!Tensors.empty())
+    e.pad(alignment);
   for (const PendingTensor &t : Tensors) {
     e.raw(t.data, t.nbytes);
     e.pad(alignment);

@@ -487,3 +487,17 @@ TEST(GgufReader, ArrayElementBudgetIsEnforced) {
   EXPECT_EQ(err.rfind("rule array-length:", 0), 0u) << err;
   EXPECT_NE(err.find("key 'b'"), std::string::npos) << err;
 }
+
+TEST(GgufWriter, LargeAlignmentWithoutTensorsAddsNoPadding) {
+  // Found by fuzzing: a valid tensor-less file with general.alignment 2^31
+  // made the writer pad the (empty) data section with 2 GiB of zeros.
+  Writer w;
+  w.set(kAlignmentKey, Value::makeU32(0x80000000u));
+  std::vector<uint8_t> bytes;
+  std::string err;
+  ASSERT_TRUE(w.writeToMemory(bytes, &err)) << err;
+  EXPECT_LT(bytes.size(), 100u);
+  auto f = File::openMemory(bytes.data(), bytes.size(), &err);
+  ASSERT_TRUE(f) << err;
+  EXPECT_EQ(f->alignment(), 0x80000000u);
+}
