@@ -201,9 +201,14 @@ static void encodeNVFP4(const float *x, const float *w, uint8_t *out) {
     return t;
   }();
   static const TableLevels lv = TableLevels::make(kFP4Sorted, 15);
+  // The finite nonzero code whose scale is nearest to d.
   auto nearestCode = [&](float d) {
-    const float *it = std::lower_bound(table.begin() + 1, table.begin() + 127, d);
-    return int(it - table.begin());
+    const float *it =
+        std::lower_bound(table.begin() + 1, table.begin() + 127, d);
+    int c = int(it - table.begin());
+    if (c > 126 || (c > 1 && d - table[c - 1] < table[c] - d))
+      --c;
+    return std::min(std::max(c, 1), 126);
   };
   for (int s = 0; s < 4; ++s) {
     const float *xs = x + 16 * s, *ws = w + 16 * s;
@@ -220,18 +225,33 @@ static void encodeNVFP4(const float *x, const float *w, uint8_t *out) {
       best[j] = 7; // the zero level
       bestErr += double(ws[j]) * xs[j] * xs[j];
     }
-    const int centers[2] = {nearestCode(std::fabs(dFit)), nearestCode(amax / 12.0f)};
-    for (int ci = 0; ci < 2; ++ci)
-      for (int c = centers[ci] - 2 + ci; c <= centers[ci] + 2 - ci; ++c) {
-        if (c < 1 || c > 126)
-          continue;
-        const double err = errorAtScale(xs, ws, 16, lv, table[c], q);
-        if (err < bestErr) {
-          bestErr = err;
-          bestCode = c;
-          std::memcpy(best, q, sizeof(q));
-        }
+    // Candidate codes: around the fitted scale, and the codes that put the
+    // largest |x| exactly on each positive level (an optimal scale maps it
+    // to some level, so on-grid data is recovered exactly).
+    int cands[16], nc = 0;
+    auto add = [&](int c) {
+      if (c < 1 || c > 126)
+        return;
+      for (int i = 0; i < nc; ++i)
+        if (cands[i] == c)
+          return;
+      cands[nc++] = c;
+    };
+    const int fitCode = nearestCode(std::fabs(dFit));
+    for (int c = fitCode - 1; c <= fitCode + 1; ++c)
+      add(c);
+    if (amax > 0)
+      for (float level : {12.0f, 8.0f, 6.0f, 4.0f, 3.0f, 2.0f, 1.0f})
+        add(nearestCode(amax / level));
+    for (int i = 0; i < nc; ++i) {
+      const int c = cands[i];
+      const double err = errorAtScale(xs, ws, 16, lv, table[c], q);
+      if (err < bestErr) {
+        bestErr = err;
+        bestCode = c;
+        std::memcpy(best, q, sizeof(q));
       }
+    }
     out[s] = uint8_t(bestCode);
     for (int j = 0; j < 8; ++j)
       out[4 + 8 * s + j] =
