@@ -257,3 +257,51 @@ def test_quantize_refuses_its_input_and_bad_flags(tool, src_file, tmp_path):
             "--tensors", "^ids$", check=False)
     assert p.returncode == 1
     assert not os.path.exists(str(tmp_path / "x.gguf"))
+
+
+def test_imatrix_per_expert(tool, tmp_path):
+    """A stacked-experts tensor gets one importance vector per expert."""
+    src = str(tmp_path / "experts.gguf")
+    w = gguf.GGUFWriter(src, "qcc-interop")
+    x = rows(7, 2 * 4, 256).reshape(2, 4, 256)  # ne = [256, 4, 2]
+    w.add_tensor("blk.0.ffn_up_exps.weight", x)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    def quantize_with(sums, name):
+        imat = str(tmp_path / ("imat-%s.gguf" % name))
+        iw = gguf.GGUFWriter(imat, "imatrix")
+        iw.add_tensor("blk.0.ffn_up_exps.weight.in_sum2", sums.astype(np.float32))
+        iw.add_tensor("blk.0.ffn_up_exps.weight.counts",
+                      np.array([[4.0], [0.0]], dtype=np.float32))
+        iw.write_header_to_file()
+        iw.write_kv_data_to_file()
+        iw.write_tensors_to_file()
+        iw.close()
+        out = str(tmp_path / ("q-%s.gguf" % name))
+        run("quantize", src, out, "--type", "iq2_xxs", "--imatrix", imat)
+        deq = str(tmp_path / ("d-%s.f32" % name))
+        run("dequant", out, "blk.0.ffn_up_exps.weight", "-o", deq)
+        return np.fromfile(deq, dtype="<f4").reshape(2, 4, 256)
+
+    ramp = np.linspace(0.01, 10.0, 256, dtype=np.float32)
+    a = quantize_with(np.stack([ramp, ramp]), "a")
+    b = quantize_with(np.stack([ramp[::-1], ramp]), "b")
+    # Expert 0's importance changed, expert 1's did not (and expert 1 has a
+    # zero count, so its importance is all ones either way).
+    assert not np.array_equal(a[0], b[0])
+    assert np.array_equal(a[1], b[1])
+    # A shape mismatch between imatrix and tensor is an error.
+    bad = str(tmp_path / "bad.gguf")
+    iw = gguf.GGUFWriter(bad, "imatrix")
+    iw.add_tensor("blk.0.ffn_up_exps.weight.in_sum2", np.ones((1, 128), np.float32))
+    iw.add_tensor("blk.0.ffn_up_exps.weight.counts", np.ones((1, 1), np.float32))
+    iw.write_header_to_file()
+    iw.write_kv_data_to_file()
+    iw.write_tensors_to_file()
+    iw.close()
+    p = run("quantize", src, str(tmp_path / "x.gguf"), "--type", "q4_K",
+            "--imatrix", bad, check=False)
+    assert p.returncode == 1 and "does not match" in p.stderr

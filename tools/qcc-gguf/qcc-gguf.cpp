@@ -12,11 +12,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "qcc/Runtime/Gguf.h"
-
-#ifndef QCC_GGUF_NO_CODECS
 #include "qcc/Runtime/Codecs.h"
-#endif
+#include "qcc/Runtime/Gguf.h"
 
 #include <nlohmann/json.hpp>
 
@@ -219,29 +216,6 @@ int cmdVerify(const std::vector<std::string> &args) {
 // Decoding to f32
 //===----------------------------------------------------------------------===//
 
-#ifdef QCC_GGUF_NO_CODECS
-// Stand-ins until the codec library exists: only the unquantized types.
-float halfBits(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0 && man == 0)
-    bits = sign;
-  else if (exp == 0) { // subnormal: normalize
-    exp = 127 - 15 + 1;
-    while (!(man & 0x400)) {
-      man <<= 1;
-      --exp;
-    }
-    bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
-  } else if (exp == 31)
-    bits = sign | 0x7f800000u | (man << 13);
-  else
-    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-#endif
 
 /// Decodes a whole tensor to f32 in ggml element order.
 bool decodeTensor(const TensorInfo &t, std::vector<float> &out,
@@ -285,33 +259,10 @@ bool decodeTensor(const TensorInfo &t, std::vector<float> &out,
   default:
     break;
   }
-#ifdef QCC_GGUF_NO_CODECS
-  if (t.ggmlType == 0) {
-    std::memcpy(out.data(), p, n * 4);
-    return true;
-  }
-  if (t.ggmlType == 1 || t.ggmlType == 30) {
-    for (size_t k = 0; k < n; ++k) {
-      uint16_t h;
-      std::memcpy(&h, p + 2 * k, 2);
-      if (t.ggmlType == 1)
-        out[k] = halfBits(h);
-      else {
-        uint32_t bits = static_cast<uint32_t>(h) << 16;
-        std::memcpy(&out[k], &bits, 4);
-      }
-    }
-    return true;
-  }
-  if (error)
-    *error = "decoding " + typeName(t.ggmlType) +
-             " needs the codec library, which this build lacks";
-  return false;
-#else
   (void)error;
+  // Every other known type is a Formats.def format the codecs decode.
   decodeToF32(static_cast<Format>(t.ggmlType), p, out.data(), n);
   return true;
-#endif
 }
 
 //===----------------------------------------------------------------------===//
@@ -518,9 +469,6 @@ int cmdQuantize(const std::vector<std::string> &args) {
   if (!imatrixArg.empty() && !loadImatrix(imatrixArg, imatrix, &err))
     return fail(err);
 
-#ifdef QCC_GGUF_NO_CODECS
-  return fail("quantize needs the codec library, which this build lacks");
-#else
   Format fmt = target->format;
   Writer w = Writer::fromFile(*file);
   size_t total = file->tensors().size(), index = 0, converted = 0;
@@ -597,7 +545,6 @@ int cmdQuantize(const std::vector<std::string> &args) {
   std::cerr << "qcc-gguf: quantized " << converted << " of " << total
             << " tensors to " << target->name << ", wrote " << out << "\n";
   return kExitOk;
-#endif
 }
 
 } // namespace
