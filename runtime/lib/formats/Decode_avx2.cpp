@@ -13,6 +13,7 @@
 #include "DecodeKernels.h"
 #include "qcc/Runtime/Codecs.h"
 
+#include <cstring>
 #include <immintrin.h>
 
 namespace qcc {
@@ -204,14 +205,25 @@ void rowQ3_K(const uint8_t *x, float *y, size_t nb) {
   }
 }
 
-inline void scaleMinK4(int j, const uint8_t *q, int &sc, int &mn) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    mn = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-    mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
+/// The 8 (d * sc) and (dmin * m) products of a q4_K / q5_K block, computed
+/// as the scalar reference does (exact int -> float, one f32 multiply each),
+/// eight at a time. The 12 packed bytes are first rearranged so that bytes
+/// 0-7 hold the 8 scales and bytes 8-15 the 8 mins.
+inline void kScaleProducts(const uint8_t *packed, float d, float dmin,
+                           float *dsc, float *dmn) {
+  uint32_t u[4];
+  std::memcpy(u, packed, 12);
+  u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+  const uint32_t mins03 = u[1] & 0x3f3f3f3f;
+  u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+  u[2] = mins03;
+  u[0] &= 0x3f3f3f3f;
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(u));
+  const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+  const __m256 mn =
+      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(b, b)));
+  _mm256_storeu_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(d), sc));
+  _mm256_storeu_ps(dmn, _mm256_mul_ps(_mm256_set1_ps(dmin), mn));
 }
 
 /// 32 uint8 lanes -> y[0..31] = d * float(q) - m.
@@ -222,19 +234,17 @@ inline void emit32MulSub(float *y, __m256i q, __m256 d, __m256 m) {
 
 void rowQ4_K(const uint8_t *x, float *y, size_t nb) {
   for (size_t i = 0; i < nb; ++i, x += 144) {
-    const float d = f16At(x), dmin = f16At(x + 2);
-    const uint8_t *scales = x + 4;
+    alignas(32) float dsc[8], dmn[8];
+    kScaleProducts(x + 4, f16At(x), f16At(x + 2), dsc, dmn);
     for (int c = 0; c < 4; ++c, y += 64) {
-      int sc, mn;
-      scaleMinK4(2 * c, scales, sc, mn);
-      const float d1 = d * float(sc), m1 = dmin * float(mn);
-      scaleMinK4(2 * c + 1, scales, sc, mn);
-      const float d2 = d * float(sc), m2 = dmin * float(mn);
+      const __m256 d1 = _mm256_set1_ps(dsc[2 * c]);
+      const __m256 m1 = _mm256_set1_ps(dmn[2 * c]);
+      const __m256 d2 = _mm256_set1_ps(dsc[2 * c + 1]);
+      const __m256 m2 = _mm256_set1_ps(dmn[2 * c + 1]);
       const __m256i q = _mm256_loadu_si256(
           reinterpret_cast<const __m256i *>(x + 16 + 32 * c));
-      emit32MulSub(y, lowNibbles(q), _mm256_set1_ps(d1), _mm256_set1_ps(m1));
-      emit32MulSub(y + 32, highNibbles(q), _mm256_set1_ps(d2),
-                   _mm256_set1_ps(m2));
+      emit32MulSub(y, lowNibbles(q), d1, m1);
+      emit32MulSub(y + 32, highNibbles(q), d2, m2);
     }
   }
 }
@@ -242,16 +252,15 @@ void rowQ4_K(const uint8_t *x, float *y, size_t nb) {
 void rowQ5_K(const uint8_t *x, float *y, size_t nb) {
   const __m256i sixteen = _mm256_set1_epi8(16);
   for (size_t i = 0; i < nb; ++i, x += 176) {
-    const float d = f16At(x), dmin = f16At(x + 2);
-    const uint8_t *scales = x + 4;
+    alignas(32) float dsc[8], dmn[8];
+    kScaleProducts(x + 4, f16At(x), f16At(x + 2), dsc, dmn);
     const __m256i qh =
         _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + 16));
     for (int c = 0; c < 4; ++c, y += 64) {
-      int sc, mn;
-      scaleMinK4(2 * c, scales, sc, mn);
-      const float d1 = d * float(sc), m1 = dmin * float(mn);
-      scaleMinK4(2 * c + 1, scales, sc, mn);
-      const float d2 = d * float(sc), m2 = dmin * float(mn);
+      const __m256 d1 = _mm256_set1_ps(dsc[2 * c]);
+      const __m256 m1 = _mm256_set1_ps(dmn[2 * c]);
+      const __m256 d2 = _mm256_set1_ps(dsc[2 * c + 1]);
+      const __m256 m2 = _mm256_set1_ps(dmn[2 * c + 1]);
       const __m256i u1 = _mm256_set1_epi8(char(1 << (2 * c)));
       const __m256i u2 = _mm256_set1_epi8(char(2 << (2 * c)));
       const __m256i h1 = _mm256_and_si256(
@@ -260,10 +269,8 @@ void rowQ5_K(const uint8_t *x, float *y, size_t nb) {
           _mm256_cmpeq_epi8(_mm256_and_si256(qh, u2), u2), sixteen);
       const __m256i q = _mm256_loadu_si256(
           reinterpret_cast<const __m256i *>(x + 48 + 32 * c));
-      emit32MulSub(y, _mm256_or_si256(lowNibbles(q), h1), _mm256_set1_ps(d1),
-                   _mm256_set1_ps(m1));
-      emit32MulSub(y + 32, _mm256_or_si256(highNibbles(q), h2),
-                   _mm256_set1_ps(d2), _mm256_set1_ps(m2));
+      emit32MulSub(y, _mm256_or_si256(lowNibbles(q), h1), d1, m1);
+      emit32MulSub(y + 32, _mm256_or_si256(highNibbles(q), h2), d2, m2);
     }
   }
 }
