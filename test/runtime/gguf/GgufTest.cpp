@@ -16,6 +16,8 @@
 #include <dirent.h>
 #include <fstream>
 #include <sstream>
+#include <csignal>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -500,4 +502,34 @@ TEST(GgufWriter, LargeAlignmentWithoutTensorsAddsNoPadding) {
   auto f = File::openMemory(bytes.data(), bytes.size(), &err);
   ASSERT_TRUE(f) << err;
   EXPECT_EQ(f->alignment(), 0x80000000u);
+}
+
+TEST(GgufWriter, FailureInTheMiddleOfWritingLeavesNothingBehind) {
+  // A file-size limit makes write() fail part-way (even for root, unlike
+  // permissions): the destination must keep its old contents and the
+  // temporary must be gone.
+  std::string dir = tempDir();
+  std::string dest = dir + "/out.gguf";
+  std::ofstream(dest) << "precious";
+  std::vector<uint8_t> big(1 << 20, 0x5a);
+  Writer w;
+  w.addTensor("big", 24, {1 << 20}, big.data(), big.size());
+  struct rlimit old;
+  ASSERT_EQ(0, getrlimit(RLIMIT_FSIZE, &old));
+  auto oldHandler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 64 * 1024;
+  ASSERT_EQ(0, setrlimit(RLIMIT_FSIZE, &small));
+  std::string err;
+  bool ok = w.write(dest, &err);
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, oldHandler);
+  EXPECT_FALSE(ok);
+  EXPECT_NE(err.find("cannot write"), std::string::npos) << err;
+  std::ifstream in(dest);
+  std::string s;
+  in >> s;
+  EXPECT_EQ(s, "precious");
+  EXPECT_EQ(listDir(dir).size(), 1u);
+  removeTree(dir);
 }
