@@ -174,7 +174,9 @@ int cmdInfo(const std::vector<std::string> &args) {
   std::cout << "file:        " << path << "\n"
             << "version:     " << file->version() << "\n"
             << "alignment:   " << file->alignment() << "\n"
-            << "data offset: " << file->dataOffset() << "\n"
+            << "data offset: " << file->dataOffset()
+            << (file->tensors().empty() ? " (no tensors, no data section)" : "")
+            << "\n"
             << "file size:   " << file->fileSize() << "\n"
             << "metadata (" << file->metadata().size() << " keys):\n";
   for (const auto &kv : file->metadata()) {
