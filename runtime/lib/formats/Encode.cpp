@@ -22,9 +22,8 @@ bool encodeNeedsImportance(Format format) {
 
 static encode::BlockFn blockEncoder(Format format) {
   using namespace encode;
-  for (BlockFn (*family)(Format) :
-       {legacyBlockEncoder, kquantBlockEncoder, miscBlockEncoder,
-        iqBlockEncoder})
+  for (BlockFn (*family)(Format) : {legacyBlockEncoder, kquantBlockEncoder,
+                                    miscBlockEncoder, iqBlockEncoder})
     if (BlockFn fn = family(format))
       return fn;
   return nullptr;
@@ -43,8 +42,8 @@ static void encodeRows(encode::BlockFn fn, const FormatInfo &info,
   }
 }
 
-bool encodeFromF32(Format format, const float *in, void *blocks,
-                   size_t numRows, size_t rowLength, const float *importance,
+bool encodeFromF32(Format format, const float *in, void *blocks, size_t numRows,
+                   size_t rowLength, const float *importance,
                    std::string *error) {
   auto fail = [&](std::string msg) {
     if (error)

@@ -68,9 +68,7 @@ inline uint16_t atLeastOneUlp(uint16_t h) {
 /// Integer levels qmin..qmax; a code is the level itself.
 struct IntLevels {
   int qmin, qmax;
-  int nearest(float v) const {
-    return roundClamp(v, qmin, qmax);
-  }
+  int nearest(float v) const { return roundClamp(v, qmin, qmax); }
   float value(int code) const { return float(code); }
   float top() const { return float(qmax); }
   float bottom() const { return float(qmin); }
@@ -123,7 +121,8 @@ inline double errorAtScale(const float *x, const float *w, int n,
   if (!std::isfinite(id)) // 1 / subnormal overflows; 0 * inf would be NaN
     id = 0.0f;
   for (int i = 0; i < n; ++i) {
-    const int c = lv.nearest(id != 0.0f ? x[i] * id : (d != 0.0f ? x[i] / d : 0.0f));
+    const int c =
+        lv.nearest(id != 0.0f ? x[i] * id : (d != 0.0f ? x[i] / d : 0.0f));
     if (q)
       q[i] = c;
     const float r = x[i] - d * lv.value(c);
@@ -328,8 +327,8 @@ inline uint16_t fitSuperScale(const float *x, const float *w, int nsub,
   float s[32];
   float smax = 0;
   for (int g = 0; g < nsub; ++g) {
-    s[g] = fitScale(x + g * sublen, w + g * sublen, sublen, lv,
-                    q + g * sublen, 6);
+    s[g] =
+        fitScale(x + g * sublen, w + g * sublen, sublen, lv, q + g * sublen, 6);
     if (std::fabs(s[g]) > std::fabs(smax))
       smax = s[g];
   }

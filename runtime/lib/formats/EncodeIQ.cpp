@@ -22,6 +22,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BlockLayouts.h"
 #include "Codebooks.h"
 #include "EncodeCommon.h"
 
@@ -36,13 +37,13 @@ namespace {
 
 /// A codebook prepared for nearest-row search.
 struct Grid {
-  int len = 0;  ///< entries per row: 8 or 4
+  int len = 0; ///< entries per row: 8 or 4
   int rows = 0;
   int nlev = 0; ///< distinct entry values
   float lev[8] = {};
-  std::vector<float> vals;      ///< rows x len
-  std::vector<uint32_t> start;  ///< combination -> first candidate
-  std::vector<uint16_t> cand;   ///< candidate rows, closest first
+  std::vector<float> vals;     ///< rows x len
+  std::vector<uint32_t> start; ///< combination -> first candidate
+  std::vector<uint16_t> cand;  ///< candidate rows, closest first
 
   int nearestLevel(float t) const {
     int best = 0;
@@ -268,7 +269,7 @@ float IQFit::fitGroupScale(int sg, Result &scratch) const {
   const float db0 = amax / top;
   float bestDb = db0;
   double bestErr = INFINITY;
-  static constexpr float kFactors[] = {1.1f, 1.0f,  0.92f, 0.85f,
+  static constexpr float kFactors[] = {1.1f,  1.0f, 0.92f, 0.85f,
                                        0.78f, 0.7f, 0.62f, 0.55f};
   for (float f : kFactors) {
     float db = db0 * f;
@@ -283,9 +284,9 @@ float IQFit::fitGroupScale(int sg, Result &scratch) const {
       for (int p = base; p < base + n; p += len) {
         const float *gv = &g.vals[size_t(scratch.row[p / len]) * len];
         const float delta =
-            s.deltaLen ? (scratch.deltaNeg[p / s.deltaLen] ? -kIQ1Delta
-                                                            : kIQ1Delta)
-                       : 0.0f;
+            s.deltaLen
+                ? (scratch.deltaNeg[p / s.deltaLen] ? -kIQ1Delta : kIQ1Delta)
+                : 0.0f;
         for (int j = 0; j < len; ++j) {
           const double v = gv[j] + delta;
           num += w[p + j] * a[p + j] * v;
@@ -454,9 +455,10 @@ static void encodeIQ2_XXS(const float *x, const float *w, uint8_t *out) {
   static const Spec spec{&gridIQ2XXS(), 32, 15, scaleIQ2, Signs::Parity, 0};
   Result r;
   IQFit(spec, x, w).run(r);
-  storeU16(out, r.d);
+  using L = layout::IQ2_XXS;
+  storeU16(out + L::d, r.d);
   for (int g = 0; g < 8; ++g) {
-    uint8_t *q = out + 2 + 8 * g;
+    uint8_t *q = out + L::qs + 8 * g;
     for (int l = 0; l < 4; ++l)
       q[l] = uint8_t(r.row[4 * g + l]);
     storeU32(q + 4, signIndices(r.signs + 4 * g) | (uint32_t(r.k[g]) << 28));
@@ -469,13 +471,14 @@ static void encodeIQ2_XS(const float *x, const float *w, uint8_t *out) {
   static const Spec spec{&gridIQ2XS(), 16, 15, scaleIQ2, Signs::Parity, 0};
   Result r;
   IQFit(spec, x, w).run(r);
-  storeU16(out, r.d);
+  using L = layout::IQ2_XS;
+  storeU16(out + L::d, r.d);
   const uint8_t *inv = signIndex();
   for (int i = 0; i < 32; ++i)
-    storeU16(out + 2 + 2 * i,
+    storeU16(out + L::qs + 2 * i,
              uint16_t(r.row[i] | (int(inv[r.signs[i]]) << 9)));
   for (int g = 0; g < 8; ++g)
-    out[66 + g] = uint8_t(r.k[2 * g] | (r.k[2 * g + 1] << 4));
+    out[L::scales + g] = uint8_t(r.k[2 * g] | (r.k[2 * g + 1] << 4));
 }
 
 // iq2_s (82 B): f16 d @0, qs[32] @2 (row low 8 bits), signs[32] @34,
@@ -484,29 +487,30 @@ static void encodeIQ2_S(const float *x, const float *w, uint8_t *out) {
   static const Spec spec{&gridIQ2S(), 16, 15, scaleIQ2, Signs::Free, 0};
   Result r;
   IQFit(spec, x, w).run(r);
-  storeU16(out, r.d);
-  std::memset(out + 66, 0, 8);
+  using L = layout::IQ2_S;
+  storeU16(out + L::d, r.d);
+  std::memset(out + L::qh, 0, 8);
   for (int i = 0; i < 32; ++i) {
-    out[2 + i] = uint8_t(r.row[i] & 0xff);
-    out[34 + i] = r.signs[i];
-    out[66 + i / 4] |= uint8_t((r.row[i] >> 8) << (2 * (i % 4)));
+    out[L::qs + i] = uint8_t(r.row[i] & 0xff);
+    out[L::signs + i] = r.signs[i];
+    out[L::qh + i / 4] |= uint8_t((r.row[i] >> 8) << (2 * (i % 4)));
   }
   for (int g = 0; g < 8; ++g)
-    out[74 + g] = uint8_t(r.k[2 * g] | (r.k[2 * g + 1] << 4));
+    out[L::scales + g] = uint8_t(r.k[2 * g] | (r.k[2 * g + 1] << 4));
 }
 
 // iq3_xxs (98 B): f16 d @0, qs[64] @2 (a row per 4 elements), u32 per 32
 // elements @66+4g: 4 x 7 sign indices and the sub-scale in bits 28-31.
 static void encodeIQ3_XXS(const float *x, const float *w, uint8_t *out) {
-  static const Spec spec{&gridIQ3XXS(), 32, 15, scaleIQ3XXS, Signs::Parity,
-                         0};
+  static const Spec spec{&gridIQ3XXS(), 32, 15, scaleIQ3XXS, Signs::Parity, 0};
   Result r;
   IQFit(spec, x, w).run(r);
-  storeU16(out, r.d);
+  using L = layout::IQ3_XXS;
+  storeU16(out + L::d, r.d);
   for (int i = 0; i < 64; ++i)
-    out[2 + i] = uint8_t(r.row[i]);
+    out[L::qs + i] = uint8_t(r.row[i]);
   for (int g = 0; g < 8; ++g)
-    storeU32(out + 66 + 4 * g,
+    storeU32(out + L::scalesAndSigns + 4 * g,
              signIndices(r.signs + 4 * g) | (uint32_t(r.k[g]) << 28));
 }
 
@@ -516,15 +520,16 @@ static void encodeIQ3_S(const float *x, const float *w, uint8_t *out) {
   static const Spec spec{&gridIQ3S(), 32, 15, scaleOdd, Signs::Free, 0};
   Result r;
   IQFit(spec, x, w).run(r);
-  storeU16(out, r.d);
-  std::memset(out + 66, 0, 8);
+  using L = layout::IQ3_S;
+  storeU16(out + L::d, r.d);
+  std::memset(out + L::qh, 0, 8);
   for (int i = 0; i < 64; ++i) {
-    out[2 + i] = uint8_t(r.row[i] & 0xff);
-    out[66 + i / 8] |= uint8_t((r.row[i] >> 8) << (i % 8));
+    out[L::qs + i] = uint8_t(r.row[i] & 0xff);
+    out[L::qh + i / 8] |= uint8_t((r.row[i] >> 8) << (i % 8));
   }
-  std::memcpy(out + 74, r.signs, 32);
+  std::memcpy(out + L::signs, r.signs, 32);
   for (int g = 0; g < 4; ++g)
-    out[106 + g] = uint8_t(r.k[2 * g] | (r.k[2 * g + 1] << 4));
+    out[L::scales + g] = uint8_t(r.k[2 * g] | (r.k[2 * g + 1] << 4));
 }
 
 // iq1_s (50 B): f16 d @0, qs[32] @2 (row low 8 bits), u16 qh[8] @34:
@@ -533,15 +538,16 @@ static void encodeIQ1_S(const float *x, const float *w, uint8_t *out) {
   static const Spec spec{&gridIQ1S(), 32, 7, scaleOdd, Signs::None, 32};
   Result r;
   IQFit(spec, x, w).run(r);
-  storeU16(out, r.d);
+  using L = layout::IQ1_S;
+  storeU16(out + L::d, r.d);
   for (int g = 0; g < 8; ++g) {
     uint16_t qh = uint16_t((r.k[g] << 12) | (r.deltaNeg[g] ? 0x8000 : 0));
     for (int l = 0; l < 4; ++l) {
       const int row = r.row[4 * g + l];
-      out[2 + 4 * g + l] = uint8_t(row & 0xff);
+      out[L::qs + 4 * g + l] = uint8_t(row & 0xff);
       qh |= uint16_t((row >> 8) << (3 * l));
     }
-    storeU16(out + 34 + 2 * g, qh);
+    storeU16(out + L::qh + 2 * g, qh);
   }
 }
 
@@ -553,18 +559,19 @@ static void encodeIQ1_M(const float *x, const float *w, uint8_t *out) {
   static const Spec spec{&gridIQ1S(), 16, 7, scaleOdd, Signs::None, 8};
   Result r;
   IQFit(spec, x, w).run(r);
-  std::memset(out + 32, 0, 24);
+  using L = layout::IQ1_M;
+  std::memset(out + L::qh, 0, L::bytes - L::qh);
   for (int i = 0; i < 32; ++i) {
-    out[i] = uint8_t(r.row[i] & 0xff);
+    out[L::qs + i] = uint8_t(r.row[i] & 0xff);
     const int nib = (r.row[i] >> 8) | (r.deltaNeg[i] ? 8 : 0);
-    out[32 + i / 2] |= uint8_t(nib << (4 * (i % 2)));
+    out[L::qh + i / 2] |= uint8_t(nib << (4 * (i % 2)));
   }
   uint16_t sc[4] = {};
   for (int i = 0; i < 16; ++i)
     sc[i / 4] |= uint16_t(r.k[i] << (3 * (i % 4)));
   for (int i = 0; i < 4; ++i) {
     sc[i] |= uint16_t(((r.d >> (4 * i)) & 0xf) << 12);
-    storeU16(out + 48 + 2 * i, sc[i]);
+    storeU16(out + L::scales + 2 * i, sc[i]);
   }
 }
 

@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BlockLayouts.h"
 #include "EncodeCommon.h"
 
 namespace qcc {
@@ -23,10 +24,11 @@ namespace encode {
 // q3_K (110 B): hmask[32] @0, qs[64] @32, scales[12] @96, f16 d @108.
 static void encodeQ3_K(const float *x, const float *w, uint8_t *out) {
   int sc[16], q[256];
-  const uint16_t d = fitSuperScale(x, w, 16, 16, IntLevels{-4, 3}, -32, 31,
-                                   sc, q);
-  uint8_t *hmask = out, *qs = out + 32, *scales = out + 96;
-  std::memset(out, 0, 108);
+  const uint16_t d =
+      fitSuperScale(x, w, 16, 16, IntLevels{-4, 3}, -32, 31, sc, q);
+  using L = layout::Q3_K;
+  uint8_t *hmask = out + L::hmask, *qs = out + L::qs, *scales = out + L::scales;
+  std::memset(out, 0, L::d);
   // Element 128h + 32s + l: low 2 bits of q + 4 in bits 2s of qs[32h + l],
   // the third bit in bit 4h + s of hmask[l].
   for (int h = 0; h < 2; ++h)
@@ -43,16 +45,17 @@ static void encodeQ3_K(const float *x, const float *w, uint8_t *out) {
     scales[i % 8] |= uint8_t((ls & 0xf) << (4 * (i / 8)));
     scales[8 + i % 4] |= uint8_t((ls >> 4) << (2 * (i / 4)));
   }
-  storeU16(out + 108, d);
+  storeU16(out + L::d, d);
 }
 
 // q6_K (210 B): ql[128] @0, qh[64] @128, int8 scales[16] @192, f16 d @208.
 static void encodeQ6_K(const float *x, const float *w, uint8_t *out) {
   int sc[16], q[256];
-  const uint16_t d = fitSuperScale(x, w, 16, 16, IntLevels{-32, 31}, -128,
-                                   127, sc, q);
-  uint8_t *ql = out, *qh = out + 128;
-  std::memset(out, 0, 192);
+  const uint16_t d =
+      fitSuperScale(x, w, 16, 16, IntLevels{-32, 31}, -128, 127, sc, q);
+  using L = layout::Q6_K;
+  uint8_t *ql = out + L::ql, *qh = out + L::qh;
+  std::memset(out, 0, L::scales);
   // Element 128h + 32k + l: low nibble of q + 32 in ql[64h + l + 32(k & 1)]
   // (low nibble for k < 2, high for k >= 2), top bits at 2k of qh[32h + l].
   for (int h = 0; h < 2; ++h)
@@ -63,8 +66,8 @@ static void encodeQ6_K(const float *x, const float *w, uint8_t *out) {
         qh[32 * h + l] |= uint8_t((u >> 4) << (2 * k));
       }
   for (int i = 0; i < 16; ++i)
-    out[192 + i] = uint8_t(int8_t(sc[i]));
-  storeU16(out + 208, d);
+    out[L::scales + i] = uint8_t(int8_t(sc[i]));
+  storeU16(out + L::d, d);
 }
 
 //===----------------------------------------------------------------------===//
@@ -83,8 +86,8 @@ struct AffineSuper {
 
 class AffineSuperFit {
 public:
-  AffineSuperFit(const float *x, const float *w, int nsub, int sublen,
-                 int qmax, int scMax, int mMax)
+  AffineSuperFit(const float *x, const float *w, int nsub, int sublen, int qmax,
+                 int scMax, int mMax)
       : x(x), w(w), nsub(nsub), sublen(sublen), qmax(qmax), scMax(scMax),
         mMax(mMax) {}
 
@@ -118,9 +121,8 @@ private:
   float a[16], b[16]; // ideal group scale and (negated) offset
 };
 
-double AffineSuperFit::evaluate(uint16_t dh, uint16_t mh, bool keep,
-                                bool nudge, AffineSuper &r,
-                                double bound) const {
+double AffineSuperFit::evaluate(uint16_t dh, uint16_t mh, bool keep, bool nudge,
+                                AffineSuper &r, double bound) const {
   const float dv = halfToFloat(dh), mv = halfToFloat(mh);
   AffineSuper t;
   t.d = dh;
@@ -280,30 +282,33 @@ static void packScaleMinK4(const int *sc, const int *mn, uint8_t *p) {
 static void encodeQ2_K(const float *x, const float *w, uint8_t *out) {
   AffineSuper r;
   AffineSuperFit(x, w, 16, 16, 3, 15, 15).run(r);
-  std::memset(out, 0, 80);
+  using L = layout::Q2_K;
+  std::memset(out, 0, L::d);
   for (int g = 0; g < 16; ++g)
-    out[g] = uint8_t(r.sc[g] | (r.mn[g] << 4));
+    out[L::scales + g] = uint8_t(r.sc[g] | (r.mn[g] << 4));
   // Element 128h + 32s + l is bits 2s of qs[32h + l].
   for (int h = 0; h < 2; ++h)
     for (int s = 0; s < 4; ++s)
       for (int l = 0; l < 32; ++l)
-        out[16 + 32 * h + l] |= uint8_t(r.q[128 * h + 32 * s + l] << (2 * s));
-  storeU16(out + 80, r.d);
-  storeU16(out + 82, r.dmin);
+        out[L::qs + 32 * h + l] |=
+            uint8_t(r.q[128 * h + 32 * s + l] << (2 * s));
+  storeU16(out + L::d, r.d);
+  storeU16(out + L::dmin, r.dmin);
 }
 
 // q4_K (144 B): f16 d @0, f16 dmin @2, scales[12] @4, qs[128] @16.
 static void encodeQ4_K(const float *x, const float *w, uint8_t *out) {
   AffineSuper r;
   AffineSuperFit(x, w, 8, 32, 15, 63, 63).run(r);
-  storeU16(out, r.d);
-  storeU16(out + 2, r.dmin);
-  packScaleMinK4(r.sc, r.mn, out + 4);
+  using L = layout::Q4_K;
+  storeU16(out + L::d, r.d);
+  storeU16(out + L::dmin, r.dmin);
+  packScaleMinK4(r.sc, r.mn, out + L::scales);
   // Chunk c: element 64c + l in the low nibble of qs[32c + l], 64c + 32 + l
   // in the high nibble.
   for (int c = 0; c < 4; ++c)
     for (int l = 0; l < 32; ++l)
-      out[16 + 32 * c + l] =
+      out[L::qs + 32 * c + l] =
           uint8_t(r.q[64 * c + l] | (r.q[64 * c + 32 + l] << 4));
 }
 
@@ -312,10 +317,11 @@ static void encodeQ4_K(const float *x, const float *w, uint8_t *out) {
 static void encodeQ5_K(const float *x, const float *w, uint8_t *out) {
   AffineSuper r;
   AffineSuperFit(x, w, 8, 32, 31, 63, 63).run(r);
-  storeU16(out, r.d);
-  storeU16(out + 2, r.dmin);
-  packScaleMinK4(r.sc, r.mn, out + 4);
-  uint8_t *qh = out + 16, *qs = out + 48;
+  using L = layout::Q5_K;
+  storeU16(out + L::d, r.d);
+  storeU16(out + L::dmin, r.dmin);
+  packScaleMinK4(r.sc, r.mn, out + L::scales);
+  uint8_t *qh = out + L::qh, *qs = out + L::qs;
   std::memset(qh, 0, 32);
   for (int k = 0; k < 8; ++k)
     for (int l = 0; l < 32; ++l)

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BlockLayouts.h"
 #include "EncodeCommon.h"
 
 namespace qcc {
@@ -42,28 +43,28 @@ static uint16_t encodeSymmetric(const float *x, const float *w, int qmin,
 // q4_0 (18 B): f16 d @0, qs[16] @2.
 static void encodeQ4_0(const float *x, const float *w, uint8_t *out) {
   int q[32];
-  storeU16(out, encodeSymmetric(x, w, -8, 7, q));
+  storeU16(out + layout::Q4_0::d, encodeSymmetric(x, w, -8, 7, q));
   for (int &c : q)
     c += 8;
-  packNibbles32(q, out + 2);
+  packNibbles32(q, out + layout::Q4_0::qs);
 }
 
 // q5_0 (22 B): f16 d @0, qh u32 @2, qs[16] @6.
 static void encodeQ5_0(const float *x, const float *w, uint8_t *out) {
   int q[32];
-  storeU16(out, encodeSymmetric(x, w, -16, 15, q));
+  storeU16(out + layout::Q5_0::d, encodeSymmetric(x, w, -16, 15, q));
   for (int &c : q)
     c += 16;
-  storeU32(out + 2, highBits32(q));
-  packNibbles32(q, out + 6);
+  storeU32(out + layout::Q5_0::qh, highBits32(q));
+  packNibbles32(q, out + layout::Q5_0::qs);
 }
 
 // q8_0 (34 B): f16 d @0, int8 qs[32] @2. -128 is a valid int8 code.
 static void encodeQ8_0(const float *x, const float *w, uint8_t *out) {
   int q[32];
-  storeU16(out, encodeSymmetric(x, w, -128, 127, q));
+  storeU16(out + layout::Q8_0::d, encodeSymmetric(x, w, -128, 127, q));
   for (int j = 0; j < 32; ++j)
-    out[2 + j] = uint8_t(int8_t(q[j]));
+    out[layout::Q8_0::qs + j] = uint8_t(int8_t(q[j]));
 }
 
 /// Affine formats: y = q * d + m, q in [0, qmax]; d and m are f16.
@@ -105,9 +106,9 @@ static void encodeQ4_1(const float *x, const float *w, uint8_t *out) {
   int q[32];
   uint16_t d, m;
   encodeAffine(x, w, 15, d, m, q);
-  storeU16(out, d);
-  storeU16(out + 2, m);
-  packNibbles32(q, out + 4);
+  storeU16(out + layout::Q4_1::d, d);
+  storeU16(out + layout::Q4_1::m, m);
+  packNibbles32(q, out + layout::Q4_1::qs);
 }
 
 // q5_1 (24 B): f16 d @0, f16 m @2, qh u32 @4, qs[16] @8.
@@ -115,10 +116,10 @@ static void encodeQ5_1(const float *x, const float *w, uint8_t *out) {
   int q[32];
   uint16_t d, m;
   encodeAffine(x, w, 31, d, m, q);
-  storeU16(out, d);
-  storeU16(out + 2, m);
-  storeU32(out + 4, highBits32(q));
-  packNibbles32(q, out + 8);
+  storeU16(out + layout::Q5_1::d, d);
+  storeU16(out + layout::Q5_1::m, m);
+  storeU32(out + layout::Q5_1::qh, highBits32(q));
+  packNibbles32(q, out + layout::Q5_1::qs);
 }
 
 BlockFn legacyBlockEncoder(Format format) {

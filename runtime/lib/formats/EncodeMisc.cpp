@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BlockLayouts.h"
 #include "Codebooks.h"
 #include "EncodeCommon.h"
 
@@ -45,8 +46,9 @@ static void encodeIQ4_NL(const float *x, const float *w, uint8_t *out) {
   const TableLevels &lv = iq4Levels();
   int q[32];
   const float d = fitScale(x, w, 32, lv, q);
-  storeU16(out, d == 0.0f ? 0 : bestHalfScale(x, w, 32, lv, d, q));
-  packNibbles32(q, out + 2);
+  storeU16(out + layout::IQ4_NL::d,
+           d == 0.0f ? 0 : bestHalfScale(x, w, 32, lv, d, q));
+  packNibbles32(q, out + layout::IQ4_NL::qs);
 }
 
 // iq4_xs (136 B): f16 d @0, u16 scales_h @2, scales_l[4] @4, qs[128] @8;
@@ -54,17 +56,18 @@ static void encodeIQ4_NL(const float *x, const float *w, uint8_t *out) {
 static void encodeIQ4_XS(const float *x, const float *w, uint8_t *out) {
   int sc[8], q[256];
   const uint16_t d = fitSuperScale(x, w, 8, 32, iq4Levels(), -32, 31, sc, q);
-  storeU16(out, d);
+  using L = layout::IQ4_XS;
+  storeU16(out + L::d, d);
   uint16_t scalesH = 0;
-  uint8_t *scalesL = out + 4;
+  uint8_t *scalesL = out + L::scalesL;
   std::memset(scalesL, 0, 4);
   for (int g = 0; g < 8; ++g) {
     const int ls = sc[g] + 32;
     scalesL[g / 2] |= uint8_t((ls & 0xf) << (4 * (g % 2)));
     scalesH |= uint16_t((ls >> 4) << (2 * g));
-    packNibbles32(q + 32 * g, out + 8 + 16 * g);
+    packNibbles32(q + 32 * g, out + L::qs + 16 * g);
   }
-  storeU16(out + 2, scalesH);
+  storeU16(out + L::scalesH, scalesH);
 }
 
 //===----------------------------------------------------------------------===//
@@ -94,17 +97,18 @@ static uint8_t packTrits(const int *t, int count, int stride) {
 // tq1_0 (54 B): qs[48] @0, qh[4] @48, f16 d @52.
 static void encodeTQ1_0(const float *x, const float *w, uint8_t *out) {
   int q[256];
-  storeU16(out + 52, singleScale(x, w, 256, IntLevels{-1, 1}, q));
+  using L = layout::TQ1_0;
+  storeU16(out + L::d, singleScale(x, w, 256, IntLevels{-1, 1}, q));
   for (int &c : q)
     ++c;
   // Digit n of qs[m] is element 32n + m (m < 32), of qs[32 + m] element
   // 160 + 16n + m (m < 16), of qh[m] element 240 + 4n + m (n < 4).
   for (int m = 0; m < 32; ++m)
-    out[m] = packTrits(q + m, 5, 32);
+    out[L::qs + m] = packTrits(q + m, 5, 32);
   for (int m = 0; m < 16; ++m)
-    out[32 + m] = packTrits(q + 160 + m, 5, 16);
+    out[L::qs + 32 + m] = packTrits(q + 160 + m, 5, 16);
   for (int m = 0; m < 4; ++m)
-    out[48 + m] = packTrits(q + 240 + m, 4, 4);
+    out[L::qh + m] = packTrits(q + 240 + m, 4, 4);
 }
 
 // tq2_0 (66 B): qs[64] @0, f16 d @64. ggml's encoder only uses codes 0..2,
@@ -112,12 +116,14 @@ static void encodeTQ1_0(const float *x, const float *w, uint8_t *out) {
 // makes a 4-level set {-1, 0, 1, 2} * d, which fits data better.
 static void encodeTQ2_0(const float *x, const float *w, uint8_t *out) {
   int q[256];
-  storeU16(out + 64, singleScale(x, w, 256, IntLevels{-1, 2}, q));
-  std::memset(out, 0, 64);
+  using L = layout::TQ2_0;
+  storeU16(out + L::d, singleScale(x, w, 256, IntLevels{-1, 2}, q));
+  std::memset(out + L::qs, 0, 64);
   for (int h = 0; h < 2; ++h)
     for (int k = 0; k < 4; ++k)
       for (int m = 0; m < 32; ++m)
-        out[32 * h + m] |= uint8_t((q[128 * h + 32 * k + m] + 1) << (2 * k));
+        out[L::qs + 32 * h + m] |=
+            uint8_t((q[128 * h + 32 * k + m] + 1) << (2 * k));
 }
 
 // q1_0 (18 B, 128 elements): f16 d @0, qs[16] @2; bit set -> +d.
@@ -125,20 +131,22 @@ static void encodeQ1_0(const float *x, const float *w, uint8_t *out) {
   static const float kSigns[2] = {-1.0f, 1.0f};
   static const TableLevels lv = TableLevels::make(kSigns, 2);
   int q[128];
-  storeU16(out, singleScale(x, w, 128, lv, q));
-  std::memset(out + 2, 0, 16);
+  using L = layout::Q1_0;
+  storeU16(out + L::d, singleScale(x, w, 128, lv, q));
+  std::memset(out + L::qs, 0, 16);
   for (int j = 0; j < 128; ++j)
-    out[2 + j / 8] |= uint8_t(q[j] << (j % 8));
+    out[L::qs + j / 8] |= uint8_t(q[j] << (j % 8));
 }
 
 // q2_0 (18 B, 64 elements): f16 d @0, qs[16] @2; code q + 1 in bits
 // 2(j%4).. of qs[j/4]; levels {-1, 0, 1, 2} * d.
 static void encodeQ2_0(const float *x, const float *w, uint8_t *out) {
   int q[64];
-  storeU16(out, singleScale(x, w, 64, IntLevels{-1, 2}, q));
-  std::memset(out + 2, 0, 16);
+  using L = layout::Q2_0;
+  storeU16(out + L::d, singleScale(x, w, 64, IntLevels{-1, 2}, q));
+  std::memset(out + L::qs, 0, 16);
   for (int j = 0; j < 64; ++j)
-    out[2 + j / 4] |= uint8_t((q[j] + 1) << (2 * (j % 4)));
+    out[L::qs + j / 4] |= uint8_t((q[j] + 1) << (2 * (j % 4)));
 }
 
 //===----------------------------------------------------------------------===//
@@ -170,17 +178,17 @@ static void encodeMXFP4(const float *x, const float *w, uint8_t *out) {
   for (int e = e0 - 1; e <= e0 + 2; ++e) {
     if (e < 0 || e > 254)
       continue;
-    const double err =
-        errorAtScale(x, w, 32, lv, std::ldexp(1.0f, e - 128), q);
+    const double err = errorAtScale(x, w, 32, lv, std::ldexp(1.0f, e - 128), q);
     if (err < bestErr) {
       bestErr = err;
       bestE = e;
       std::memcpy(best, q, sizeof(q));
     }
   }
-  out[0] = uint8_t(bestE);
+  out[layout::MXFP4::e] = uint8_t(bestE);
   for (int j = 0; j < 16; ++j)
-    out[1 + j] = uint8_t(fp4Nibble(best[j]) | (fp4Nibble(best[j + 16]) << 4));
+    out[layout::MXFP4::qs + j] =
+        uint8_t(fp4Nibble(best[j]) | (fp4Nibble(best[j + 16]) << 4));
 }
 
 /// The value an unsigned e4m3 code stands for, halved (the e2m1 values are
@@ -252,9 +260,9 @@ static void encodeNVFP4(const float *x, const float *w, uint8_t *out) {
         std::memcpy(best, q, sizeof(q));
       }
     }
-    out[s] = uint8_t(bestCode);
+    out[layout::NVFP4::d + s] = uint8_t(bestCode);
     for (int j = 0; j < 8; ++j)
-      out[4 + 8 * s + j] =
+      out[layout::NVFP4::qs + 8 * s + j] =
           uint8_t(fp4Nibble(best[j]) | (fp4Nibble(best[j + 8]) << 4));
   }
 }

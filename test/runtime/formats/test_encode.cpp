@@ -90,8 +90,8 @@ std::vector<float> roundTrip(Format format, const float *x, size_t rows,
                              size_t cols, const float *importance) {
   std::vector<uint8_t> blocks(encodedBytes(format, rows * cols));
   std::string err;
-  EXPECT_TRUE(encodeFromF32(format, x, blocks.data(), rows, cols, importance,
-                            &err))
+  EXPECT_TRUE(
+      encodeFromF32(format, x, blocks.data(), rows, cols, importance, &err))
       << formatInfo(format).name << ": " << err;
   std::vector<float> out(rows * cols);
   decodeToF32(format, blocks.data(), out.data(), rows * cols);
@@ -292,8 +292,8 @@ void affRtn(const float *x, float *y, int n, int qmax, float d, float m) {
 }
 
 bool referenceEncode(Format format, const float *x, float *y, size_t n) {
-  static const float kE2M1[15] = {-6, -4, -3, -2, -1.5f, -1, -0.5f, 0,
-                                  0.5f, 1, 1.5f, 2, 3, 4, 6};
+  static const float kE2M1[15] = {-6,   -4, -3,   -2, -1.5f, -1, -0.5f, 0,
+                                  0.5f, 1,  1.5f, 2,  3,     4,  6};
   static const float kIQ4[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                  1,    13,   25,  38,  53,  69,  89,  113};
   switch (format) {
@@ -369,7 +369,7 @@ bool referenceEncode(Format format, const float *x, float *y, size_t n) {
     // Group min/max, then 6-bit (4-bit for q2_K) scales and mins by
     // absmax RTN against f16 super-scales.
     const int glen = format == Format::Q2_K ? 16 : 32;
-    const int qmax = format == Format::Q4_K ? 15
+    const int qmax = format == Format::Q4_K   ? 15
                      : format == Format::Q5_K ? 31
                                               : 3;
     const int smax = format == Format::Q2_K ? 15 : 63;
@@ -389,7 +389,8 @@ bool referenceEncode(Format format, const float *x, float *y, size_t n) {
       }
       const float d = f16(scMax / smax), dmin = f16(mnMax / smax);
       for (int g = 0; g < groups; ++g) {
-        const float s = d > 0 ? std::min(std::nearbyint(sc[g] / d), float(smax)) : 0;
+        const float s =
+            d > 0 ? std::min(std::nearbyint(sc[g] / d), float(smax)) : 0;
         const float m =
             dmin > 0 ? std::min(std::nearbyint(mn[g] / dmin), float(smax)) : 0;
         affRtn(x + b + g * glen, y + b + g * glen, glen, qmax, d * s,
@@ -426,10 +427,11 @@ bool referenceEncode(Format format, const float *x, float *y, size_t n) {
         const float dl = d * s;
         for (int i = 0; i < 16; ++i) {
           const float q =
-              dl != 0 ? std::min(std::max(std::nearbyint(x[b + 16 * g + i] / dl),
-                                          -float(qmax)),
-                                 float(qmax - 1))
-                      : 0;
+              dl != 0
+                  ? std::min(std::max(std::nearbyint(x[b + 16 * g + i] / dl),
+                                      -float(qmax)),
+                             float(qmax - 1))
+                  : 0;
           y[b + 16 * g + i] = dl * q;
         }
       }
@@ -460,7 +462,8 @@ TEST_P(EncodeFresh, NoWorseThanRoundToNearestReference) {
         const std::vector<float> imatrix = goldenImatrix(cols);
         const float *imp =
             encodeNeedsImportance(format) ? imatrix.data() : nullptr;
-        const std::vector<float> ours = roundTrip(format, x.data(), rows, cols, imp);
+        const std::vector<float> ours =
+            roundTrip(format, x.data(), rows, cols, imp);
         const double e = relRmse(ours.data(), x.data(), rows, cols);
         const double r = relRmse(ref.data(), x.data(), rows, cols);
         EXPECT_LE(e, r + kAbsEps)
@@ -523,8 +526,8 @@ TEST_P(EncodeFresh, ReencodeDecoded) {
     EXPECT_LE(second, first + kAbsEps)
         << formatInfo(format).name << " kind " << int(kind);
     if (exact)
-      EXPECT_EQ(second, 0.0) << formatInfo(format).name << " kind "
-                             << int(kind);
+      EXPECT_EQ(second, 0.0)
+          << formatInfo(format).name << " kind " << int(kind);
   }
 }
 
@@ -576,8 +579,8 @@ TEST(EncodeArgs, RejectsBadRowLengthAndWeights) {
   std::vector<float> x(300, 1.0f);
   std::vector<uint8_t> out(1024);
   std::string err;
-  EXPECT_FALSE(encodeFromF32(Format::Q4_K, x.data(), out.data(), 1, 300,
-                             nullptr, &err));
+  EXPECT_FALSE(
+      encodeFromF32(Format::Q4_K, x.data(), out.data(), 1, 300, nullptr, &err));
   EXPECT_NE(err.find("multiple"), std::string::npos) << err;
   std::vector<float> imp(32, 1.0f);
   imp[3] = -1.0f;
