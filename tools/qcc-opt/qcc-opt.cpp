@@ -5,12 +5,14 @@
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
+#include "qcc/Conversion/Passes.h"
 #include "qcc/Dialect/Qcc/IR/QccDialect.h"
 #include "qcc/Dialect/Qcc/Transforms/Passes.h"
 
 int main(int argc, char **argv) {
   mlir::registerAllPasses();
   mlir::qcc::registerQccPasses();
+  mlir::qcc::registerQccConversionPasses();
   mlir::DialectRegistry registry;
   registry.insert<mlir::qcc::QccDialect>();
   // Later pipelines lower through func/linalg/tensor/scf/vector/LLVM and

@@ -1,0 +1,24 @@
+//===- Passes.h - qcc conversion passes -------------------------*- C++ -*-===//
+
+#ifndef QCC_CONVERSION_PASSES_H
+#define QCC_CONVERSION_PASSES_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+
+namespace mlir::qcc {
+
+#define GEN_PASS_DECL
+#include "qcc/Conversion/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "qcc/Conversion/Passes.h.inc"
+
+} // namespace mlir::qcc
+
+#endif // QCC_CONVERSION_PASSES_H

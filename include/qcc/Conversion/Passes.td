@@ -1,0 +1,57 @@
+//===- Passes.td - qcc conversion passes -------------------*- tablegen -*-===//
+
+#ifndef QCC_CONVERSION_PASSES_TD
+#define QCC_CONVERSION_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
+  let summary = "Lower qcc ops to scf loops over GGUF block bytes";
+  let description = [{
+    Turns every `!qcc.qtensor` into the memref of its block bytes (the shape
+    with the innermost dimension in bytes: `!qcc.qtensor<256x512xq4_K>` ->
+    `memref<256x288xi8>`), in function signatures, calls and returns, and
+    lowers the qcc ops to loops that decode blocks with the per-format
+    emitters of `BlockDecode.h`:
+
+    - `qcc.dequant`: an `scf.parallel` over blocks, each decoded into the
+      result buffer (through a block-sized scratch for bf16/f16 results);
+    - `qcc.qmatmul`: an `scf.parallel` over tiles of output columns; each
+      iteration decodes a 16 x 512 tile of W into an `memref.alloca` and
+      accumulates its product with the activations. The f32 weight matrix is
+      never materialized;
+    - `qcc.hadamard`: an `scf.parallel` over blocks, each a fast
+      Walsh-Hadamard transform with the signs as a constant table.
+
+    Float tensors entering or leaving an op are bridged with
+    `bufferization.to_buffer` / `to_tensor`, so the rest of the function is
+    left to one-shot bufferization.
+
+    Before:
+    ```mlir
+    func.func @f(%w: !qcc.qtensor<4x32xq8_0>) -> tensor<4x32xf32> {
+      %0 = qcc.dequant %w : !qcc.qtensor<4x32xq8_0> -> tensor<4x32xf32>
+      return %0 : tensor<4x32xf32>
+    }
+    ```
+    After (abridged):
+    ```mlir
+    func.func @f(%w: memref<4x34xi8>) -> tensor<4x32xf32> {
+      %flat = memref.collapse_shape %w [[0, 1]] : memref<4x34xi8> into memref<136xi8>
+      %out = memref.alloc() : memref<4x32xf32>
+      scf.parallel (%blk) = (%c0) to (%c4) step (%c1) {
+        ... arith on memref.load %flat[...] ... memref.store ...
+      }
+      %t = bufferization.to_tensor %out restrict writable : memref<4x32xf32> to tensor<4x32xf32>
+      return %t : tensor<4x32xf32>
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::scf::SCFDialect"];
+}
+
+#endif // QCC_CONVERSION_PASSES_TD

@@ -1,0 +1,552 @@
+//===- QccToLoops.cpp - qtensors to byte buffers, qcc ops to loops --------===//
+//
+// The step from the qcc dialect to plain buffers: a !qcc.qtensor becomes the
+// memref of its GGUF block bytes (the shape with the innermost dimension in
+// bytes), and each qcc op becomes scf loops over blocks that call the block
+// decoders of BlockDecode.h. Float tensors around the ops are bridged with
+// bufferization.to_buffer / to_tensor so that one-shot bufferization can
+// take the rest of the function afterwards.
+//
+//===----------------------------------------------------------------------===//
+
+#include "qcc/Conversion/QccToLoops/QccToLoops.h"
+#include "qcc/Conversion/Passes.h"
+#include "qcc/Conversion/QccToLoops/BlockDecode.h"
+#include "qcc/Dialect/Qcc/IR/QccOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Func/Transforms/FuncConversions.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+#define DEBUG_TYPE "qcc-lower-to-loops"
+
+namespace mlir::qcc {
+#define GEN_PASS_DEF_LOWERQCCTOLOOPS
+#include "qcc/Conversion/Passes.h.inc"
+} // namespace mlir::qcc
+
+using namespace mlir;
+using namespace mlir::qcc;
+
+MemRefType mlir::qcc::getStorageType(QTensorType type) {
+  SmallVector<int64_t> shape(type.getShape());
+  int64_t inner = shape.back();
+  if (!ShapedType::isDynamic(inner))
+    shape.back() = inner / type.getBlockElems() * type.getBlockBytes();
+  return MemRefType::get(shape, IntegerType::get(type.getContext(), 8));
+}
+
+namespace {
+
+Value cIndex(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIndexOp::create(b, loc, v);
+}
+
+/// The memref with all dimensions folded into one (identity layouts only).
+Value flatten(OpBuilder &b, Location loc, Value memref) {
+  auto type = cast<MemRefType>(memref.getType());
+  if (type.getRank() == 1)
+    return memref;
+  ReassociationIndices all;
+  for (int64_t i = 0; i < type.getRank(); ++i)
+    all.push_back(i);
+  return memref::CollapseShapeOp::create(b, loc, memref,
+                                         ArrayRef<ReassociationIndices>{all});
+}
+
+/// Product of all dimensions of a memref, as an index value.
+Value numElements(OpBuilder &b, Location loc, Value memref) {
+  auto type = cast<MemRefType>(memref.getType());
+  Value n = cIndex(b, loc, 1);
+  for (int64_t i = 0; i < type.getRank(); ++i) {
+    Value dim = type.isDynamicDim(i)
+                    ? memref::DimOp::create(b, loc, memref, i).getResult()
+                    : cIndex(b, loc, type.getDimSize(i));
+    n = arith::MulIOp::create(b, loc, n, dim);
+  }
+  return n;
+}
+
+/// An uninitialized buffer shaped like `tensorType`, sized from `like` (a
+/// buffer of the same rank) where dimensions are dynamic.
+Value allocLike(OpBuilder &b, Location loc, RankedTensorType tensorType,
+                Value like) {
+  auto type = MemRefType::get(tensorType.getShape(),
+                              tensorType.getElementType());
+  SmallVector<Value> dynamic;
+  for (int64_t i = 0; i < type.getRank(); ++i)
+    if (type.isDynamicDim(i))
+      dynamic.push_back(memref::DimOp::create(b, loc, like, i));
+  return memref::AllocOp::create(b, loc, type, dynamic);
+}
+
+Value toTensor(OpBuilder &b, Location loc, Value buffer, Type tensorType) {
+  return bufferization::ToTensorOp::create(b, loc, tensorType, buffer,
+                                           b.getUnitAttr(), b.getUnitAttr());
+}
+
+Value toBuffer(OpBuilder &b, Location loc, Value tensor) {
+  auto type = cast<RankedTensorType>(tensor.getType());
+  return bufferization::ToBufferOp::create(
+      b, loc, MemRefType::get(type.getShape(), type.getElementType()), tensor,
+      /*read_only=*/true);
+}
+
+Value castFromF32(OpBuilder &b, Location loc, Value v, Type to) {
+  return to.isF32() ? v : arith::TruncFOp::create(b, loc, to, v).getResult();
+}
+
+Value castToF32(OpBuilder &b, Location loc, Value v) {
+  return v.getType().isF32()
+             ? v
+             : arith::ExtFOp::create(b, loc, b.getF32Type(), v).getResult();
+}
+
+/// Decodes `numBlocks` consecutive blocks starting at block `firstBlock` of
+/// the flat storage `bytes` into the flat f32 buffer `out` at element
+/// `outBase`, one block after the other.
+LogicalResult decodeBlocks(OpBuilder &b, Location loc, QTensorType type,
+                           Value bytes, Value firstBlock, Value numBlocks,
+                           Value out, Value outBase) {
+  int64_t blockElems = type.getBlockElems(), blockBytes = type.getBlockBytes();
+  auto loop = scf::ForOp::create(b, loc, cIndex(b, loc, 0), numBlocks,
+                                 cIndex(b, loc, 1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value i = loop.getInductionVar();
+  Value block = arith::AddIOp::create(b, loc, firstBlock, i);
+  Value byteOffset =
+      arith::MulIOp::create(b, loc, block, cIndex(b, loc, blockBytes));
+  Value outOffset = arith::AddIOp::create(
+      b, loc, outBase,
+      arith::MulIOp::create(b, loc, i, cIndex(b, loc, blockElems)));
+  return emitBlockDecode(b, loc, type.getFormat(),
+                         {bytes, byteOffset, out, outOffset});
+}
+
+//===----------------------------------------------------------------------===//
+// dequant
+//===----------------------------------------------------------------------===//
+
+struct DequantLowering : public OpConversionPattern<DequantOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(DequantOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getInput().getType();
+    auto resultType = cast<RankedTensorType>(op.getResult().getType());
+    Type elemType = resultType.getElementType();
+    int64_t blockElems = qtype.getBlockElems();
+    Value bytes = flatten(rewriter, loc, adaptor.getInput());
+
+    // Only outer dimensions can be dynamic (the innermost is static for any
+    // blocked format), so the storage buffer supplies the dynamic sizes.
+    Value out = allocLike(rewriter, loc, resultType, adaptor.getInput());
+    Value flatOut = flatten(rewriter, loc, out);
+    Value numBlocks = arith::DivUIOp::create(
+        rewriter, loc, numElements(rewriter, loc, out),
+        cIndex(rewriter, loc, blockElems));
+
+    // Blocks are independent: one scf.parallel iteration each, decoding
+    // through a block-sized f32 scratch when the result is narrower.
+    auto par = scf::ParallelOp::create(rewriter, loc,
+                                       ValueRange{cIndex(rewriter, loc, 0)},
+                                       ValueRange{numBlocks},
+                                       ValueRange{cIndex(rewriter, loc, 1)});
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPointToStart(par.getBody());
+    Value block = par.getInductionVars()[0];
+    Value outBase = arith::MulIOp::create(rewriter, loc, block,
+                                          cIndex(rewriter, loc, blockElems));
+    if (elemType.isF32()) {
+      if (failed(decodeBlocks(rewriter, loc, qtype, bytes, block,
+                              cIndex(rewriter, loc, 1), flatOut, outBase)))
+        return rewriter.notifyMatchFailure(op, "no decoder for the format");
+    } else {
+      Value scratch = memref::AllocaOp::create(
+          rewriter, loc, MemRefType::get({blockElems}, rewriter.getF32Type()));
+      if (failed(decodeBlocks(rewriter, loc, qtype, bytes, block,
+                              cIndex(rewriter, loc, 1), scratch,
+                              cIndex(rewriter, loc, 0))))
+        return rewriter.notifyMatchFailure(op, "no decoder for the format");
+      auto copy = scf::ForOp::create(rewriter, loc, cIndex(rewriter, loc, 0),
+                                     cIndex(rewriter, loc, blockElems),
+                                     cIndex(rewriter, loc, 1));
+      rewriter.setInsertionPointToStart(copy.getBody());
+      Value j = copy.getInductionVar();
+      Value v = memref::LoadOp::create(rewriter, loc, scratch, j);
+      memref::StoreOp::create(rewriter, loc,
+                              castFromF32(rewriter, loc, v, elemType), flatOut,
+                              arith::AddIOp::create(rewriter, loc, outBase, j)
+                                  .getResult());
+    }
+    rewriter.setInsertionPointAfter(par);
+    rewriter.replaceOp(op, toTensor(rewriter, loc, out, resultType));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// qmatmul
+//===----------------------------------------------------------------------===//
+
+/// Rows of W decoded per tile, and the tile's extent along K (a multiple of
+/// every block length, 256). A 16 x 512 f32 tile is 32 KiB: it stays in L1/L2
+/// while every row of the activations passes over it.
+constexpr int64_t kTileRows = 16;
+constexpr int64_t kTileCols = 512;
+
+struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(QMatmulOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType wType = op.getWeight().getType();
+    auto lhsType = cast<RankedTensorType>(op.getLhs().getType());
+    auto resultType = cast<RankedTensorType>(op.getResult().getType());
+    if (wType.getRank() != 2)
+      return rewriter.notifyMatchFailure(op, "batched weights not lowered yet");
+    if (!wType.hasStaticShape())
+      return rewriter.notifyMatchFailure(op, "weight shape must be static");
+    bool fwd = op.getOrientation() == MatmulOrientation::Fwd;
+    int64_t n = wType.getShape()[0], k = wType.getShape()[1];
+    int64_t blockElems = wType.getBlockElems();
+    int64_t rowBytes = k / blockElems * wType.getBlockBytes();
+    int64_t tileCols = std::max<int64_t>(blockElems, kTileCols);
+    tileCols = std::min<int64_t>(tileCols, k);
+
+    // Fold batch dimensions of the activations into M.
+    Value lhs = toBuffer(rewriter, loc, op.getLhs());
+    auto lhs2d = collapseToMatrix(rewriter, loc, lhs);
+    Value out = allocLike(rewriter, loc, resultType, lhs);
+    Value out2d = collapseToMatrix(rewriter, loc, out);
+    Value bytes = flatten(rewriter, loc, adaptor.getWeight());
+    Value m = memref::DimOp::create(rewriter, loc, lhs2d, 0);
+    Type outElem = resultType.getElementType();
+    (void)lhsType;
+
+    Value zero = arith::ConstantOp::create(rewriter, loc,
+                                           rewriter.getF32FloatAttr(0));
+    Value c0 = cIndex(rewriter, loc, 0), c1 = cIndex(rewriter, loc, 1);
+    Value nTotal = cIndex(rewriter, loc, n), kTotal = cIndex(rewriter, loc, k);
+
+    // The output is split along the dimension the tiles do not contract
+    // (N for fwd, K for bwd), so parallel iterations write disjoint columns
+    // and the accumulation over the other dimension stays sequential.
+    Value parExtent = fwd ? nTotal : kTotal;
+    int64_t parStep = fwd ? kTileRows : tileCols;
+    auto par = scf::ParallelOp::create(rewriter, loc, ValueRange{c0},
+                                       ValueRange{parExtent},
+                                       ValueRange{cIndex(rewriter, loc, parStep)});
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPointToStart(par.getBody());
+    Value p0 = par.getInductionVars()[0];
+    Value tile = memref::AllocaOp::create(
+        rewriter, loc,
+        MemRefType::get({kTileRows * tileCols}, rewriter.getF32Type()));
+    Value acc = memref::AllocOp::create(
+        rewriter, loc, MemRefType::get({ShapedType::kDynamic, parStep},
+                                       rewriter.getF32Type()),
+        ValueRange{m});
+    // acc = 0
+    buildLoopNest(rewriter, loc, {m, cIndex(rewriter, loc, parStep)},
+                  [&](OpBuilder &b, ValueRange iv) {
+                    memref::StoreOp::create(b, loc, zero, acc, iv);
+                  });
+    Value parCount = minIndex(rewriter, loc, parStep,
+                              arith::SubIOp::create(rewriter, loc, parExtent, p0));
+
+    // Sequential loop over the contracted dimension in tiles.
+    Value seqExtent = fwd ? kTotal : nTotal;
+    int64_t seqStep = fwd ? tileCols : kTileRows;
+    auto seq = scf::ForOp::create(rewriter, loc, c0, seqExtent,
+                                  cIndex(rewriter, loc, seqStep));
+    rewriter.setInsertionPointToStart(seq.getBody());
+    Value s0 = seq.getInductionVar();
+    Value seqCount = minIndex(rewriter, loc, seqStep,
+                              arith::SubIOp::create(rewriter, loc, seqExtent, s0));
+    // The W tile: rows [r0, r0 + rows), columns [c0w, c0w + cols).
+    Value r0 = fwd ? p0 : s0, rows = fwd ? parCount : seqCount;
+    Value col0 = fwd ? s0 : p0, cols = fwd ? seqCount : parCount;
+    if (failed(decodeTile(rewriter, loc, wType, bytes, rowBytes, r0, rows, col0,
+                          cols, tile, tileCols)))
+      return rewriter.notifyMatchFailure(op, "no decoder for the format");
+
+    // acc[i, j] += Σ_t lhs[i, s0 + t] * W(j, t)   (fwd: W(j,t) = tile[j][t])
+    // acc[i, j] += Σ_t lhs[i, s0 + t] * tile[t][j] (bwd)
+    buildLoopNest(
+        rewriter, loc, {m, parCount}, [&](OpBuilder &b, ValueRange iv) {
+          Value i = iv[0], j = iv[1];
+          Value init = memref::LoadOp::create(b, loc, acc, ValueRange{i, j});
+          auto red = scf::ForOp::create(b, loc, cIndex(b, loc, 0), seqCount,
+                                        cIndex(b, loc, 1), ValueRange{init});
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(red.getBody());
+          Value t = red.getInductionVar();
+          Value a = castToF32(
+              b, loc,
+              memref::LoadOp::create(
+                  b, loc, lhs2d,
+                  ValueRange{i, arith::AddIOp::create(b, loc, s0, t)}));
+          Value row = fwd ? j : t, col = fwd ? t : j;
+          Value w = memref::LoadOp::create(
+              b, loc, tile,
+              ValueRange{arith::AddIOp::create(
+                  b, loc,
+                  arith::MulIOp::create(b, loc, row, cIndex(b, loc, tileCols)),
+                  col)});
+          Value sum = arith::AddFOp::create(
+              b, loc, red.getRegionIterArgs()[0],
+              arith::MulFOp::create(b, loc, a, w));
+          scf::YieldOp::create(b, loc, sum);
+          b.setInsertionPointAfter(red);
+          memref::StoreOp::create(b, loc, red.getResult(0), acc,
+                                  ValueRange{i, j});
+        });
+    rewriter.setInsertionPointAfter(seq);
+    // out[i, p0 + j] = acc[i, j]
+    buildLoopNest(rewriter, loc, {m, parCount},
+                  [&](OpBuilder &b, ValueRange iv) {
+                    Value v = memref::LoadOp::create(b, loc, acc, iv);
+                    memref::StoreOp::create(
+                        b, loc, castFromF32(b, loc, v, outElem), out2d,
+                        ValueRange{iv[0],
+                                   arith::AddIOp::create(b, loc, p0, iv[1])});
+                  });
+    memref::DeallocOp::create(rewriter, loc, acc);
+    rewriter.setInsertionPointAfter(par);
+    rewriter.replaceOp(op, toTensor(rewriter, loc, out, resultType));
+    return success();
+  }
+
+private:
+  static Value minIndex(OpBuilder &b, Location loc, int64_t a, Value v) {
+    return arith::MinSIOp::create(b, loc, cIndex(b, loc, a), v);
+  }
+
+  /// memref<b... x M x C> -> memref<(b...·M) x C>.
+  static Value collapseToMatrix(OpBuilder &b, Location loc, Value memref) {
+    auto type = cast<MemRefType>(memref.getType());
+    if (type.getRank() == 2)
+      return memref;
+    ReassociationIndices outer;
+    for (int64_t i = 0; i + 1 < type.getRank(); ++i)
+      outer.push_back(i);
+    ReassociationIndices inner{type.getRank() - 1};
+    return memref::CollapseShapeOp::create(
+        b, loc, memref, ArrayRef<ReassociationIndices>{outer, inner});
+  }
+
+  static void buildLoopNest(OpBuilder &b, Location loc, ArrayRef<Value> ubs,
+                            function_ref<void(OpBuilder &, ValueRange)> body) {
+    SmallVector<Value> lbs(ubs.size(), cIndex(b, loc, 0));
+    SmallVector<Value> steps(ubs.size(), cIndex(b, loc, 1));
+    scf::buildLoopNest(b, loc, lbs, ubs, steps,
+                       [&](OpBuilder &nested, Location, ValueRange ivs) {
+                         body(nested, ivs);
+                       });
+  }
+
+  /// Decodes rows [r0, r0 + rows) x columns [col0, col0 + cols) of the
+  /// weight (col0, cols multiples of the block length) into `tile`, row r at
+  /// offset (r - r0) * ld.
+  static LogicalResult decodeTile(OpBuilder &b, Location loc, QTensorType type,
+                                  Value bytes, int64_t rowBytes, Value r0,
+                                  Value rows, Value col0, Value cols,
+                                  Value tile, int64_t ld) {
+    int64_t blockElems = type.getBlockElems();
+    auto rowLoop =
+        scf::ForOp::create(b, loc, cIndex(b, loc, 0), rows, cIndex(b, loc, 1));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(rowLoop.getBody());
+    Value r = rowLoop.getInductionVar();
+    Value blocksPerRow = cIndex(b, loc, rowBytes / type.getBlockBytes());
+    Value firstBlock = arith::AddIOp::create(
+        b, loc,
+        arith::MulIOp::create(b, loc, arith::AddIOp::create(b, loc, r0, r),
+                              blocksPerRow),
+        arith::DivUIOp::create(b, loc, col0, cIndex(b, loc, blockElems)));
+    Value numBlocks =
+        arith::DivUIOp::create(b, loc, cols, cIndex(b, loc, blockElems));
+    Value outBase = arith::MulIOp::create(b, loc, r, cIndex(b, loc, ld));
+    return decodeBlocks(b, loc, type, bytes, firstBlock, numBlocks, tile,
+                        outBase);
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// hadamard
+//===----------------------------------------------------------------------===//
+
+/// splitmix64(x), the sign generator of docs/spec.md §3.6, evaluated at
+/// compile time: the signs are constants of the op.
+uint64_t splitmix64(uint64_t x) {
+  uint64_t z = x + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+struct HadamardLowering : public OpConversionPattern<HadamardOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(HadamardOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op.getInput().getType());
+    int64_t n = static_cast<int64_t>(op.getBlock());
+    std::optional<uint64_t> seed = op.getSeed();
+    bool inverse = op.getInverse();
+    Value inBuffer = toBuffer(rewriter, loc, op.getInput());
+    Value in = flatten(rewriter, loc, inBuffer);
+    Value out = allocLike(rewriter, loc, type, inBuffer);
+    Value flatOut = flatten(rewriter, loc, out);
+    Value numBlocks = arith::DivUIOp::create(
+        rewriter, loc, numElements(rewriter, loc, out), cIndex(rewriter, loc, n));
+
+    // The sign vector as a constant table of ±1.0.
+    SmallVector<float> signs(n, 1.0f);
+    if (seed)
+      for (int64_t j = 0; j < n; ++j)
+        if (splitmix64(*seed + static_cast<uint64_t>(j)) >> 63)
+          signs[j] = -1.0f;
+    Value signTable = signsGlobal(rewriter, loc, op, signs, seed.value_or(0));
+    Value scale = arith::ConstantOp::create(
+        rewriter, loc, rewriter.getF32FloatAttr(1.0f / std::sqrt(float(n))));
+
+    auto par = scf::ParallelOp::create(
+        rewriter, loc, ValueRange{cIndex(rewriter, loc, 0)},
+        ValueRange{numBlocks}, ValueRange{cIndex(rewriter, loc, 1)});
+    OpBuilder::InsertionGuard guard(rewriter);
+    rewriter.setInsertionPointToStart(par.getBody());
+    Value base = arith::MulIOp::create(rewriter, loc, par.getInductionVars()[0],
+                                       cIndex(rewriter, loc, n));
+    Value buf = memref::AllocaOp::create(
+        rewriter, loc, MemRefType::get({n}, rewriter.getF32Type()));
+    // Load (with the signs first for the forward transform).
+    forRange(rewriter, loc, n, [&](OpBuilder &b, Value j) {
+      Value v = castToF32(b, loc,
+                          memref::LoadOp::create(
+                              b, loc, in,
+                              arith::AddIOp::create(b, loc, base, j).getResult()));
+      if (!inverse)
+        v = arith::MulFOp::create(b, loc, v,
+                                  memref::LoadOp::create(b, loc, signTable, j));
+      memref::StoreOp::create(b, loc, v, buf, j);
+    });
+    // In-place fast Walsh-Hadamard transform: log2(n) butterfly stages.
+    for (int64_t h = 1; h < n; h *= 2) {
+      forRange(rewriter, loc, n / 2, [&](OpBuilder &b, Value t) {
+        // Pair index t -> (i, i + h) with i = (t / h) * 2h + t % h.
+        Value hv = cIndex(b, loc, h);
+        Value i = arith::AddIOp::create(
+            b, loc,
+            arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, t, hv),
+                                  cIndex(b, loc, 2 * h)),
+            arith::RemUIOp::create(b, loc, t, hv));
+        Value i2 = arith::AddIOp::create(b, loc, i, hv);
+        Value a = memref::LoadOp::create(b, loc, buf, i);
+        Value c = memref::LoadOp::create(b, loc, buf, i2);
+        memref::StoreOp::create(b, loc, arith::AddFOp::create(b, loc, a, c),
+                                buf, i);
+        memref::StoreOp::create(b, loc, arith::SubFOp::create(b, loc, a, c),
+                                buf, i2);
+      });
+    }
+    // Scale (and apply the signs last for the inverse), then store.
+    Type elemType = type.getElementType();
+    forRange(rewriter, loc, n, [&](OpBuilder &b, Value j) {
+      Value v = arith::MulFOp::create(
+          b, loc, memref::LoadOp::create(b, loc, buf, j), scale);
+      if (inverse)
+        v = arith::MulFOp::create(b, loc, v,
+                                  memref::LoadOp::create(b, loc, signTable, j));
+      memref::StoreOp::create(
+          b, loc, castFromF32(b, loc, v, elemType), flatOut,
+          arith::AddIOp::create(b, loc, base, j).getResult());
+    });
+    rewriter.setInsertionPointAfter(par);
+    rewriter.replaceOp(op, toTensor(rewriter, loc, out, type));
+    return success();
+  }
+
+private:
+  static void forRange(OpBuilder &b, Location loc, int64_t n,
+                       function_ref<void(OpBuilder &, Value)> body) {
+    auto loop = scf::ForOp::create(b, loc, cIndex(b, loc, 0), cIndex(b, loc, n),
+                                   cIndex(b, loc, 1));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    body(b, loop.getInductionVar());
+  }
+
+  static Value signsGlobal(OpBuilder &b, Location loc, Operation *op,
+                           ArrayRef<float> signs, uint64_t seed) {
+    Operation *symbolTable = SymbolTable::getNearestSymbolTable(
+        op->getParentWithTrait<OpTrait::SymbolTable>());
+    std::string name = "__qcc_hadamard_signs_" + std::to_string(signs.size()) +
+                       "_" + std::to_string(seed);
+    auto type =
+        MemRefType::get({static_cast<int64_t>(signs.size())}, b.getF32Type());
+    if (!SymbolTable::lookupSymbolIn(symbolTable, name)) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&symbolTable->getRegion(0).front());
+      auto tensorType = RankedTensorType::get(type.getShape(), b.getF32Type());
+      memref::GlobalOp::create(b, loc, name, b.getStringAttr("private"), type,
+                               DenseElementsAttr::get(tensorType, signs),
+                               /*constant=*/true, IntegerAttr());
+    }
+    return memref::GetGlobalOp::create(b, loc, type, name);
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// The pass
+//===----------------------------------------------------------------------===//
+
+struct LowerQccToLoopsPass
+    : public mlir::qcc::impl::LowerQccToLoopsBase<LowerQccToLoopsPass> {
+  void runOnOperation() override {
+    MLIRContext *ctx = &getContext();
+    TypeConverter converter;
+    converter.addConversion([](Type t) { return t; });
+    converter.addConversion(
+        [](QTensorType t) -> Type { return getStorageType(t); });
+
+    ConversionTarget target(*ctx);
+    target.addLegalDialect<arith::ArithDialect, bufferization::BufferizationDialect,
+                           math::MathDialect, memref::MemRefDialect,
+                           scf::SCFDialect>();
+    target.addIllegalDialect<QccDialect>();
+    target.addDynamicallyLegalOp<func::FuncOp>([&](func::FuncOp op) {
+      return converter.isSignatureLegal(op.getFunctionType()) &&
+             converter.isLegal(&op.getBody());
+    });
+    target.addDynamicallyLegalOp<func::ReturnOp, func::CallOp>(
+        [&](Operation *op) { return converter.isLegal(op); });
+    target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
+
+    RewritePatternSet patterns(ctx);
+    patterns.add<DequantLowering, QMatmulLowering, HadamardLowering>(converter,
+                                                                     ctx);
+    populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
+                                                                   converter);
+    populateReturnOpTypeConversionPattern(patterns, converter);
+    populateCallOpTypeConversionPattern(patterns, converter);
+    if (failed(applyPartialConversion(getOperation(), target,
+                                      std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace
