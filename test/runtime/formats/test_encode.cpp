@@ -480,6 +480,9 @@ TEST_P(EncodeFresh, NoWorseThanRoundToNearestReference) {
 // 2% slack covers sampling noise between 2 golden rows and 12 fresh ones.
 TEST_P(EncodeFresh, NoWorseThanGgmlOnSameDistribution) {
   const Format format = GetParam();
+  if (format == Format::F32 || format == Format::F16 || format == Format::BF16)
+    GTEST_SKIP() << "a fixed conversion, bit-identical to ggml's; comparing "
+                    "two samples would only compare sampling noise";
   const GoldenCase g = goldenCase(format);
   ASSERT_TRUE(g.src);
   std::vector<float> ggmlDeq(g.rows * g.cols);
