@@ -11,6 +11,7 @@
 #include "EncodeCommon.h"
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -86,6 +87,13 @@ bool encodeFromF32(Format format, const float *in, void *blocks, size_t numRows,
   encode::BlockFn fn = blockEncoder(format);
   if (!fn)
     return fail("encode " + std::string(info.name) + ": not supported");
+  // A block format has no code for NaN or Inf, and one such value would
+  // poison its whole block's scale search, so refuse rather than guess.
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(in[i]))
+      return fail("encode " + std::string(info.name) +
+                  ": non-finite value at row " + std::to_string(i / rowLength) +
+                  ", column " + std::to_string(i % rowLength));
 
   // Uniform weights minimise the plain squared error. An all-zero importance
   // row would leave the fits undetermined, so tiny weights are lifted to a

@@ -149,6 +149,8 @@ inline float fitScale(const float *x, const float *w, int n, const Levels &lv,
       q[i] = lv.nearest(0.0f);
     return 0.0f;
   }
+  for (int i = 0; i < n; ++i) // the answer if no candidate scores
+    q[i] = lv.nearest(0.0f);
   float bestD = 0;
   double bestScore = -1; // maximise (sum wxv)^2 / sum wv^2
   int tmp[256];

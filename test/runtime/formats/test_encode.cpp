@@ -363,6 +363,23 @@ bool referenceEncode(Format format, const float *x, float *y, size_t n) {
       tableRtn(x + b, y + b, 32, d, kE2M1, 15);
     }
     return true;
+  case Format::NVFP4:
+    // Per 16 elements: the ue4m3 scale nearest amax / 6.
+    for (size_t b = 0; b < n; b += 16) {
+      float amax = 0;
+      for (size_t i = b; i < b + 16; ++i)
+        amax = std::max(amax, std::fabs(x[i]));
+      float d = 0;
+      for (int code = 1; code < 127; ++code) {
+        const int e = code >> 3, m = code & 7;
+        const float v = e == 0 ? std::ldexp(float(m), -9)
+                               : std::ldexp(float(8 + m), e - 10);
+        if (std::fabs(v - amax / 6) < std::fabs(d - amax / 6))
+          d = v;
+      }
+      tableRtn(x + b, y + b, 16, d, kE2M1, 15);
+    }
+    return true;
   case Format::Q4_K:
   case Format::Q5_K:
   case Format::Q2_K: {
@@ -591,6 +608,27 @@ TEST(EncodeArgs, RejectsBadRowLengthAndWeights) {
   EXPECT_FALSE(encodeFromF32(Format::Q4_0, x.data(), out.data(), 1, 32,
                              imp.data(), &err));
   EXPECT_NE(err.find("column 3"), std::string::npos) << err;
+}
+
+TEST(EncodeArgs, RejectsNonFiniteInputForBlockFormats) {
+  for (float bad : {NAN, INFINITY, -INFINITY})
+    for (const FormatInfo &info : kFormats) {
+      const size_t cols = 256;
+      std::vector<float> x(2 * cols, 0.25f);
+      x[cols + 7] = bad;
+      std::vector<uint8_t> out(encodedBytes(info.format, x.size()));
+      const std::vector<float> imatrix = goldenImatrix(cols);
+      std::string err;
+      const bool ok = encodeFromF32(info.format, x.data(), out.data(), 2, cols,
+                                    imatrix.data(), &err);
+      if (info.format == Format::F32 || info.format == Format::F16 ||
+          info.format == Format::BF16) {
+        EXPECT_TRUE(ok) << info.name; // NaN and Inf have float encodings
+      } else {
+        EXPECT_FALSE(ok) << info.name;
+        EXPECT_NE(err.find("row 1, column 7"), std::string::npos) << err;
+      }
+    }
 }
 
 // The CLI and the compiler's requantization encode whole weight matrices:
