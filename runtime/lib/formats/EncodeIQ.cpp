@@ -133,8 +133,8 @@ Grid buildGrid(const Word *table, int rows, bool signedBytes) {
       if (p.first <= dmin + slack)
         keep.push_back(p);
     std::sort(keep.begin(), keep.end());
-    if (keep.size() > 32)
-      keep.resize(32);
+    if (keep.size() > 16)
+      keep.resize(16);
     for (const auto &p : keep)
       g.cand.push_back(uint16_t(p.second));
   }
