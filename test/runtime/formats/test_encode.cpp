@@ -204,7 +204,14 @@ INSTANTIATE_TEST_SUITE_P(AllFormats, EncodeGolden,
 // Fresh data: other seeds and shapes
 //===----------------------------------------------------------------------===//
 
-enum class Kind { Gaussian, GaussianOutliers, OneSigned, Uniform, RandomScale };
+enum class Kind {
+  Gaussian,
+  GaussianOutliers,
+  OneSigned,
+  Uniform,
+  RandomScale,
+  AlternatingBlocks
+};
 
 /// `rows` x `cols` values of one kind; each row gets its own draw.
 std::vector<float> makeData(Kind kind, size_t rows, size_t cols,
@@ -235,14 +242,18 @@ std::vector<float> makeData(Kind kind, size_t rows, size_t cols,
       case Kind::RandomScale:
         v = rowScale * normal(rng);
         break;
+      case Kind::AlternatingBlocks: // runs of 32 at scale 3, then 1e-3
+        v = ((c / 32) % 2 ? 1e-3f : 3.0f) * normal(rng);
+        break;
       }
     }
   }
   return x;
 }
 
-constexpr Kind kKinds[] = {Kind::Gaussian, Kind::GaussianOutliers,
-                           Kind::OneSigned, Kind::Uniform, Kind::RandomScale};
+constexpr Kind kKinds[] = {Kind::Gaussian,    Kind::GaussianOutliers,
+                           Kind::OneSigned,   Kind::Uniform,
+                           Kind::RandomScale, Kind::AlternatingBlocks};
 
 /// Simple reference encoders working in value space: round to nearest with
 /// the scale from the block's absolute maximum (min and max for the affine
@@ -492,7 +503,8 @@ TEST_P(EncodeFresh, NoWorseThanRoundToNearestReference) {
 }
 
 // No worse than ggml on the same distribution: ggml's error on the golden
-// rows of N(0, 0.02) (rows 1 and 9) and of 0.1 |N(0, 1)| (rows 7 and 15) is
+// rows of N(0, 0.02) (rows 1 and 9), of 0.1 |N(0, 1)| (rows 7 and 15) and of
+// runs of 32 alternating between scales 3 and 1e-3 (rows 6 and 14) is
 // compared with ours on fresh rows of those kinds, other seed and shape. The
 // 2% slack covers sampling noise between 2 golden rows and 12 fresh ones.
 TEST_P(EncodeFresh, NoWorseThanGgmlOnSameDistribution) {
@@ -507,7 +519,9 @@ TEST_P(EncodeFresh, NoWorseThanGgmlOnSameDistribution) {
   const struct {
     Kind kind;
     size_t rowA, rowB;
-  } cases[] = {{Kind::Gaussian, 1, 9}, {Kind::OneSigned, 7, 15}};
+  } cases[] = {{Kind::Gaussian, 1, 9},
+               {Kind::OneSigned, 7, 15},
+               {Kind::AlternatingBlocks, 6, 14}};
   for (const auto &c : cases) {
     double ggml = 0;
     for (size_t row : {c.rowA, c.rowB})
