@@ -50,6 +50,11 @@ public:
   Value toI32(Value idx) {
     return arith::IndexCastUIOp::create(b, loc, b.getI32Type(), idx);
   }
+  /// Index `a` (a loop counter) < c.
+  Value ultIndex(Value a, int64_t c) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, a,
+                                 index(c));
+  }
 
   // Block bytes, relative to the block's first byte. Results are i32.
   Value u8(Value rel) {
@@ -67,6 +72,11 @@ public:
     return ori(u8(rel), shli(u8(addIndex(rel, 1)), 8));
   }
   Value u16(int64_t rel) { return u16(index(rel)); }
+  Value u32(Value rel) {
+    return ori(ori(u8(rel), shli(u8(addIndex(rel, 1)), 8)),
+               ori(shli(u8(addIndex(rel, 2)), 16),
+                   shli(u8(addIndex(rel, 3)), 24)));
+  }
   Value u32(int64_t rel) {
     return ori(ori(u8(rel), shli(u8(rel + 1), 8)),
                ori(shli(u8(rel + 2), 16), shli(u8(rel + 3), 24)));
@@ -94,12 +104,19 @@ public:
   Value addi(Value a, Value c) { return arith::AddIOp::create(b, loc, a, c); }
   Value subi(Value a, int64_t c) { return subi(a, i32(c)); }
   Value subi(Value a, Value c) { return arith::SubIOp::create(b, loc, a, c); }
-  Value muli(Value a, int64_t c) { return arith::MulIOp::create(b, loc, a, i32(c)); }
+  Value muli(Value a, int64_t c) { return muli(a, i32(c)); }
+  Value muli(Value a, Value c) { return arith::MulIOp::create(b, loc, a, c); }
   /// (a >> s) & mask, the common bit-field read.
   Value bits(Value a, Value s, int64_t mask) { return andi(shrui(a, s), mask); }
   Value bits(Value a, int64_t s, int64_t mask) { return andi(shrui(a, s), mask); }
   Value isNonZero(Value a) {
     return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, a, i32(0));
+  }
+  Value eqi(Value a, int64_t c) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, a, i32(c));
+  }
+  Value ulti(Value a, int64_t c) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, a, i32(c));
   }
   Value select(Value c, Value t, Value f) {
     return arith::SelectOp::create(b, loc, c, t, f);
@@ -113,6 +130,15 @@ public:
   Value addf(Value a, Value c) { return arith::AddFOp::create(b, loc, a, c); }
   Value subf(Value a, Value c) { return arith::SubFOp::create(b, loc, a, c); }
   Value negf(Value a) { return arith::NegFOp::create(b, loc, a); }
+  /// The f32 whose bits are the i32 `bitsI32`.
+  Value bitsToF32(Value bitsI32) {
+    return arith::BitcastOp::create(b, loc, b.getF32Type(), bitsI32);
+  }
+  /// Decode.cpp's applySign: bit j (i32) of `signs` set -> -v, else v. An
+  /// explicit negation (never a multiply by -1), so a NaN's sign flips too.
+  Value applySign(Value v, Value signs, Value j) {
+    return select(isNonZero(bits(signs, j, 1)), negf(v), v);
+  }
 
   /// out[outOffset + rel] = v.
   void store(Value v, Value rel) {
@@ -133,6 +159,25 @@ public:
   /// integers split into little-endian bytes by the caller), stored once per
   /// module as memref.global `name`.
   Value byteTable(StringRef name, ArrayRef<uint8_t> bytes);
+  /// A table of signed bytes (e.g. the non-linear 4-bit value sets).
+  Value byteTable(StringRef name, ArrayRef<int8_t> bytes) {
+    return byteTable(name, ArrayRef<uint8_t>(
+                               reinterpret_cast<const uint8_t *>(bytes.data()),
+                               bytes.size()));
+  }
+  /// A table of grid rows held as little-endian integers (the runtime's
+  /// uint64_t / uint32_t codebooks), laid out as the bytes ggml reads: entry
+  /// k of row r is byte r * sizeof(Word) + k. Split explicitly, so the
+  /// result does not depend on the compiler host's byte order.
+  template <typename Word>
+  Value wordTable(StringRef name, ArrayRef<Word> words) {
+    SmallVector<uint8_t> bytes;
+    bytes.reserve(words.size() * sizeof(Word));
+    for (Word w : words)
+      for (unsigned k = 0; k < sizeof(Word); ++k)
+        bytes.push_back(static_cast<uint8_t>(w >> (8 * k)));
+    return byteTable(name, bytes);
+  }
   /// Entry `i` (i32 index) of a byte table, zero- or sign-extended to i32.
   Value tableU8(Value table, Value i) {
     Value v = memref::LoadOp::create(b, loc, table, toIndex(i));

@@ -1,0 +1,262 @@
+"""The compiler's block decoders equal the runtime's, bit for bit.
+
+For every GGUF format, a `qcc.dequant` is lowered with `-qcc-lower-to-loops`,
+compiled through the upstream MLIR pipeline and run with mlir-runner on
+  * the golden file's blocks (`T.q` in /work/shared/golden/ggml-golden.gguf),
+    compared with ggml's own dequantization `T.deq`, and
+  * random blocks (every byte uniform, so NaN/Inf/subnormal scales, every
+    code and every sign pattern occur), compared with `qcc-gguf dequant`,
+    i.e. the runtime's reference decoders.
+The decoded f32 values are bitcast to i32 before printing, so the comparison
+is on bits (NaN payloads and signed zeros included), not on printed decimals.
+
+Needs build/bin/qcc-opt and build/bin/qcc-gguf (set QCC_BUILD_DIR to another
+build folder) and mlir-runner from LLVM 22; skipped where they are missing.
+"""
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("QCC_BUILD_DIR", os.path.join(ROOT, "build"))
+QCC_OPT = os.path.join(BUILD, "bin", "qcc-opt")
+QCC_GGUF = os.path.join(BUILD, "bin", "qcc-gguf")
+LLVM_BIN = "/usr/lib/llvm-22/bin"
+LLVM_LIB = "/usr/lib/llvm-22/lib"
+MLIR_RUNNER = os.path.join(LLVM_BIN, "mlir-runner")
+GOLDEN = os.environ.get(
+    "QCC_GOLDEN", os.path.join(ROOT, "..", "shared", "golden", "ggml-golden.gguf"))
+
+# The MLIR pipeline after qcc-lower-to-loops down to the LLVM dialect.
+PIPELINE = [
+    "-one-shot-bufferize=bufferize-function-boundaries",
+    "-convert-linalg-to-loops", "-convert-scf-to-cf", "-expand-strided-metadata",
+    "-finalize-memref-to-llvm", "-convert-arith-to-llvm", "-convert-math-to-llvm",
+    "-convert-func-to-llvm", "-convert-cf-to-llvm", "-reconcile-unrealized-casts",
+]
+
+
+def read_formats():
+    """name -> (ggml id, block elements, block bytes), from Formats.def."""
+    path = os.path.join(ROOT, "runtime", "include", "qcc", "Runtime", "Formats.def")
+    pat = re.compile(r'^QCC_FORMAT\(\s*\w+,\s*"(\w+)",\s*(\d+),\s*(\d+),\s*(\d+)\)')
+    out = {}
+    with open(path) as f:
+        for line in f:
+            m = pat.match(line)
+            if m:
+                out[m.group(1)] = tuple(int(m.group(i)) for i in (2, 3, 4))
+    return out
+
+
+FORMATS = read_formats()
+BY_ID = {v[0]: (k,) + v[1:] for k, v in FORMATS.items()}
+
+# --- A minimal GGUF reader / writer (only what these tests need) -----------
+
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f",
+           7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def _read_value(buf, pos, vtype):
+    if vtype in _SCALAR:
+        fmt = _SCALAR[vtype]
+        return struct.unpack_from(fmt, buf, pos)[0], pos + struct.calcsize(fmt)
+    if vtype == 8:
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return bytes(buf[pos + 8:pos + 8 + n]).decode(), pos + 8 + n
+    if vtype == 9:
+        etype, n = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        vals = []
+        for _ in range(n):
+            v, pos = _read_value(buf, pos, etype)
+            vals.append(v)
+        return vals, pos
+    raise ValueError(f"GGUF value type {vtype}")
+
+
+def read_gguf(path):
+    """{tensor name: (format name, dims, raw bytes)}."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    assert buf[:4] == b"GGUF"
+    _, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+    pos = 24
+    align = 32
+    for _ in range(n_kv):
+        key, pos = _read_value(buf, pos, 8)
+        (vtype,) = struct.unpack_from("<I", buf, pos)
+        val, pos = _read_value(buf, pos + 4, vtype)
+        if key == "general.alignment":
+            align = val
+    infos = []
+    for _ in range(n_tensors):
+        name, pos = _read_value(buf, pos, 8)
+        (nd,) = struct.unpack_from("<I", buf, pos)
+        dims = struct.unpack_from(f"<{nd}Q", buf, pos + 4)
+        ttype, off = struct.unpack_from("<IQ", buf, pos + 4 + 8 * nd)
+        pos += 4 + 8 * nd + 12
+        infos.append((name, dims, ttype, off))
+    data = (pos + align - 1) // align * align
+    out = {}
+    for name, dims, ttype, off in infos:
+        fmt, be, bb = BY_ID[ttype]
+        n = int(np.prod(dims))
+        start = data + off
+        out[name] = (fmt, dims, buf[start:start + n // be * bb])
+    return out
+
+
+def write_gguf(path, name, fmt, cols, rows, raw):
+    """One tensor of `rows` x `cols` elements (cols contiguous), no metadata."""
+    ggml_id = FORMATS[fmt][0]
+    header = b"GGUF" + struct.pack("<IQQ", 3, 1, 0)
+    nb = name.encode()
+    info = struct.pack("<Q", len(nb)) + nb + struct.pack("<I", 2)
+    info += struct.pack("<QQ", cols, rows) + struct.pack("<IQ", ggml_id, 0)
+    head = header + info
+    pad = (-len(head)) % 32
+    with open(path, "wb") as f:
+        f.write(head + b"\0" * pad + raw)
+
+
+# --- Compile and run a qcc.dequant ----------------------------------------
+
+def _run(cmd, **kw):
+    """subprocess.run that fails the test with the tool's stderr."""
+    r = subprocess.run(cmd, capture_output=True, **kw)
+    if r.returncode:
+        err = r.stderr if isinstance(r.stderr, str) else r.stderr.decode()
+        pytest.fail(f"{' '.join(cmd[:2])} failed ({r.returncode}):\n{err[-4000:]}")
+    return r.stdout
+
+
+def emitted_decode_bits(fmt, rows, cols, raw, workdir):
+    """Runs the lowered qcc.dequant of a rows x cols `fmt` tensor stored as
+    `raw` and returns the decoded values' bits as a uint32 array."""
+    _, be, bb = FORMATS[fmt]
+    row_bytes = cols // be * bb
+    assert len(raw) == rows * row_bytes
+    qt = f"!qcc.qtensor<{rows}x{cols}x{fmt}>"
+    src = (f"func.func @decode(%w: {qt}) -> tensor<{rows}x{cols}xf32> {{\n"
+           f"  %0 = qcc.dequant %w : {qt} -> tensor<{rows}x{cols}xf32>\n"
+           f"  return %0 : tensor<{rows}x{cols}xf32>\n}}\n")
+    lowered = _run([QCC_OPT, "-", "-qcc-lower-to-loops"], input=src, text=True)
+    assert "qcc." not in lowered.replace("qcc_", "")
+    mem = f"memref<{rows}x{row_bytes}xi8>"
+    out = f"{rows}x{cols}"
+    main = (
+        f'  memref.global "private" constant @blob : {mem} = '
+        f'dense<"0x{raw.hex().upper()}">\n'
+        f"  func.func private @printMemrefI32(memref<*xi32>)\n"
+        f"  func.func @main() {{\n"
+        f"    %m = memref.get_global @blob : {mem}\n"
+        f"    %r = call @decode(%m) : ({mem}) -> tensor<{out}xf32>\n"
+        f"    %f = bufferization.to_buffer %r : tensor<{out}xf32> to memref<{out}xf32>\n"
+        f"    %b = memref.alloc() : memref<{out}xi32>\n"
+        f"    %c0 = arith.constant 0 : index\n"
+        f"    %c1 = arith.constant 1 : index\n"
+        f"    %nr = arith.constant {rows} : index\n"
+        f"    %nc = arith.constant {cols} : index\n"
+        f"    scf.for %i = %c0 to %nr step %c1 {{\n"
+        f"      scf.for %j = %c0 to %nc step %c1 {{\n"
+        f"        %v = memref.load %f[%i, %j] : memref<{out}xf32>\n"
+        f"        %w = arith.bitcast %v : f32 to i32\n"
+        f"        memref.store %w, %b[%i, %j] : memref<{out}xi32>\n"
+        f"      }}\n    }}\n"
+        f"    %u = memref.cast %b : memref<{out}xi32> to memref<*xi32>\n"
+        f"    call @printMemrefI32(%u) : (memref<*xi32>) -> ()\n"
+        f"    return\n  }}\n")
+    end = lowered.rstrip().rfind("}")
+    module = lowered[:end] + main + "}\n"
+    path = os.path.join(workdir, f"{fmt}.mlir")
+    with open(path, "w") as f:
+        f.write(module)
+    llvm = _run([QCC_OPT, path] + PIPELINE, text=True)
+    libs = ",".join(os.path.join(LLVM_LIB, l) for l in
+                    ("libmlir_c_runner_utils.so", "libmlir_runner_utils.so"))
+    run = _run([MLIR_RUNNER, "-e", "main", "-entry-point-result=void",
+                f"-shared-libs={libs}"], input=llvm, text=True)
+    data = run[run.index("data =") + len("data ="):]
+    vals = np.array([int(t) for t in re.findall(r"-?\d+", data)], dtype=np.int64)
+    assert vals.size == rows * cols, (vals.size, rows * cols)
+    return vals.astype(np.uint32)
+
+
+def runtime_decode_bits(fmt, rows, cols, raw, workdir):
+    """The runtime's decode (qcc-gguf dequant) of the same tensor."""
+    gguf = os.path.join(workdir, f"{fmt}.gguf")
+    write_gguf(gguf, "t", fmt, cols, rows, raw)
+    outp = os.path.join(workdir, f"{fmt}.f32")
+    _run([QCC_GGUF, "dequant", gguf, "t", "-o", outp])
+    return np.fromfile(outp, dtype="<u4")
+
+
+def _missing_tools():
+    for tool in (QCC_OPT, QCC_GGUF, MLIR_RUNNER):
+        if not os.path.exists(tool):
+            return tool
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing_tools() is not None,
+                                reason=f"missing {_missing_tools()}")
+
+ALL = sorted(FORMATS, key=lambda k: FORMATS[k][0])
+
+
+@pytest.fixture(scope="module")
+def golden():
+    if not os.path.exists(GOLDEN):
+        pytest.skip(f"no golden file at {GOLDEN}")
+    return read_gguf(GOLDEN)
+
+
+@pytest.fixture
+def workdir():
+    d = tempfile.mkdtemp(prefix="qcc-decode-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _report(fmt, got, want):
+    bad = np.flatnonzero(got != want)
+    if bad.size:
+        i = bad[0]
+        g = struct.unpack("<f", struct.pack("<I", int(got[i])))[0]
+        w = struct.unpack("<f", struct.pack("<I", int(want[i])))[0]
+        return (f"{fmt}: {bad.size} of {got.size} elements differ; first at "
+                f"{i}: got {got[i]:#010x} ({g!r}), want {want[i]:#010x} ({w!r})")
+    return None
+
+
+@pytest.mark.parametrize("fmt", ALL)
+def test_golden_blocks(fmt, golden, workdir):
+    """ggml's blocks of `fmt` decode to ggml's own T.deq, bit for bit."""
+    qfmt, dims, raw = golden[f"{fmt}.q"]
+    assert qfmt == fmt
+    cols, rows = dims
+    want = np.frombuffer(golden[f"{fmt}.deq"][2], dtype="<u4")
+    got = emitted_decode_bits(fmt, rows, cols, raw, workdir)
+    assert _report(fmt, got, want) is None, _report(fmt, got, want)
+
+
+@pytest.mark.parametrize("fmt", ALL)
+def test_random_blocks(fmt, workdir):
+    """Uniformly random bytes (NaN/Inf/subnormal scales, every code) decode
+    like the runtime's reference decoders, bit for bit."""
+    _, be, bb = FORMATS[fmt]
+    rows, cols = 8, 1024 if be <= 256 else be * 4
+    rng = np.random.default_rng(FORMATS[fmt][0] * 7919 + 17)
+    raw = rng.integers(0, 256, size=rows * cols // be * bb, dtype=np.uint8).tobytes()
+    want = runtime_decode_bits(fmt, rows, cols, raw, workdir)
+    got = emitted_decode_bits(fmt, rows, cols, raw, workdir)
+    assert _report(fmt, got, want) is None, _report(fmt, got, want)
