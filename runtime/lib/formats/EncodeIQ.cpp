@@ -269,8 +269,8 @@ float IQFit::fitGroupScale(int sg, Result &scratch) const {
   const float db0 = amax / top;
   float bestDb = db0;
   double bestErr = INFINITY;
-  static constexpr float kFactors[] = {1.1f,  1.0f, 0.92f, 0.85f,
-                                       0.78f, 0.7f, 0.62f, 0.55f};
+  static constexpr float kFactors[] = {1.1f, 0.98f, 0.87f, 0.76f, 0.65f,
+                                       0.55f};
   for (float f : kFactors) {
     float db = db0 * f;
     for (int it = 0; it < 2; ++it) {
