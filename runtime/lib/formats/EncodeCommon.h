@@ -102,9 +102,10 @@ struct TableLevels {
     const int cell =
         !(t >= 0) ? 0 : (t >= float(cells) ? cells - 1 : int(t)); // NaN -> 0
     const int i = cellLevel[cell];
-    if (i + 1 < count && vals[i + 1] - v < v - vals[i])
-      return i + 1;
-    return i;
+    const int next = std::min(i + 1, count - 1);
+    // Branch-free: which neighbour wins is data dependent, so a branch here
+    // mispredicts about half the time.
+    return i + int(vals[next] - v < v - vals[i]) * (next - i);
   }
   float value(int code) const { return vals[code]; }
   float top() const { return vals[count - 1]; }

@@ -45,17 +45,15 @@ struct Grid {
   std::vector<uint32_t> start; ///< combination -> first candidate
   std::vector<uint16_t> cand;  ///< candidate rows, closest first
 
+  float mid[7] = {}; ///< midpoints between consecutive levels
+
+  /// Index of the level nearest t: the number of midpoints below it
+  /// (branch-free; NaN counts as below every level).
   int nearestLevel(float t) const {
-    int best = 0;
-    float bd = std::fabs(t - lev[0]);
-    for (int i = 1; i < nlev; ++i) {
-      const float dd = std::fabs(t - lev[i]);
-      if (dd < bd) {
-        bd = dd;
-        best = i;
-      }
-    }
-    return best;
+    int idx = 0;
+    for (int i = 0; i + 1 < nlev; ++i)
+      idx += int(t > mid[i]);
+    return idx;
   }
 
   /// The row minimising sum w (t - row)^2 among the candidates of t's
@@ -100,6 +98,8 @@ Grid buildGrid(const Word *table, int rows, bool signedBytes) {
   std::sort(distinct.begin(), distinct.end());
   g.nlev = int(distinct.size());
   std::copy(distinct.begin(), distinct.end(), g.lev);
+  for (int i = 0; i + 1 < g.nlev; ++i)
+    g.mid[i] = 0.5f * (g.lev[i] + g.lev[i + 1]);
   // Each row's level indices.
   std::vector<uint8_t> idx(size_t(rows) * g.len);
   for (size_t i = 0; i < idx.size(); ++i)
@@ -269,8 +269,7 @@ float IQFit::fitGroupScale(int sg, Result &scratch) const {
   const float db0 = amax / top;
   float bestDb = db0;
   double bestErr = INFINITY;
-  static constexpr float kFactors[] = {1.1f, 0.98f, 0.87f, 0.76f, 0.65f,
-                                       0.55f};
+  static constexpr float kFactors[] = {1.1f, 0.98f, 0.87f, 0.76f, 0.65f, 0.55f};
   for (float f : kFactors) {
     float db = db0 * f;
     for (int it = 0; it < 2; ++it) {
@@ -405,7 +404,9 @@ void IQFit::run(Result &r) {
   }
   // Least-squares super-scale for the chosen sub-scales and rows. The group
   // scale is linear in d, so x ~ d * (scale(1, k) * (row + delta)).
-  for (int it = 0; it < 2; ++it) {
+  // One refit, at its nearest f16 only: the neighbours and a second round
+  // cost a third of the run time for under 0.1% of error.
+  {
     double num = 0, den = 0;
     for (int p = 0; p < 256; ++p) {
       const float *gv = &g.vals[size_t(r.row[p / g.len]) * g.len];
@@ -417,17 +418,11 @@ void IQFit::run(Result &r) {
       num += w[p] * a[p] * v;
       den += w[p] * v * v;
     }
-    if (!(den > 0) || !(num > 0))
-      break;
-    const double before = best;
-    const uint16_t h = toHalfClamped(float(num / den));
-    for (int k = -1; k <= 1; ++k) {
-      const int mag = int(h) + k;
-      if (mag > 0 && mag <= 0x7bff)
-        tryD(uint16_t(mag), true);
+    if (den > 0 && num > 0) {
+      const uint16_t h = toHalfClamped(float(num / den));
+      if ((h & 0x7fff) != 0)
+        tryD(h, true);
     }
-    if (!(best < before))
-      break;
   }
 }
 

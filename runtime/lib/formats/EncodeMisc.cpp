@@ -45,7 +45,7 @@ static void packNibbles32(const int *u, uint8_t *qs) {
 static void encodeIQ4_NL(const float *x, const float *w, uint8_t *out) {
   const TableLevels &lv = iq4Levels();
   int q[32];
-  const float d = fitScale(x, w, 32, lv, q);
+  const float d = fitScale(x, w, 32, lv, q, 8);
   storeU16(out + layout::IQ4_NL::d,
            d == 0.0f ? 0 : bestHalfScale(x, w, 32, lv, d, q));
   packNibbles32(q, out + layout::IQ4_NL::qs);
@@ -132,7 +132,17 @@ static void encodeQ1_0(const float *x, const float *w, uint8_t *out) {
   static const TableLevels lv = TableLevels::make(kSigns, 2);
   int q[128];
   using L = layout::Q1_0;
-  storeU16(out + L::d, singleScale(x, w, 128, lv, q));
+  // With codes fixed to the signs, the least-squares scale is the weighted
+  // mean of |x|; only its f16 rounding is left to search.
+  double swx = 0, sw = 0;
+  for (int j = 0; j < 128; ++j) {
+    swx += double(w[j]) * std::fabs(x[j]);
+    sw += w[j];
+  }
+  const float d = sw > 0 ? float(swx / sw) : 0.0f;
+  for (int j = 0; j < 128; ++j)
+    q[j] = x[j] < 0 ? 0 : 1;
+  storeU16(out + L::d, d > 0 ? bestHalfScale(x, w, 128, lv, d, q) : 0);
   std::memset(out + L::qs, 0, 16);
   for (int j = 0; j < 128; ++j)
     out[L::qs + j / 8] |= uint8_t(q[j] << (j % 8));
