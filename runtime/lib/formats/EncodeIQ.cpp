@@ -125,8 +125,8 @@ Grid buildGrid(const Word *table, int rows, bool signedBytes) {
       byDist[r] = {dist, r};
       dmin = std::min(dmin, dist);
     }
-    // On the lattice the row itself is optimal; off it, the rows at the
-    // two smallest distances, closest first, at most 32.
+    // On the lattice the row itself is optimal; off it, the rows within 2
+    // of the smallest squared level distance, closest first, at most 16.
     const int slack = dmin == 0 ? 0 : 2;
     std::vector<std::pair<int, int>> keep;
     for (const auto &p : byDist)
