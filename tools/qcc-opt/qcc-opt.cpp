@@ -8,11 +8,13 @@
 #include "qcc/Conversion/Passes.h"
 #include "qcc/Dialect/Qcc/IR/QccDialect.h"
 #include "qcc/Dialect/Qcc/Transforms/Passes.h"
+#include "qcc/Pipelines/Pipelines.h"
 
 int main(int argc, char **argv) {
   mlir::registerAllPasses();
   mlir::qcc::registerQccPasses();
   mlir::qcc::registerQccConversionPasses();
+  mlir::qcc::registerQccPipelines();
   mlir::DialectRegistry registry;
   registry.insert<mlir::qcc::QccDialect>();
   // Later pipelines lower through func/linalg/tensor/scf/vector/LLVM and

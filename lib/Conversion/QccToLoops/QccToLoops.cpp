@@ -253,17 +253,29 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     Value tile = memref::AllocaOp::create(
         rewriter, loc,
         MemRefType::get({kTileRows * tileCols}, rewriter.getF32Type()));
-    Value acc = memref::AllocOp::create(
-        rewriter, loc, MemRefType::get({ShapedType::kDynamic, parStep},
-                                       rewriter.getF32Type()),
-        ValueRange{m});
-    // acc = 0
-    buildLoopNest(rewriter, loc, {m, cIndex(rewriter, loc, parStep)},
-                  [&](OpBuilder &b, ValueRange iv) {
-                    memref::StoreOp::create(b, loc, zero, acc, iv);
-                  });
     Value parCount = minIndex(rewriter, loc, parStep,
                               arith::SubIOp::create(rewriter, loc, parExtent, p0));
+    // Accumulate in f32: straight into the output's columns when it is f32,
+    // else in a scratch buffer converted at the end (freed by the
+    // deallocation pipeline).
+    bool directAcc = outElem.isF32();
+    Value acc = directAcc
+                    ? out2d
+                    : memref::AllocOp::create(
+                          rewriter, loc,
+                          MemRefType::get({ShapedType::kDynamic, parStep},
+                                          rewriter.getF32Type()),
+                          ValueRange{m})
+                          .getResult();
+    Value accCol0 = directAcc ? p0 : c0;
+    auto accIndex = [&](OpBuilder &b, Value i, Value j) -> SmallVector<Value> {
+      return {i, arith::AddIOp::create(b, loc, accCol0, j).getResult()};
+    };
+    buildLoopNest(rewriter, loc, {m, parCount},
+                  [&](OpBuilder &b, ValueRange iv) {
+                    memref::StoreOp::create(b, loc, zero, acc,
+                                            accIndex(b, iv[0], iv[1]));
+                  });
 
     // Sequential loop over the contracted dimension in tiles.
     Value seqExtent = fwd ? kTotal : nTotal;
@@ -286,7 +298,8 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     buildLoopNest(
         rewriter, loc, {m, parCount}, [&](OpBuilder &b, ValueRange iv) {
           Value i = iv[0], j = iv[1];
-          Value init = memref::LoadOp::create(b, loc, acc, ValueRange{i, j});
+          SmallVector<Value> at = accIndex(b, i, j);
+          Value init = memref::LoadOp::create(b, loc, acc, at);
           auto red = scf::ForOp::create(b, loc, cIndex(b, loc, 0), seqCount,
                                         cIndex(b, loc, 1), ValueRange{init});
           OpBuilder::InsertionGuard g(b);
@@ -309,20 +322,21 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
               arith::MulFOp::create(b, loc, a, w));
           scf::YieldOp::create(b, loc, sum);
           b.setInsertionPointAfter(red);
-          memref::StoreOp::create(b, loc, red.getResult(0), acc,
-                                  ValueRange{i, j});
+          memref::StoreOp::create(b, loc, red.getResult(0), acc, at);
         });
     rewriter.setInsertionPointAfter(seq);
-    // out[i, p0 + j] = acc[i, j]
-    buildLoopNest(rewriter, loc, {m, parCount},
-                  [&](OpBuilder &b, ValueRange iv) {
-                    Value v = memref::LoadOp::create(b, loc, acc, iv);
-                    memref::StoreOp::create(
-                        b, loc, castFromF32(b, loc, v, outElem), out2d,
-                        ValueRange{iv[0],
-                                   arith::AddIOp::create(b, loc, p0, iv[1])});
-                  });
-    memref::DeallocOp::create(rewriter, loc, acc);
+    if (!directAcc) {
+      // out[i, p0 + j] = acc[i, j]
+      buildLoopNest(rewriter, loc, {m, parCount},
+                    [&](OpBuilder &b, ValueRange iv) {
+                      Value v = memref::LoadOp::create(b, loc, acc, iv);
+                      memref::StoreOp::create(
+                          b, loc, castFromF32(b, loc, v, outElem), out2d,
+                          ValueRange{iv[0], arith::AddIOp::create(b, loc, p0,
+                                                                  iv[1])
+                                                .getResult()});
+                    });
+    }
     rewriter.setInsertionPointAfter(par);
     rewriter.replaceOp(op, toTensor(rewriter, loc, out, resultType));
     return success();

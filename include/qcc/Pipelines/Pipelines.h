@@ -1,0 +1,37 @@
+//===- Pipelines.h - The qcc compilation pipelines --------------*- C++ -*-===//
+//
+// Each pipeline is defined once here; qcc-opt registers it under its flag and
+// the qcc driver runs the same builder.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef QCC_PIPELINES_PIPELINES_H
+#define QCC_PIPELINES_PIPELINES_H
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
+
+namespace mlir::qcc {
+
+struct LowerToCPUOptions : public PassPipelineOptions<LowerToCPUOptions> {
+  PassOptions::Option<unsigned> threads{
+      *this, "threads",
+      llvm::cl::desc("Threads for scf.parallel loops (OpenMP); 1 keeps the "
+                     "code serial, 0 lets the OpenMP runtime choose"),
+      llvm::cl::init(0)};
+};
+
+/// `qcc-lower-to-cpu`: qcc + linalg on tensors -> LLVM dialect. Fusion,
+/// STE lowering, qcc ops to loops, one-shot bufferization (results become
+/// out-parameters), deallocation, scf.parallel to OpenMP, and conversion of
+/// everything to LLVM with the bare-pointer calling convention (statically
+/// shaped memref arguments are plain pointers, see docs/runtime.md).
+void buildLowerToCPUPipeline(OpPassManager &pm,
+                             const LowerToCPUOptions &options);
+
+/// Registers the pipelines with the global pass registry (for qcc-opt).
+void registerQccPipelines();
+
+} // namespace mlir::qcc
+
+#endif // QCC_PIPELINES_PIPELINES_H

@@ -1,0 +1,74 @@
+//===- LowerToCPU.cpp - The qcc-lower-to-cpu pipeline ---------------------===//
+
+#include "qcc/Pipelines/Pipelines.h"
+
+#include "qcc/Conversion/Passes.h"
+#include "qcc/Dialect/Qcc/Transforms/Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
+                                        const LowerToCPUOptions &options) {
+  // qcc level: keep weights quantized through matmuls, lower the estimators.
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createFuseDequantIntoMatmul());
+  pm.addPass(createLowerSte());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createLowerQccToLoops());
+
+  // Tensors to buffers. Entry points return through out-parameters so the
+  // caller owns every buffer it sees.
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion =
+      bufferization::LayoutMapOption::IdentityLayoutMap;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  bufferization::BufferResultsToOutParamsPassOptions outParams;
+  outParams.hoistStaticAllocs = true;
+  outParams.modifyPublicFunctions = true;
+  pm.addPass(bufferization::createBufferResultsToOutParamsPass(outParams));
+  bufferization::buildBufferDeallocationPipeline(pm);
+
+  // Loops, threads, LLVM.
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  pm.addPass(createCanonicalizerPass());
+  if (options.threads != 1) {
+    ConvertSCFToOpenMPPassOptions omp;
+    omp.numThreads = options.threads;
+    pm.addPass(createConvertSCFToOpenMPPass(omp));
+  }
+  // memref before scf: the OpenMP conversion wraps loop bodies in
+  // memref.alloca_scope, which must be lowered while it still has one block.
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  // Functions before OpenMP: the OpenMP conversion would otherwise convert
+  // signatures itself, without the bare-pointer convention.
+  ConvertFuncToLLVMPassOptions func;
+  func.useBarePtrCallConv = true;
+  pm.addPass(createConvertFuncToLLVMPass(func));
+  pm.addPass(createConvertOpenMPToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  pm.addPass(createCanonicalizerPass());
+}
+
+void mlir::qcc::registerQccPipelines() {
+  PassPipelineRegistration<LowerToCPUOptions>(
+      "qcc-lower-to-cpu",
+      "Lower qcc and linalg on tensors to the LLVM dialect for the host CPU",
+      buildLowerToCPUPipeline);
+}

@@ -1,0 +1,62 @@
+// RUN: qcc-opt %s -qcc-lower-to-loops -split-input-file | FileCheck %s
+
+// A qtensor argument becomes the memref of its block bytes (q8_0: 34 bytes
+// per 32 elements), and dequant becomes a parallel loop over blocks.
+// CHECK-LABEL: func.func @dequant
+// CHECK-SAME: (%[[W:.+]]: memref<4x68xi8>) -> tensor<4x64xf32>
+// CHECK: %[[FLAT:.+]] = memref.collapse_shape %[[W]] {{\[\[}}0, 1]] : memref<4x68xi8> into memref<272xi8>
+// CHECK: %[[OUT:.+]] = memref.alloc() : memref<4x64xf32>
+// CHECK: scf.parallel
+// CHECK: memref.load %[[FLAT]]
+// CHECK: arith.bitcast %{{.+}} : i16 to f16
+// CHECK: arith.extf %{{.+}} : f16 to f32
+// CHECK: bufferization.to_tensor %[[OUT]] restrict writable
+// CHECK-NOT: qcc.
+func.func @dequant(%w: !qcc.qtensor<4x64xq8_0>) -> tensor<4x64xf32> {
+  %0 = qcc.dequant %w : !qcc.qtensor<4x64xq8_0> -> tensor<4x64xf32>
+  return %0 : tensor<4x64xf32>
+}
+
+// -----
+
+// qmatmul decodes tiles of W into a 16 x 512 scratch (an alloca of 8192
+// f32) and never allocates the f32 weight matrix [256, 512].
+// CHECK-LABEL: func.func @qmatmul_fwd
+// CHECK-SAME: memref<256x288xi8>
+// CHECK-NOT: memref<256x512xf32>
+// CHECK: scf.parallel
+// CHECK: memref.alloca() : memref<8192xf32>
+// CHECK: scf.for
+// CHECK-NOT: memref<256x512xf32>
+// CHECK: return
+func.func @qmatmul_fwd(%x: tensor<8x512xf32>, %w: !qcc.qtensor<256x512xq4_K>) -> tensor<8x256xf32> {
+  %0 = qcc.qmatmul fwd %x, %w : tensor<8x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<8x256xf32>
+  return %0 : tensor<8x256xf32>
+}
+
+// -----
+
+// Calls and returns of qtensors convert with the signatures.
+// CHECK-LABEL: func.func private @callee(memref<2x36xi8>) -> memref<2x36xi8>
+// CHECK-LABEL: func.func @caller
+// CHECK-SAME: (%[[W:.+]]: memref<2x36xi8>) -> memref<2x36xi8>
+// CHECK: %[[R:.+]] = call @callee(%[[W]]) : (memref<2x36xi8>) -> memref<2x36xi8>
+// CHECK: return %[[R]]
+func.func private @callee(!qcc.qtensor<2x64xq4_0>) -> !qcc.qtensor<2x64xq4_0>
+func.func @caller(%w: !qcc.qtensor<2x64xq4_0>) -> !qcc.qtensor<2x64xq4_0> {
+  %0 = call @callee(%w) : (!qcc.qtensor<2x64xq4_0>) -> !qcc.qtensor<2x64xq4_0>
+  return %0 : !qcc.qtensor<2x64xq4_0>
+}
+
+// -----
+
+// hadamard: the signs become a constant global of ±1.
+// CHECK: memref.global "private" constant @__qcc_hadamard_signs_8_3 : memref<8xf32> = dense<[1.000000e+00, 1.000000e+00, 1.000000e+00, -1.000000e+00, 1.000000e+00, -1.000000e+00, -1.000000e+00, 1.000000e+00]>
+// CHECK-LABEL: func.func @hadamard
+// CHECK: memref.get_global @__qcc_hadamard_signs_8_3
+// CHECK: scf.parallel
+// CHECK-NOT: qcc.hadamard
+func.func @hadamard(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  %0 = qcc.hadamard %x block 8 seed 3 : tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}

@@ -1,0 +1,316 @@
+//===- qcc.cpp - The qcc driver: train.mlir -> step.so --------------------===//
+//
+// Parses a module in the qcc dialect, runs the same qcc-lower-to-cpu pipeline
+// that qcc-opt registers, translates to LLVM IR, adds the step ABI (entry
+// wrappers and manifest), optimizes and compiles in-process for the host CPU,
+// and links a shared library. Nothing is written unless every stage
+// succeeds; outputs appear atomically (temporary file + rename).
+//
+//===----------------------------------------------------------------------===//
+
+#include "qcc/Dialect/Qcc/IR/QccDialect.h"
+#include "qcc/Pipelines/Pipelines.h"
+#include "qcc/Target/StepABI.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/SubtargetFeature.h"
+#include "llvm/Support/FileUtilities.h"
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+static cl::OptionCategory qccCategory("qcc options");
+
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input.mlir>"),
+                                      cl::Required, cl::cat(qccCategory));
+static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
+                                       cl::value_desc("file"), cl::Required,
+                                       cl::cat(qccCategory));
+enum class Emit { Mlir, Llvm, Obj, So };
+static cl::opt<Emit> emit(
+    "emit", cl::desc("What to write"), cl::init(Emit::So),
+    cl::values(clEnumValN(Emit::Mlir, "mlir", "lowered MLIR (LLVM dialect)"),
+               clEnumValN(Emit::Llvm, "llvm", "optimized LLVM IR"),
+               clEnumValN(Emit::Obj, "obj", "object file"),
+               clEnumValN(Emit::So, "so", "shared library (default)")),
+    cl::cat(qccCategory));
+static cl::opt<std::string> target("target", cl::desc("Target: cpu"),
+                                   cl::init("cpu"), cl::cat(qccCategory));
+static cl::opt<unsigned> optLevel("O", cl::desc("Optimization level 0-3"),
+                                  cl::Prefix, cl::init(2),
+                                  cl::cat(qccCategory));
+// `--threads N` is parsed by hand: libLLVM already registers a global
+// option named "threads", so a cl::opt of that name would abort at startup.
+static unsigned threads = 0;
+
+/// Removes `--threads N` / `--threads=N` from argv into `threads`. Returns
+/// false (having printed why) on a malformed value.
+static bool takeThreadsOption(int &argc, char **argv) {
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    StringRef arg = argv[i];
+    std::optional<StringRef> value;
+    if (arg == "--threads" || arg == "-threads") {
+      if (i + 1 >= argc) {
+        llvm::errs() << "qcc: error: --threads needs a value\n";
+        return false;
+      }
+      value = StringRef(argv[++i]);
+    } else if (arg.consume_front("--threads=") ||
+               arg.consume_front("-threads=")) {
+      value = arg;
+    }
+    if (!value) {
+      argv[out++] = argv[i];
+      continue;
+    }
+    if (value->getAsInteger(10, threads)) {
+      llvm::errs() << "qcc: error: --threads expects a number, got '" << *value
+                   << "'\n";
+      return false;
+    }
+  }
+  argc = out;
+  return true;
+}
+
+/// Writes `contents` to `path` through a temporary file in the same
+/// directory, so a failure never leaves a partial output.
+static LogicalResult writeAtomically(StringRef path, StringRef contents) {
+  std::string error;
+  auto out = openOutputFile(path.str() + ".tmp", &error);
+  if (!out) {
+    llvm::errs() << "qcc: error: " << error << "\n";
+    return failure();
+  }
+  out->os() << contents;
+  out->os().flush();
+  if (out->os().has_error()) {
+    llvm::errs() << "qcc: error: cannot write " << path << ".tmp\n";
+    return failure();
+  }
+  out->keep();
+  if (std::error_code ec = llvm::sys::fs::rename(path + ".tmp", path)) {
+    llvm::errs() << "qcc: error: cannot rename to " << path << ": "
+                 << ec.message() << "\n";
+    return failure();
+  }
+  return success();
+}
+
+static std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
+  std::string triple = llvm::sys::getProcessTriple();
+  std::string error;
+  const llvm::Target *t =
+      llvm::TargetRegistry::lookupTarget(llvm::Triple(triple), error);
+  if (!t) {
+    llvm::errs() << "qcc: error: no LLVM target for " << triple << ": "
+                 << error << "\n";
+    return nullptr;
+  }
+  llvm::SubtargetFeatures features;
+  for (const auto &[name, enabled] : llvm::sys::getHostCPUFeatures())
+    features.AddFeature(name, enabled);
+  llvm::TargetOptions options;
+  auto level = optLevel == 0   ? llvm::CodeGenOptLevel::None
+               : optLevel == 1 ? llvm::CodeGenOptLevel::Less
+               : optLevel == 2 ? llvm::CodeGenOptLevel::Default
+                               : llvm::CodeGenOptLevel::Aggressive;
+  return std::unique_ptr<llvm::TargetMachine>(t->createTargetMachine(
+      llvm::Triple(triple), llvm::sys::getHostCPUName(), features.getString(),
+      options, llvm::Reloc::PIC_, std::nullopt, level));
+}
+
+static void optimize(llvm::Module &module, llvm::TargetMachine &tm) {
+  if (optLevel == 0)
+    return;
+  llvm::LoopAnalysisManager lam;
+  llvm::FunctionAnalysisManager fam;
+  llvm::CGSCCAnalysisManager cgam;
+  llvm::ModuleAnalysisManager mam;
+  llvm::PassBuilder pb(&tm);
+  pb.registerModuleAnalyses(mam);
+  pb.registerCGSCCAnalyses(cgam);
+  pb.registerFunctionAnalyses(fam);
+  pb.registerLoopAnalyses(lam);
+  pb.crossRegisterProxies(lam, fam, cgam, mam);
+  llvm::OptimizationLevel level = optLevel == 1   ? llvm::OptimizationLevel::O1
+                                  : optLevel == 2 ? llvm::OptimizationLevel::O2
+                                                  : llvm::OptimizationLevel::O3;
+  pb.buildPerModuleDefaultPipeline(level).run(module, mam);
+}
+
+static FailureOr<std::string> emitObject(llvm::Module &module,
+                                         llvm::TargetMachine &tm) {
+  llvm::SmallString<0> buffer;
+  llvm::raw_svector_ostream os(buffer);
+  llvm::legacy::PassManager pm;
+  if (tm.addPassesToEmitFile(pm, os, nullptr,
+                             llvm::CodeGenFileType::ObjectFile)) {
+    llvm::errs() << "qcc: error: the target cannot emit object files\n";
+    return failure();
+  }
+  pm.run(module);
+  return std::string(buffer.str());
+}
+
+/// Links `object` into a shared library at `path` with the system compiler
+/// driver, against LLVM's OpenMP runtime for the parallel loops.
+static LogicalResult linkSharedLibrary(StringRef object, StringRef path) {
+  llvm::SmallString<128> objPath;
+  int fd;
+  if (llvm::sys::fs::createTemporaryFile("qcc-step", "o", fd, objPath)) {
+    llvm::errs() << "qcc: error: cannot create a temporary object file\n";
+    return failure();
+  }
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << object;
+  }
+  llvm::FileRemover removeObj(objPath);
+  llvm::ErrorOr<std::string> cc = llvm::sys::findProgramByName("cc");
+  if (!cc) {
+    llvm::errs() << "qcc: error: no system linker driver 'cc' on PATH\n";
+    return failure();
+  }
+  std::string tmpOut = path.str() + ".tmp";
+  std::string libDir = QCC_LLVM_LIBRARY_DIR;
+  std::string libFlag = "-L" + libDir, rpathFlag = "-Wl,-rpath," + libDir;
+  SmallVector<StringRef> argv = {*cc,     "-shared", "-o",    tmpOut, objPath,
+                                 libFlag, rpathFlag, "-lomp", "-lm"};
+  std::string errMsg;
+  int rc = llvm::sys::ExecuteAndWait(*cc, argv, std::nullopt, {}, 0, 0,
+                                     &errMsg);
+  if (rc != 0) {
+    llvm::sys::fs::remove(tmpOut);
+    llvm::errs() << "qcc: error: linking failed (" << *cc << " exited " << rc
+                 << (errMsg.empty() ? "" : ": " + errMsg) << ")\n";
+    return failure();
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(tmpOut, path)) {
+    llvm::errs() << "qcc: error: cannot rename to " << path << ": "
+                 << ec.message() << "\n";
+    return failure();
+  }
+  return success();
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  if (!takeThreadsOption(argc, argv))
+    return 2;
+  cl::HideUnrelatedOptions(qccCategory);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "qcc: compile a training step in the qcc dialect to a shared library\n\n"
+      "  --threads=<N>  threads for parallel loops (1 = serial, 0 = all "
+      "cores)\n");
+  if (target != "cpu") {
+    llvm::errs() << "qcc: error: unsupported --target=" << target
+                 << " (supported: cpu)\n";
+    return 2;
+  }
+  if (optLevel > 3) {
+    llvm::errs() << "qcc: error: -O" << optLevel << " is not 0..3\n";
+    return 2;
+  }
+
+  DialectRegistry registry;
+  registry.insert<qcc::QccDialect>();
+  registerAllDialects(registry);
+  registerAllExtensions(registry);
+  registerAllToLLVMIRTranslations(registry);
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  std::string error;
+  auto file = openInputFile(inputFile, &error);
+  if (!file) {
+    llvm::errs() << "qcc: error: " << error << "\n";
+    return 1;
+  }
+  sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return 1;
+
+  FailureOr<std::string> manifest = qcc::buildStepManifest(*module);
+  if (failed(manifest))
+    return 1;
+
+  PassManager pm(&context);
+  qcc::LowerToCPUOptions options;
+  options.threads = threads;
+  qcc::buildLowerToCPUPipeline(pm, options);
+  if (failed(pm.run(*module)))
+    return 1;
+  if (emit == Emit::Mlir) {
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    module->print(os);
+    return failed(writeAtomically(outputFile, text));
+  }
+
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(*module, llvmContext, "qcc-step");
+  if (!llvmModule) {
+    llvm::errs() << "qcc: error: translation to LLVM IR failed\n";
+    return 1;
+  }
+  if (failed(qcc::emitStepEntryPoints(*llvmModule, *manifest, error))) {
+    llvm::errs() << "qcc: error: " << error << "\n";
+    return 1;
+  }
+  std::unique_ptr<llvm::TargetMachine> tm = hostTargetMachine();
+  if (!tm)
+    return 1;
+  llvmModule->setDataLayout(tm->createDataLayout());
+  llvmModule->setTargetTriple(tm->getTargetTriple());
+  if (llvm::verifyModule(*llvmModule, &llvm::errs())) {
+    llvm::errs() << "qcc: error: invalid LLVM IR (a qcc bug)\n";
+    return 1;
+  }
+  optimize(*llvmModule, *tm);
+  if (emit == Emit::Llvm) {
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    llvmModule->print(os, nullptr);
+    return failed(writeAtomically(outputFile, text));
+  }
+  FailureOr<std::string> object = emitObject(*llvmModule, *tm);
+  if (failed(object))
+    return 1;
+  if (emit == Emit::Obj)
+    return failed(writeAtomically(outputFile, *object));
+  return failed(linkSharedLibrary(*object, outputFile));
+}
