@@ -1,8 +1,10 @@
 //===- DecodeKQuants.cpp - q2_K..q6_K block decoders ----------------------===//
 //
 // Mirrors the "K-quants" section of runtime/lib/formats/Decode.cpp. Loops
-// that the reference runs over a handful of sub-blocks are unrolled here at
-// emission time, so scale offsets stay constants; element loops stay scf.for.
+// that the reference runs over a handful of sub-blocks (q4_K..q6_K) are
+// unrolled here at emission time, so scale offsets stay constants; the 16
+// sub-blocks of q2_K / q3_K are an scf.for (see forEachSubBlock16); element
+// loops stay scf.for.
 //
 //===----------------------------------------------------------------------===//
 
@@ -29,64 +31,78 @@ static ScaleMin scaleMinK4(DecodeEmitter &e, int64_t off, int j) {
   return {sc, mn};
 }
 
-/// q2_K: element 128h + 32s + 16half + l is bits 2s..2s+1 of
-/// qs[32h + 16half + l] (qs @16), in the 16-group is = 8h + 2s + half whose
-/// byte scales[is] (@0) holds the scale (low nibble) and the min (high).
-/// y = (d * sc) * q - (dmin * m). The 8 (h, s) steps are unrolled so the
-/// scale bytes are constant offsets; one scf.for over l covers both halves.
+/// q2_K and q3_K run over their 16 sub-blocks of 16 as an scf.for (sub-block
+/// is = 8h + 2s + half, h < 2, s < 4): unrolling them, as q4_K does its 4
+/// chunks, would make a block several hundred ops for no gain, since the
+/// scale of a sub-block is a couple of integer ops either way. Each
+/// iteration computes the sub-block's scale products once, then an scf.for
+/// over its 16 elements 16is + l reads bits 2s..2s+1 of byte 32h + 16half + l
+/// of qs.
+struct SubBlock16 {
+  Value is, h, s, half; // i32
+  Value qsByte;         // index of qs[32h + 16half] relative to qs
+  Value hmByte;         // index 16half (q3_K's hmask row)
+};
+
+static void forEachSubBlock16(DecodeEmitter &e,
+                              function_ref<void(const SubBlock16 &)> body) {
+  e.forEach(16, [&](Value isIdx) {
+    SubBlock16 sb;
+    sb.is = e.toI32(isIdx);
+    sb.h = e.shrui(sb.is, 3);
+    sb.s = e.bits(sb.is, 1, 3);
+    sb.half = e.andi(sb.is, 1);
+    sb.hmByte = e.toIndex(e.shli(sb.half, 4));
+    sb.qsByte = e.toIndex(e.ori(e.shli(sb.h, 5), e.shli(sb.half, 4)));
+    body(sb);
+  });
+}
+
+/// q2_K (84 B): scales[16] @0 (low nibble scale, high nibble min), qs[64]
+/// @16, f16 d @80, f16 dmin @82.  y = (d * sc) * q - (dmin * m)
 static void emitQ2K(DecodeEmitter &e) {
   Value d = e.f16At(80), dmin = e.f16At(82);
-  for (int h = 0; h < 2; ++h) {
-    for (int s = 0; s < 4; ++s) {
-      Value dl[2], ml[2];
-      for (int half = 0; half < 2; ++half) {
-        Value sc = e.u8(8 * h + 2 * s + half);
-        dl[half] = e.mulf(d, e.sitofp(e.andi(sc, 0xf)));
-        ml[half] = e.mulf(dmin, e.sitofp(e.shrui(sc, 4)));
-      }
-      e.forEach(16, [&](Value l) {
-        for (int half = 0; half < 2; ++half) {
-          Value q = e.bits(e.u8(e.addIndex(l, 16 + 32 * h + 16 * half)),
-                           2 * s, 3);
-          e.store(e.subf(e.mulf(dl[half], e.sitofp(q)), ml[half]),
-                  e.addIndex(l, 128 * h + 32 * s + 16 * half));
-        }
-      });
-    }
-  }
+  forEachSubBlock16(e, [&](const SubBlock16 &sb) {
+    Value sc = e.u8(e.toIndex(sb.is));
+    Value dl = e.mulf(d, e.sitofp(e.andi(sc, 0xf)));
+    Value ml = e.mulf(dmin, e.sitofp(e.shrui(sc, 4)));
+    Value shift = e.shli(sb.s, 1);
+    Value qs = e.addIndex(sb.qsByte, 16);
+    Value out = e.toIndex(e.shli(sb.is, 4));
+    e.forEach(16, [&](Value l) {
+      Value q = e.bits(e.u8(e.addIndex(qs, l)), shift, 3);
+      e.store(e.subf(e.mulf(dl, e.sitofp(q)), ml), e.addIndex(out, l));
+    });
+  });
 }
 
-/// Signed 6-bit scale i of q3_K's 12-byte table at 96: low nibble from byte
-/// i (i < 8) or the high nibble of byte i - 8, top 2 bits from byte
-/// 8 + i%4 at bit 2*(i/4); minus 32.
-static Value scaleQ3K(DecodeEmitter &e, int i) {
-  Value lo = i < 8 ? e.andi(e.u8(96 + i), 0xf) : e.shrui(e.u8(96 + i - 8), 4);
-  Value hi = e.bits(e.u8(96 + 8 + (i & 3)), 2 * (i >> 2), 3);
-  return e.subi(e.ori(lo, e.shli(hi, 4)), 32);
-}
-
-/// q3_K: low 2 bits as q2_K (qs @32); the third bit of element
-/// 128h + 32s + l is bit 4h + s of hmask[l] (@0), a clear bit subtracting 4.
-/// y = (d * sc) * q with sc = scale (8h + 2s + half) - 32.
+/// q3_K (110 B): hmask[32] @0, qs[64] @32, scales[12] @96, f16 d @108.
+/// Scale i (6 bits, minus 32): low nibble from byte i % 8 at bit 4 * (i / 8)
+/// (the reference's "i < 8 ? raw[i] & 0xf : raw[i - 8] >> 4"), top 2 bits
+/// from byte 8 + i % 4 at bit 2 * (i / 4). Low 2 bits of q as q2_K; the
+/// third is bit 4h + s of hmask[16half + l], a clear bit subtracting 4.
+/// y = (d * sc) * q
 static void emitQ3K(DecodeEmitter &e) {
   Value d = e.f16At(108);
-  for (int h = 0; h < 2; ++h) {
-    for (int s = 0; s < 4; ++s) {
-      Value dl[2] = {e.mulf(d, e.sitofp(scaleQ3K(e, 8 * h + 2 * s))),
-                     e.mulf(d, e.sitofp(scaleQ3K(e, 8 * h + 2 * s + 1)))};
-      e.forEach(16, [&](Value l) {
-        for (int half = 0; half < 2; ++half) {
-          Value ll = e.addIndex(l, 16 * half);
-          Value low = e.bits(e.u8(e.addIndex(ll, 32 + 32 * h)), 2 * s, 3);
-          Value hmBit = e.andi(e.u8(ll), 1 << (4 * h + s));
-          Value q = e.subi(low, e.select(e.isNonZero(hmBit), e.i32(0),
-                                         e.i32(4)));
-          e.store(e.mulf(dl[half], e.sitofp(q)),
-                  e.addIndex(l, 128 * h + 32 * s + 16 * half));
-        }
-      });
-    }
-  }
+  forEachSubBlock16(e, [&](const SubBlock16 &sb) {
+    Value lo = e.bits(e.u8(e.addIndex(e.toIndex(e.andi(sb.is, 7)), 96)),
+                      e.shli(e.shrui(sb.is, 3), 2), 0xf);
+    Value hi = e.bits(e.u8(e.addIndex(e.toIndex(e.andi(sb.is, 3)), 104)),
+                      e.shli(e.shrui(sb.is, 2), 1), 3);
+    Value sc = e.subi(e.ori(lo, e.shli(hi, 4)), 32);
+    Value dl = e.mulf(d, e.sitofp(sc));
+    Value shift = e.shli(sb.s, 1);
+    Value mask = e.shli(e.i32(1), e.ori(e.shli(sb.h, 2), sb.s));
+    Value qs = e.addIndex(sb.qsByte, 32);
+    Value out = e.toIndex(e.shli(sb.is, 4));
+    e.forEach(16, [&](Value l) {
+      Value low = e.bits(e.u8(e.addIndex(qs, l)), shift, 3);
+      Value hmBit = e.andi(e.u8(e.addIndex(sb.hmByte, l)), mask);
+      Value q =
+          e.subi(low, e.select(e.isNonZero(hmBit), e.i32(0), e.i32(4)));
+      e.store(e.mulf(dl, e.sitofp(q)), e.addIndex(out, l));
+    });
+  });
 }
 
 /// q4_K (qhOffset unset) and q5_K: chunk c of 64 elements is the low then
