@@ -8,6 +8,7 @@ ggml) rather than typing them in makes the provenance checkable: re-running
 this script must reproduce the committed file byte for byte.
 
     .venv/bin/python scripts/gen_codebooks.py > runtime/lib/formats/Codebooks.cpp
+    .venv/bin/python scripts/gen_codebooks.py --check runtime/lib/formats/Codebooks.cpp
 
 The gguf package stores each grid packed (2 or 3 bits per entry, indexes
 into a small value map). ggml's dequantizers use the unpacked form, one byte
@@ -109,7 +110,13 @@ def main():
 
     out.append("} // namespace codebooks")
     out.append("} // namespace qcc")
-    sys.stdout.write("\n".join(out) + "\n")
+    text = "\n".join(out) + "\n"
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        with open(sys.argv[2]) as f:
+            same = f.read() == text
+        print(f"{sys.argv[2]}: {'up to date' if same else 'DIFFERS from the gguf package'}")
+        sys.exit(0 if same else 1)
+    sys.stdout.write(text)
 
 
 if __name__ == "__main__":
