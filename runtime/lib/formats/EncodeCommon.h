@@ -49,7 +49,7 @@ inline uint16_t toHalfClamped(float v) {
 }
 
 /// Rounds to the nearest integer (ties to even) after clamping to [lo, hi],
-/// so that huge or NaN-free out-of-range ratios cannot overflow the int.
+/// so that huge ratios cannot overflow the int (NaN maps to lo).
 /// lrintf compiles to one instruction with -fno-math-errno, unlike
 /// nearbyint, which is a library call on baseline x86-64.
 inline int roundClamp(float v, int lo, int hi) {
@@ -320,7 +320,8 @@ inline double fitAffine(const float *x, const float *w, int n, int qmax,
 /// `sublen` elements, group g reconstructed as (d * sc[g]) * level with an
 /// f16 super-scale d and integer sc[g] in [scMin, scMax]. Each group's ideal
 /// float scale is found first; then several super-scales are tried (the
-/// largest group scale mapped near either end of the sc range), each group
+/// largest group scale mapped to, or a little inside, the longer end of the
+/// sc range; for tiny blocks also the smallest f16 subnormals), each group
 /// scale is nudged by +-1 where that helps, and a least-squares refit of d
 /// gets one more chance. Returns d's bits; sc and the codes q are filled.
 template <class Levels>
