@@ -24,6 +24,8 @@ import tempfile
 import numpy as np
 import pytest
 
+from qcc_step import GOLDEN, golden_tensors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("QCC_BUILD_DIR", os.path.join(ROOT, "build"))
 QCC_OPT = os.path.join(BUILD, "bin", "qcc-opt")
@@ -31,8 +33,6 @@ QCC_GGUF = os.path.join(BUILD, "bin", "qcc-gguf")
 LLVM_BIN = "/usr/lib/llvm-22/bin"
 LLVM_LIB = "/usr/lib/llvm-22/lib"
 MLIR_RUNNER = os.path.join(LLVM_BIN, "mlir-runner")
-GOLDEN = os.environ.get(
-    "QCC_GOLDEN", os.path.join(ROOT, "..", "shared", "golden", "ggml-golden.gguf"))
 
 # The MLIR pipeline after qcc-lower-to-loops down to the LLVM dialect.
 PIPELINE = [
@@ -57,63 +57,8 @@ def read_formats():
 
 
 FORMATS = read_formats()
-BY_ID = {v[0]: (k,) + v[1:] for k, v in FORMATS.items()}
 
-# --- A minimal GGUF reader / writer (only what these tests need) -----------
-
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f",
-           7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def _read_value(buf, pos, vtype):
-    if vtype in _SCALAR:
-        fmt = _SCALAR[vtype]
-        return struct.unpack_from(fmt, buf, pos)[0], pos + struct.calcsize(fmt)
-    if vtype == 8:
-        (n,) = struct.unpack_from("<Q", buf, pos)
-        return bytes(buf[pos + 8:pos + 8 + n]).decode(), pos + 8 + n
-    if vtype == 9:
-        etype, n = struct.unpack_from("<IQ", buf, pos)
-        pos += 12
-        vals = []
-        for _ in range(n):
-            v, pos = _read_value(buf, pos, etype)
-            vals.append(v)
-        return vals, pos
-    raise ValueError(f"GGUF value type {vtype}")
-
-
-def read_gguf(path):
-    """{tensor name: (format name, dims, raw bytes)}."""
-    with open(path, "rb") as f:
-        buf = f.read()
-    assert buf[:4] == b"GGUF"
-    _, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
-    pos = 24
-    align = 32
-    for _ in range(n_kv):
-        key, pos = _read_value(buf, pos, 8)
-        (vtype,) = struct.unpack_from("<I", buf, pos)
-        val, pos = _read_value(buf, pos + 4, vtype)
-        if key == "general.alignment":
-            align = val
-    infos = []
-    for _ in range(n_tensors):
-        name, pos = _read_value(buf, pos, 8)
-        (nd,) = struct.unpack_from("<I", buf, pos)
-        dims = struct.unpack_from(f"<{nd}Q", buf, pos + 4)
-        ttype, off = struct.unpack_from("<IQ", buf, pos + 4 + 8 * nd)
-        pos += 4 + 8 * nd + 12
-        infos.append((name, dims, ttype, off))
-    data = (pos + align - 1) // align * align
-    out = {}
-    for name, dims, ttype, off in infos:
-        fmt, be, bb = BY_ID[ttype]
-        n = int(np.prod(dims))
-        start = data + off
-        out[name] = (fmt, dims, buf[start:start + n // be * bb])
-    return out
-
+# --- A minimal GGUF writer (one tensor, no metadata) ---------------------
 
 def write_gguf(path, name, fmt, cols, rows, raw):
     """One tensor of `rows` x `cols` elements (cols contiguous), no metadata."""
@@ -215,9 +160,10 @@ ALL = sorted(FORMATS, key=lambda k: FORMATS[k][0])
 
 @pytest.fixture(scope="module")
 def golden():
+    """name -> (type, ne, bytes) of the golden file (read by qcc-gguf)."""
     if not os.path.exists(GOLDEN):
         pytest.skip(f"no golden file at {GOLDEN}")
-    return read_gguf(GOLDEN)
+    return golden_tensors()
 
 
 @pytest.fixture
@@ -257,6 +203,33 @@ def test_random_blocks(fmt, workdir):
     rows, cols = 8, 1024 if be <= 256 else be * 4
     rng = np.random.default_rng(FORMATS[fmt][0] * 7919 + 17)
     raw = rng.integers(0, 256, size=rows * cols // be * bb, dtype=np.uint8).tobytes()
+    want = runtime_decode_bits(fmt, rows, cols, raw, workdir)
+    got = emitted_decode_bits(fmt, rows, cols, raw, workdir)
+    assert _report(fmt, got, want) is None, _report(fmt, got, want)
+
+
+def _exhaustive_blocks(fmt):
+    """(rows, cols, raw): blocks whose scale bytes take every value."""
+    rng = np.random.default_rng(5)
+    if fmt in ("f16", "bf16"):
+        return 64, 1024, np.arange(65536, dtype="<u2").tobytes()
+    _, be, bb = FORMATS[fmt]
+    if fmt == "mxfp4":  # byte 0 of each block is the e8m0 exponent
+        blocks = rng.integers(0, 256, size=(256, bb), dtype=np.uint8)
+        blocks[:, 0] = np.arange(256)
+    else:  # nvfp4: bytes 0-3 of each block are the ue4m3 sub-block scales
+        blocks = rng.integers(0, 256, size=(64, bb), dtype=np.uint8)
+        blocks[:, :4] = np.arange(256).reshape(64, 4)
+    n = blocks.shape[0] * be
+    return n // 1024, 1024, blocks.tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["f16", "bf16", "mxfp4", "nvfp4"])
+def test_every_scale_value(fmt, workdir):
+    """Every 16-bit pattern of f16 / bf16 (NaN payloads, subnormals, -0) and
+    every e8m0 / ue4m3 scale byte (e < 2 subnormals, 0 and 0x7f, bit 7)
+    decodes like the runtime."""
+    rows, cols, raw = _exhaustive_blocks(fmt)
     want = runtime_decode_bits(fmt, rows, cols, raw, workdir)
     got = emitted_decode_bits(fmt, rows, cols, raw, workdir)
     assert _report(fmt, got, want) is None, _report(fmt, got, want)
