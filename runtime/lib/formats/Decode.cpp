@@ -10,7 +10,10 @@
 // -ffp-contract=off so that no a * b + c here becomes an FMA ggml lacks.
 //
 // Byte offsets are spelled out per block instead of through packed structs so
-// that the layout is visible in one place (see docs/formats.md).
+// that the layout is visible in one place (see docs/formats.md). The few
+// scale decoders the SIMD kernels share (scaleMinK4, unpackQ3KScales,
+// e8m0Half, ue4m3Half) live in DecodeKernels.h so that they too have a
+// single definition.
 //
 //===----------------------------------------------------------------------===//
 
@@ -101,20 +104,6 @@ static inline void decodeQ8_0Block(const uint8_t *x, float *y) {
 // K-quants (256-element super-blocks)
 //===----------------------------------------------------------------------===//
 
-// The 6-bit (scale, min) pair j of the 12-byte packed table of q4_K / q5_K:
-// pairs 0-3 sit in the low 6 bits of bytes 0-3 / 4-7; pairs 4-7 take their
-// low nibbles from bytes 8-11 and their top 2 bits from the spare bits of
-// bytes 0-7.
-static inline void scaleMinK4(int j, const uint8_t *q, int &sc, int &mn) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    mn = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-    mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 // q2_K (84 B): scales[16] @0 (low nibble scale, high nibble min), qs[64] @16,
 // f16 d @80, f16 dmin @82. Element 128*h + 32*s + l (h < 2, s < 4, l < 32)
 // is bits 2s..2s+1 of qs[32h + l]; its 16-group is 8h + 2s + l/16.
@@ -141,14 +130,8 @@ static inline void decodeQ2_KBlock(const uint8_t *x, float *y) {
 static inline void decodeQ3_KBlock(const uint8_t *x, float *y) {
   const uint8_t *hm = x, *qs = x + 32, *raw = x + 96;
   const float d = f16At(x + 108);
-  // Unpack the 16 6-bit scales: low nibbles from bytes 0-7, top 2 bits from
-  // bytes 8-11 (2 bits per scale, scale i in byte 8 + i%4 at bits 2*(i/4)).
   int8_t sc[16];
-  for (int i = 0; i < 16; ++i) {
-    const int lo = i < 8 ? (raw[i] & 0xf) : (raw[i - 8] >> 4);
-    const int hi = (raw[8 + (i & 3)] >> (2 * (i >> 2))) & 3;
-    sc[i] = int8_t((lo | (hi << 4)) - 32);
-  }
+  unpackQ3KScales(raw, sc);
   int is = 0;
   uint8_t m = 1;
   for (int h = 0; h < 2; ++h, qs += 32) {
@@ -462,15 +445,6 @@ static inline void decodeTQ2_0Block(const uint8_t *x, float *y) {
         *y++ = float(((x[32 * h + m] >> (2 * k)) & 3) - 1) * d;
 }
 
-// The e8m0 block scale of mxfp4, halved (kValuesMXFP4 are doubled e2m1
-// values): 2^(e - 128), built directly as bits; e < 2 gives subnormals.
-static inline float e8m0Half(uint8_t e) {
-  const uint32_t bits = e < 2 ? (0x00200000u << e) : (uint32_t(e - 1) << 23);
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 // mxfp4 (17 B): u8 e8m0 exponent @0, qs[16] @1 as q4_0.  y = kv[q] * d
 static inline void decodeMXFP4Block(const uint8_t *x, float *y) {
   const float d = e8m0Half(x[0]);
@@ -479,18 +453,6 @@ static inline void decodeMXFP4Block(const uint8_t *x, float *y) {
     y[j] = float(kValuesMXFP4[qs[j] & 0xf]) * d;
     y[j + 16] = float(kValuesMXFP4[qs[j] >> 4]) * d;
   }
-}
-
-// The unsigned e4m3 sub-block scale of nvfp4 (bias 7, bit 7 ignored), halved
-// as for mxfp4. 0 and 0x7f (the NaN code) decode to 0. Every value is exact.
-static inline float ue4m3Half(uint8_t x) {
-  if (x == 0 || x == 0x7f)
-    return 0.0f;
-  const int exp = (x >> 3) & 0xf, man = x & 7;
-  // Both branches are exact: man * 2^-9, (8 + man) * 2^(exp - 10).
-  const float raw = exp == 0 ? float(man) * 0x1p-9f
-                             : float(8 + man) * float(1u << exp) * 0x1p-10f;
-  return raw * 0.5f;
 }
 
 // nvfp4 (36 B): ue4m3 d[4] @0 (one per 16 elements), qs[32] @4. Sub-block s:

@@ -181,11 +181,7 @@ void rowQ3_K(const uint8_t *x, float *y, size_t nb) {
     const uint8_t *raw = x + 96;
     const float d = f16At(x + 108);
     int8_t sc[16];
-    for (int k = 0; k < 16; ++k) {
-      const int lo = k < 8 ? (raw[k] & 0xf) : (raw[k - 8] >> 4);
-      const int hi = (raw[8 + (k & 3)] >> (2 * (k >> 2))) & 3;
-      sc[k] = int8_t((lo | (hi << 4)) - 32);
-    }
+    unpackQ3KScales(raw, sc);
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x));
     int is = 0, bit = 0;
     for (int h = 0; h < 2; ++h) {
@@ -343,11 +339,6 @@ void rowIQ4_XS(const uint8_t *x, float *y, size_t nb) {
       emit16(y + 16, lookup16(table, highNibbles(q)), dl);
     }
   }
-}
-
-inline float e8m0Half(uint8_t e) {
-  const uint32_t bits = e < 2 ? (0x00200000u << e) : (uint32_t(e - 1) << 23);
-  return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(bits))));
 }
 
 void rowMXFP4(const uint8_t *x, float *y, size_t nb) {
@@ -579,15 +570,6 @@ void rowTQ1_0(const uint8_t *x, float *y, size_t nb) {
       _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
     }
   }
-}
-
-inline float ue4m3Half(uint8_t v) {
-  if (v == 0 || v == 0x7f)
-    return 0.0f;
-  const int exp = (v >> 3) & 0xf, man = v & 7;
-  const float raw = exp == 0 ? float(man) * 0x1p-9f
-                             : float(8 + man) * float(1u << exp) * 0x1p-10f;
-  return raw * 0.5f;
 }
 
 void rowNVFP4(const uint8_t *x, float *y, size_t nb) {
