@@ -25,7 +25,7 @@ def main():
         for t in quant.tensors:
             out = f"{tmp}/{t.name}.f32"
             subprocess.run([qcc_gguf, "dequant", quant_path, t.name, "-o", out],
-                           check=True)
+                           check=True, stderr=subprocess.DEVNULL)
             got = np.fromfile(out, dtype=np.float32)
             ref = np.asarray(orig[t.name].data, dtype=np.float32).reshape(-1)
             rel = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
