@@ -39,10 +39,15 @@ public:
   }
 
   // Index arithmetic.
-  Value addIndex(Value a, Value c) { return arith::AddIOp::create(b, loc, a, c); }
+  Value addIndex(Value a, Value c) {
+    return arith::AddIOp::create(b, loc, a, c);
+  }
   Value addIndex(Value a, int64_t c) { return c ? addIndex(a, index(c)) : a; }
   Value mulIndex(Value a, int64_t c) {
     return arith::MulIOp::create(b, loc, a, index(c));
+  }
+  Value shrIndex(Value a, int64_t s) {
+    return arith::ShRUIOp::create(b, loc, a, index(s));
   }
   Value toIndex(Value i) {
     return arith::IndexCastUIOp::create(b, loc, b.getIndexType(), i);
@@ -68,14 +73,12 @@ public:
                                         addIndex(site.byteOffset, rel));
     return arith::ExtSIOp::create(b, loc, b.getI32Type(), byte);
   }
-  Value u16(Value rel) {
-    return ori(u8(rel), shli(u8(addIndex(rel, 1)), 8));
-  }
+  Value u16(Value rel) { return ori(u8(rel), shli(u8(addIndex(rel, 1)), 8)); }
   Value u16(int64_t rel) { return u16(index(rel)); }
   Value u32(Value rel) {
-    return ori(ori(u8(rel), shli(u8(addIndex(rel, 1)), 8)),
-               ori(shli(u8(addIndex(rel, 2)), 16),
-                   shli(u8(addIndex(rel, 3)), 24)));
+    return ori(
+        ori(u8(rel), shli(u8(addIndex(rel, 1)), 8)),
+        ori(shli(u8(addIndex(rel, 2)), 16), shli(u8(addIndex(rel, 3)), 24)));
   }
   Value u32(int64_t rel) {
     return ori(ori(u8(rel), shli(u8(rel + 1), 8)),
@@ -108,7 +111,9 @@ public:
   Value muli(Value a, Value c) { return arith::MulIOp::create(b, loc, a, c); }
   /// (a >> s) & mask, the common bit-field read.
   Value bits(Value a, Value s, int64_t mask) { return andi(shrui(a, s), mask); }
-  Value bits(Value a, int64_t s, int64_t mask) { return andi(shrui(a, s), mask); }
+  Value bits(Value a, int64_t s, int64_t mask) {
+    return andi(shrui(a, s), mask);
+  }
   Value isNonZero(Value a) {
     return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, a, i32(0));
   }
@@ -148,8 +153,7 @@ public:
 
   /// for (j = 0; j < n; ++j) body(j) with j an index.
   void forEach(int64_t n, function_ref<void(Value)> body) {
-    scf::ForOp loop =
-        scf::ForOp::create(b, loc, index(0), index(n), index(1));
+    scf::ForOp loop = scf::ForOp::create(b, loc, index(0), index(n), index(1));
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(loop.getBody());
     body(loop.getInductionVar());
@@ -161,9 +165,9 @@ public:
   Value byteTable(StringRef name, ArrayRef<uint8_t> bytes);
   /// A table of signed bytes (e.g. the non-linear 4-bit value sets).
   Value byteTable(StringRef name, ArrayRef<int8_t> bytes) {
-    return byteTable(name, ArrayRef<uint8_t>(
-                               reinterpret_cast<const uint8_t *>(bytes.data()),
-                               bytes.size()));
+    return byteTable(
+        name, ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(bytes.data()),
+                                bytes.size()));
   }
   /// A table of grid rows held as little-endian integers (the runtime's
   /// uint64_t / uint32_t codebooks), laid out as the bytes ggml reads: entry

@@ -109,8 +109,8 @@ static void emitIQ2S(DecodeEmitter &e) {
       Value k = e.addIndex(e.mulIndex(g, 4), l);
       // idx = qs[l] | ((qh[g] << (8 - 2l)) & 0x300)
       Value shift = e.subi(e.i32(8), e.muli(e.toI32(l), 2));
-      Value idx = e.ori(e.u8(e.addIndex(k, 2)),
-                        e.andi(e.shli(qh, shift), 0x300));
+      Value idx =
+          e.ori(e.u8(e.addIndex(k, 2)), e.andi(e.shli(qh, shift), 0x300));
       emitSignedRow8(e, grid, idx, db, e.u8(e.addIndex(k, 34)),
                      e.mulIndex(k, 8));
     });
@@ -144,8 +144,7 @@ static void emitIQ3XXS(DecodeEmitter &e) {
     Value aux = e.u32(e.addIndex(e.mulIndex(g, 4), 66));
     Value db = halfStepScale(e, d, e.shrui(aux, 28), 0.5f);
     e.forEach(4, [&](Value l) {
-      Value signs =
-          e.tableU8(signsT, e.bits(aux, e.muli(e.toI32(l), 7), 127));
+      Value signs = e.tableU8(signsT, e.bits(aux, e.muli(e.toI32(l), 7), 127));
       Value qs = e.addIndex(e.addIndex(e.mulIndex(g, 8), e.mulIndex(l, 2)), 2);
       emitSignedRows4(e, grid, e.u8(qs), e.u8(e.addIndex(qs, 1)), db, signs,
                       e.addIndex(e.mulIndex(g, 32), e.mulIndex(l, 8)));
@@ -161,9 +160,7 @@ static void emitIQ3S(DecodeEmitter &e) {
   Value grid = e.wordTable("qcc_iq3s_grid", ArrayRef<uint32_t>(cb::kIQ3SGrid));
   e.forEach(8, [&](Value g) {
     Value g32 = e.toI32(g);
-    Value sByte =
-        e.u8(e.addIndex(arith::ShRUIOp::create(e.b, e.loc, g, e.index(1)),
-                        106));
+    Value sByte = e.u8(e.addIndex(e.shrIndex(g, 1), 106));
     Value s = e.bits(sByte, e.muli(e.andi(g32, 1), 4), 0xf);
     Value db = e.mulf(d, e.sitofp(e.addi(e.muli(s, 2), 1)));
     Value qh = e.u8(e.addIndex(g, 66));
@@ -223,30 +220,28 @@ static void emitIQ1M(DecodeEmitter &e) {
   Value sc[4];
   for (int i = 0; i < 4; ++i)
     sc[i] = e.u16(48 + 2 * i);
-  Value dBits = e.ori(e.ori(e.shrui(sc[0], 12), e.andi(e.shrui(sc[1], 8), 0xf0)),
-                      e.ori(e.andi(e.shrui(sc[2], 4), 0xf00),
-                            e.andi(sc[3], 0xf000)));
+  Value dBits =
+      e.ori(e.ori(e.shrui(sc[0], 12), e.andi(e.shrui(sc[1], 8), 0xf0)),
+            e.ori(e.andi(e.shrui(sc[2], 4), 0xf00), e.andi(sc[3], 0xf000)));
   Value d = e.halfBitsToF32(dBits);
   e.forEach(8, [&](Value g) {
     Value g32 = e.toI32(g);
-    Value scG = e.u16(e.addIndex(
-        e.mulIndex(arith::ShRUIOp::create(e.b, e.loc, g, e.index(1)), 2), 48));
+    Value scG = e.u16(e.addIndex(e.mulIndex(e.shrIndex(g, 1), 2), 48));
     Value shift = e.muli(e.andi(g32, 1), 6);
-    Value dl1 = e.mulf(d, e.sitofp(e.addi(e.muli(e.bits(scG, shift, 7), 2), 1)));
+    Value dl1 =
+        e.mulf(d, e.sitofp(e.addi(e.muli(e.bits(scG, shift, 7), 2), 1)));
     Value dl2 = e.mulf(
         d, e.sitofp(e.addi(e.muli(e.bits(scG, e.addi(shift, 3), 7), 2), 1)));
     e.forEach(4, [&](Value l) {
       Value l32 = e.toI32(l);
       // Rows 2i and 2i + 1 share qh byte i: low nibble, then high nibble.
-      Value qhB = e.u8(e.addIndex(
-          e.addIndex(e.mulIndex(g, 2),
-                     arith::ShRUIOp::create(e.b, e.loc, l, e.index(1))),
-          32));
+      Value qhB =
+          e.u8(e.addIndex(e.addIndex(e.mulIndex(g, 2), e.shrIndex(l, 1)), 32));
       Value odd4 = e.muli(e.andi(l32, 1), 4);
       Value k = e.addIndex(e.mulIndex(g, 4), l);
       // idx = qs[l] | ((qh << 8) & 0x700) for even l, << 4 for odd l.
-      Value idx = e.ori(e.u8(k), e.andi(e.shli(qhB, e.subi(e.i32(8), odd4)),
-                                        0x700));
+      Value idx =
+          e.ori(e.u8(k), e.andi(e.shli(qhB, e.subi(e.i32(8), odd4)), 0x700));
       Value delta = iq1Delta(e, e.andi(qhB, e.shli(e.i32(0x08), odd4)));
       Value dl = e.select(e.ultIndex(l, 2), dl1, dl2);
       emitIQ1Row(e, grid, idx, dl, delta, e.mulIndex(k, 8));
@@ -279,8 +274,7 @@ static void emitIQ4XS(DecodeEmitter &e) {
   Value kv = iq4Table(e);
   e.forEach(8, [&](Value g) {
     Value g32 = e.toI32(g);
-    Value lowByte =
-        e.u8(e.addIndex(arith::ShRUIOp::create(e.b, e.loc, g, e.index(1)), 4));
+    Value lowByte = e.u8(e.addIndex(e.shrIndex(g, 1), 4));
     Value ls = e.ori(e.bits(lowByte, e.muli(e.andi(g32, 1), 4), 0xf),
                      e.shli(e.bits(scalesH, e.muli(g32, 2), 3), 4));
     Value dl = e.mulf(d, e.sitofp(e.subi(ls, 32)));

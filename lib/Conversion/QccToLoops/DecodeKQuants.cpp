@@ -98,8 +98,7 @@ static void emitQ3K(DecodeEmitter &e) {
     e.forEach(16, [&](Value l) {
       Value low = e.bits(e.u8(e.addIndex(qs, l)), shift, 3);
       Value hmBit = e.andi(e.u8(e.addIndex(sb.hmByte, l)), mask);
-      Value q =
-          e.subi(low, e.select(e.isNonZero(hmBit), e.i32(0), e.i32(4)));
+      Value q = e.subi(low, e.select(e.isNonZero(hmBit), e.i32(0), e.i32(4)));
       e.store(e.mulf(dl, e.sitofp(q)), e.addIndex(out, l));
     });
   });
@@ -112,8 +111,10 @@ static void emitQ45K(DecodeEmitter &e, int64_t qsOffset,
   Value d = e.f16At(0), dmin = e.f16At(2);
   for (int c = 0; c < 4; ++c) {
     ScaleMin p1 = scaleMinK4(e, 4, 2 * c), p2 = scaleMinK4(e, 4, 2 * c + 1);
-    Value d1 = e.mulf(d, e.sitofp(p1.scale)), m1 = e.mulf(dmin, e.sitofp(p1.min));
-    Value d2 = e.mulf(d, e.sitofp(p2.scale)), m2 = e.mulf(dmin, e.sitofp(p2.min));
+    Value d1 = e.mulf(d, e.sitofp(p1.scale)),
+          m1 = e.mulf(dmin, e.sitofp(p1.min));
+    Value d2 = e.mulf(d, e.sitofp(p2.scale)),
+          m2 = e.mulf(dmin, e.sitofp(p2.min));
     e.forEach(32, [&](Value l) {
       Value q = e.u8(e.addIndex(l, qsOffset + 32 * c));
       Value lo = e.andi(q, 0xf), hi = e.shrui(q, 4);
@@ -123,8 +124,7 @@ static void emitQ45K(DecodeEmitter &e, int64_t qsOffset,
         hi = e.addi(hi, e.shli(e.bits(qh, 2 * c + 1, 1), 4));
       }
       e.store(e.subf(e.mulf(d1, e.sitofp(lo)), m1), e.addIndex(l, 64 * c));
-      e.store(e.subf(e.mulf(d2, e.sitofp(hi)), m2),
-              e.addIndex(l, 64 * c + 32));
+      e.store(e.subf(e.mulf(d2, e.sitofp(hi)), m2), e.addIndex(l, 64 * c + 32));
     });
   }
 }
@@ -135,7 +135,7 @@ static void emitQ6K(DecodeEmitter &e) {
   Value d = e.f16At(208);
   for (int h = 0; h < 2; ++h) {
     e.forEach(32, [&](Value l) {
-      Value is = arith::ShRUIOp::create(e.b, e.loc, l, e.index(4));
+      Value is = e.shrIndex(l, 4);
       Value qlA = e.u8(e.addIndex(l, 64 * h));
       Value qlB = e.u8(e.addIndex(l, 64 * h + 32));
       Value qh = e.u8(e.addIndex(l, 128 + 32 * h));

@@ -90,9 +90,9 @@ static void emitMXFP4(DecodeEmitter &e) {
 static Value ue4m3Half(DecodeEmitter &e, Value x) {
   Value exp = e.bits(x, 3, 0xf), man = e.andi(x, 7);
   Value sub = e.mulf(e.sitofp(man), e.f32(0x1p-9f));
-  Value normal = e.mulf(e.mulf(e.sitofp(e.addi(man, 8)),
-                               e.sitofp(e.shli(e.i32(1), exp))),
-                        e.f32(0x1p-10f));
+  Value normal =
+      e.mulf(e.mulf(e.sitofp(e.addi(man, 8)), e.sitofp(e.shli(e.i32(1), exp))),
+             e.f32(0x1p-10f));
   Value raw = e.select(e.eqi(exp, 0), sub, normal);
   Value isZero = arith::OrIOp::create(e.b, e.loc, e.eqi(x, 0), e.eqi(x, 0x7f));
   return e.select(isZero, e.f32(0.0f), e.mulf(raw, e.f32(0.5f)));
@@ -123,8 +123,7 @@ static void emitQ1_0(DecodeEmitter &e) {
   e.forEach(128, [&](Value j) {
     Value j32 = e.toI32(j);
     Value byte = e.u8(e.toIndex(e.addi(e.shrui(j32, 3), 2)));
-    e.store(e.select(e.isNonZero(e.bits(byte, e.andi(j32, 7), 1)), d, negD),
-            j);
+    e.store(e.select(e.isNonZero(e.bits(byte, e.andi(j32, 7), 1)), d, negD), j);
   });
 }
 
