@@ -1,6 +1,7 @@
 //===- DecodeKQuants.cpp - q2_K..q6_K block decoders ----------------------===//
 //
-// Mirrors the "K-quants" section of runtime/lib/formats/Decode.cpp. Loops
+// Mirrors the "K-quants" section of runtime/lib/formats/Decode.cpp and its
+// scale unpacking (scaleMinK4, unpackQ3KScales in DecodeKernels.h). Loops
 // that the reference runs over a handful of sub-blocks (q4_K..q6_K) are
 // unrolled here at emission time, so scale offsets stay constants; the 16
 // sub-blocks of q2_K / q3_K are an scf.for (see forEachSubBlock16); element

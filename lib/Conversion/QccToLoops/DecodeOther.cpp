@@ -3,7 +3,8 @@
 // Mirrors the "Ternary, fp4 and 1/2-bit formats" section of
 // runtime/lib/formats/Decode.cpp. The fp4 value set is the runtime's own
 // kValuesMXFP4 (qcc/Runtime/Codebooks.h); the e8m0 / ue4m3 scales are built
-// from their bits exactly as e8m0Half / ue4m3Half do.
+// from their bits exactly as e8m0Half / ue4m3Half do (the runtime's one
+// definition of those scales is in runtime/lib/formats/DecodeKernels.h).
 //
 //===----------------------------------------------------------------------===//
 
