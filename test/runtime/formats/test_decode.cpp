@@ -294,8 +294,9 @@ TEST(CodecImpl, ResolveAndNames) {
   EXPECT_STREQ(codecImplName(CodecImpl::AVX512), "avx512");
   EXPECT_STREQ(codecImplName(CodecImpl::Scalar), "scalar");
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vbmi"))
+      __builtin_cpu_supports("avx512vbmi")) {
     EXPECT_EQ(resolveCodecImpl(CodecImpl::Auto), CodecImpl::AVX512);
+  }
 }
 
 } // namespace
