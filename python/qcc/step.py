@@ -45,8 +45,15 @@ class Step:
         self.path = path
         self.lib = ctypes.CDLL(path)
         self.lib.qcc_step_manifest.restype = ctypes.c_char_p
+        self.lib.qcc_step_take_error.restype = ctypes.c_char_p
         self.manifest = json.loads(self.lib.qcc_step_manifest().decode())
         self.entries = {e["name"]: e for e in self.manifest["entries"]}
+
+    def take_error(self):
+        """The first error a runtime function of the step recorded since the
+        last call (e.g. a requant of NaN input), or None; clears it."""
+        message = self.lib.qcc_step_take_error()
+        return message.decode() if message is not None else None
 
     def call(self, name, *args):
         """Calls entry `name`; returns its result (or a list of results)."""

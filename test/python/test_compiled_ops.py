@@ -6,10 +6,13 @@ through the step ABI. References: ggml's golden dequantization (`T.deq` in
 the golden file) for the weights, and float64 numpy for the arithmetic.
 """
 
+import json
+import subprocess
+
 import numpy as np
 import pytest
 
-from qcc_step import compile_step, golden_tensors
+from qcc_step import GOLDEN as GOLDEN_PATH, compile_step, find_tool, golden_tensors
 
 GOLDEN = golden_tensors()
 
@@ -146,3 +149,66 @@ func.func @inv(%x: tensor<4x256xf32>) -> tensor<4x256xf32> {
     y = step.call("fwd", x)
     assert not np.allclose(y, x)
     np.testing.assert_allclose(step.call("inv", y), x, rtol=0, atol=1e-5)
+
+
+def golden_src(fmt):
+    _, ne, src = GOLDEN[f"{fmt}.src"]
+    return np.frombuffer(src, dtype=np.float32).reshape(ne[1], ne[0])
+
+
+def golden_rel_rmse(fmt):
+    info = json.loads(subprocess.run([find_tool("qcc-gguf"), "info", "--json",
+                                      GOLDEN_PATH], check=True,
+                                     capture_output=True, text=True).stdout)
+    return next(m["value"] for m in info["metadata"]
+                if m["key"] == f"golden.{fmt}.rel_rmse")
+
+
+def rel_rmse(deq, src):
+    """The golden file's metric: mean over non-zero rows of ||deq-src||/||src||."""
+    norms = np.linalg.norm(src.astype(np.float64), axis=1)
+    err = np.linalg.norm(deq.astype(np.float64) - src, axis=1)
+    keep = norms > 0
+    return float(np.mean(err[keep] / norms[keep]))
+
+
+@pytest.mark.parametrize("fmt,importance", [("q8_0", False), ("q4_K", False),
+                                            ("iq4_xs", False), ("q6_K", True),
+                                            ("iq2_xxs", True)])
+def test_requant_then_dequant_is_no_worse_than_ggml(tmp_path, fmt, importance):
+    """qcc.requant (the runtime encoder called from compiled code) followed by
+    qcc.dequant: the round trip of ggml's golden input loses no more than
+    ggml's own quantizer did (`golden.T.rel_rmse`)."""
+    src = golden_src(fmt)
+    rows, cols = src.shape
+    imp_arg = f", %imp: tensor<{cols}xf32>" if importance else ""
+    imp_use = f" importance(%imp : tensor<{cols}xf32>)" if importance else ""
+    step = compile_step(f"""
+func.func @roundtrip(%x: tensor<{rows}x{cols}xf32>{imp_arg}) -> tensor<{rows}x{cols}xf32> {{
+  %q = qcc.requant %x{imp_use} : tensor<{rows}x{cols}xf32> -> !qcc.qtensor<{rows}x{cols}x{fmt}>
+  %d = qcc.dequant %q : !qcc.qtensor<{rows}x{cols}x{fmt}> -> tensor<{rows}x{cols}xf32>
+  return %d : tensor<{rows}x{cols}xf32>
+}}""", tmp_path)
+    args = [src]
+    if importance:
+        args.append((1 + (np.arange(cols) % 7) / 7).astype(np.float32))
+    deq = step.call("roundtrip", *args)
+    assert rel_rmse(deq, src) <= golden_rel_rmse(fmt) + 1e-6
+    assert step.take_error() is None
+
+
+def test_requant_reports_nan_input(tmp_path):
+    """A NaN cannot be encoded: the blocks come back zeroed and the error is
+    kept for the host, which reads it with qcc_step_take_error()."""
+    step = compile_step("""
+func.func @rq(%x: tensor<1x32xf32>) -> !qcc.qtensor<1x32xq8_0> {
+  %q = qcc.requant %x : tensor<1x32xf32> -> !qcc.qtensor<1x32xq8_0>
+  return %q : !qcc.qtensor<1x32xq8_0>
+}""", tmp_path)
+    x = np.ones((1, 32), dtype=np.float32)
+    x[0, 5] = np.nan
+    out = step.call("rq", x)
+    assert not out.any()
+    message = step.take_error()
+    assert message is not None and "qcc.requant" in message
+    assert step.take_error() is None

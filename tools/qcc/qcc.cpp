@@ -180,7 +180,8 @@ static FailureOr<std::string> emitObject(llvm::Module &module,
 }
 
 /// Links `object` into a shared library at `path` with the system compiler
-/// driver, against LLVM's OpenMP runtime for the parallel loops.
+/// driver, with the step runtime and against LLVM's OpenMP runtime for the
+/// parallel loops.
 static LogicalResult linkSharedLibrary(StringRef object, StringRef path) {
   llvm::SmallString<128> objPath;
   int fd;
@@ -201,8 +202,25 @@ static LogicalResult linkSharedLibrary(StringRef object, StringRef path) {
   std::string tmpOut = path.str() + ".tmp";
   std::string libDir = QCC_LLVM_LIBRARY_DIR;
   std::string libFlag = "-L" + libDir, rpathFlag = "-Wl,-rpath," + libDir;
-  SmallVector<StringRef> argv = {*cc,     "-shared", "-o",    tmpOut, objPath,
-                                 libFlag, rpathFlag, "-lomp", "-lm"};
+  // The step runtime is linked whole so that qcc_step_take_error is always
+  // exported; the codecs only as far as it needs them, and hidden, so a host
+  // that has its own copy never binds to the step's.
+  SmallVector<StringRef> argv = {*cc,
+                                 "-shared",
+                                 "-o",
+                                 tmpOut,
+                                 objPath,
+                                 "-Wl,--whole-archive",
+                                 QCC_STEP_RUNTIME_ARCHIVE,
+                                 "-Wl,--no-whole-archive",
+                                 QCC_CODECS_ARCHIVE,
+                                 "-Wl,--exclude-libs,libqcc_codecs.a",
+                                 libFlag,
+                                 rpathFlag,
+                                 "-lomp",
+                                 "-lstdc++",
+                                 "-pthread",
+                                 "-lm"};
   std::string errMsg;
   int rc = llvm::sys::ExecuteAndWait(*cc, argv, std::nullopt, {}, 0, 0,
                                      &errMsg);

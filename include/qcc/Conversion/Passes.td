@@ -21,7 +21,10 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
       accumulates its product with the activations. The f32 weight matrix is
       never materialized;
     - `qcc.hadamard`: an `scf.parallel` over blocks, each a fast
-      Walsh-Hadamard transform with the signs as a constant table.
+      Walsh-Hadamard transform with the signs as a constant table;
+    - `qcc.requant`: a call to the runtime encoder `qcc_rt_encode_rows`
+      (runtime/include/qcc/Runtime/StepRuntime.h), linked into every step
+      library, on the f32 rows (widened first from bf16/f16).
 
     Float tensors entering or leaving an op are bridged with
     `bufferization.to_buffer` / `to_tensor`, so the rest of the function is
@@ -49,6 +52,8 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::LLVM::LLVMDialect",
                            "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect",
                            "::mlir::scf::SCFDialect"];

@@ -18,6 +18,7 @@
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Func/Transforms/FuncConversions.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -398,6 +399,103 @@ private:
 };
 
 //===----------------------------------------------------------------------===//
+// requant
+//===----------------------------------------------------------------------===//
+
+/// The runtime's encoder (runtime/include/qcc/Runtime/StepRuntime.h), linked
+/// into every step library: encoding searches scales and codebooks, which is
+/// runtime code, not something worth emitting per format.
+constexpr StringLiteral kEncodeRowsFn = "qcc_rt_encode_rows";
+
+func::FuncOp getOrDeclareEncodeRows(OpBuilder &b, Operation *from) {
+  auto module = from->getParentOfType<ModuleOp>();
+  if (auto fn = module.lookupSymbol<func::FuncOp>(kEncodeRowsFn))
+    return fn;
+  MLIRContext *ctx = b.getContext();
+  Type ptr = LLVM::LLVMPointerType::get(ctx);
+  auto type = b.getFunctionType(
+      {b.getI32Type(), ptr, ptr, b.getI64Type(), b.getI64Type(), ptr},
+      {b.getI32Type()});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(module.getBody());
+  auto fn = func::FuncOp::create(b, from->getLoc(), kEncodeRowsFn, type);
+  fn.setPrivate();
+  return fn;
+}
+
+/// The data pointer of an identity-layout memref, as an !llvm.ptr.
+Value dataPointer(OpBuilder &b, Location loc, Value memref) {
+  Value index = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
+  Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+  return LLVM::IntToPtrOp::create(b, loc, LLVM::LLVMPointerType::get(b.getContext()),
+                                  i64);
+}
+
+struct RequantLowering : public OpConversionPattern<RequantOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(RequantOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getResult().getType();
+    auto inType = cast<RankedTensorType>(op.getInput().getType());
+    Value input = toBuffer(rewriter, loc, op.getInput());
+    // The encoder takes f32 rows: widen bf16/f16 inputs first.
+    if (!inType.getElementType().isF32()) {
+      Value wide = allocLike(rewriter, loc, inType.clone(rewriter.getF32Type()),
+                             input);
+      Value flatIn = flatten(rewriter, loc, input);
+      Value flatWide = flatten(rewriter, loc, wide);
+      Value n = numElements(rewriter, loc, input);
+      auto loop = scf::ForOp::create(rewriter, loc, cIndex(rewriter, loc, 0), n,
+                                     cIndex(rewriter, loc, 1));
+      OpBuilder::InsertionGuard guard(rewriter);
+      rewriter.setInsertionPointToStart(loop.getBody());
+      Value v = memref::LoadOp::create(rewriter, loc, flatIn,
+                                       loop.getInductionVar());
+      memref::StoreOp::create(rewriter, loc, castToF32(rewriter, loc, v),
+                              flatWide, loop.getInductionVar());
+      rewriter.setInsertionPointAfter(loop);
+      input = wide;
+    }
+    MemRefType storageType = getStorageType(qtype);
+    SmallVector<Value> dynamic;
+    for (int64_t i = 0; i < storageType.getRank(); ++i)
+      if (storageType.isDynamicDim(i))
+        dynamic.push_back(memref::DimOp::create(rewriter, loc, input, i));
+    Value out = memref::AllocOp::create(rewriter, loc, storageType, dynamic);
+
+    int64_t rowLen = inType.getShape().back();
+    Value rows = arith::DivUIOp::create(rewriter, loc,
+                                        numElements(rewriter, loc, input),
+                                        cIndex(rewriter, loc, rowLen));
+    Value importance =
+        adaptor.getImportance()
+            ? dataPointer(rewriter, loc,
+                          toBuffer(rewriter, loc, op.getImportance()))
+            : LLVM::ZeroOp::create(rewriter, loc,
+                                   LLVM::LLVMPointerType::get(getContext()))
+                  .getResult();
+    func::FuncOp encode = getOrDeclareEncodeRows(rewriter, op);
+    Value ggmlType = arith::ConstantIntOp::create(
+        rewriter, loc, rewriter.getI32Type(),
+        getFormatInfo(qtype.getFormat()).ggmlId);
+    func::CallOp::create(
+        rewriter, loc, encode,
+        ValueRange{ggmlType, dataPointer(rewriter, loc, input),
+                   dataPointer(rewriter, loc, out),
+                   arith::IndexCastOp::create(rewriter, loc,
+                                              rewriter.getI64Type(), rows),
+                   arith::ConstantIntOp::create(rewriter, loc,
+                                                rewriter.getI64Type(), rowLen),
+                   importance});
+    rewriter.replaceOp(op, out);
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
 // hadamard
 //===----------------------------------------------------------------------===//
 
@@ -539,8 +637,8 @@ struct LowerQccToLoopsPass
 
     ConversionTarget target(*ctx);
     target.addLegalDialect<arith::ArithDialect, bufferization::BufferizationDialect,
-                           math::MathDialect, memref::MemRefDialect,
-                           scf::SCFDialect>();
+                           LLVM::LLVMDialect, math::MathDialect,
+                           memref::MemRefDialect, scf::SCFDialect>();
     target.addIllegalDialect<QccDialect>();
     target.addDynamicallyLegalOp<func::FuncOp>([&](func::FuncOp op) {
       return converter.isSignatureLegal(op.getFunctionType()) &&
@@ -551,8 +649,8 @@ struct LowerQccToLoopsPass
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
 
     RewritePatternSet patterns(ctx);
-    patterns.add<DequantLowering, QMatmulLowering, HadamardLowering>(converter,
-                                                                     ctx);
+    patterns.add<DequantLowering, QMatmulLowering, HadamardLowering,
+                 RequantLowering>(converter, ctx);
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
                                                                    converter);
     populateReturnOpTypeConversionPattern(patterns, converter);

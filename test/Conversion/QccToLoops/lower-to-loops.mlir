@@ -60,3 +60,22 @@ func.func @hadamard(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
   %0 = qcc.hadamard %x block 8 seed 3 : tensor<2x8xf32>
   return %0 : tensor<2x8xf32>
 }
+
+// -----
+
+// requant calls the runtime encoder on the f32 rows (bf16 widened first),
+// with the ggml type id (12 = q4_K), rows and row length, and a null
+// importance pointer when there is none.
+// CHECK: func.func private @qcc_rt_encode_rows(i32, !llvm.ptr, !llvm.ptr, i64, i64, !llvm.ptr) -> i32
+// CHECK-LABEL: func.func @requant
+// CHECK-SAME: -> memref<4x144xi8>
+// CHECK: arith.extf %{{.+}} : bf16 to f32
+// CHECK: %[[OUT:.+]] = memref.alloc() : memref<4x144xi8>
+// CHECK: %[[NULL:.+]] = llvm.mlir.zero : !llvm.ptr
+// CHECK: %[[TYPE:.+]] = arith.constant 12 : i32
+// CHECK: call @qcc_rt_encode_rows(%[[TYPE]], %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %[[NULL]])
+// CHECK: return %[[OUT]]
+func.func @requant(%x: tensor<4x256xbf16>) -> !qcc.qtensor<4x256xq4_K> {
+  %0 = qcc.requant %x : tensor<4x256xbf16> -> !qcc.qtensor<4x256xq4_K>
+  return %0 : !qcc.qtensor<4x256xq4_K>
+}

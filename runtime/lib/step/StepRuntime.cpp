@@ -1,0 +1,50 @@
+//===- StepRuntime.cpp - Runtime functions compiled steps call ------------===//
+
+#include "qcc/Runtime/StepRuntime.h"
+
+#include "qcc/Runtime/Codecs.h"
+
+#include <cstring>
+#include <mutex>
+#include <string>
+
+namespace {
+std::mutex errorMutex;
+std::string pendingError; // first error since the last take
+std::string takenError;   // what qcc_step_take_error last returned
+
+void recordError(std::string message) {
+  std::lock_guard<std::mutex> lock(errorMutex);
+  if (pendingError.empty())
+    pendingError = std::move(message);
+}
+} // namespace
+
+extern "C" int32_t qcc_rt_encode_rows(uint32_t ggmlType, const float *src,
+                                      void *dst, int64_t rows, int64_t rowLen,
+                                      const float *importance) {
+  const qcc::FormatInfo *info = qcc::lookupFormat(ggmlType);
+  if (!info || rows < 0 || rowLen < 0 || rowLen % info->blockElems != 0) {
+    recordError("qcc.requant: invalid encode request (ggml type " +
+                std::to_string(ggmlType) + ", row length " +
+                std::to_string(rowLen) + ")");
+    return 1;
+  }
+  std::string error;
+  if (qcc::encodeFromF32(info->format, src, dst, size_t(rows), size_t(rowLen),
+                         importance, &error))
+    return 0;
+  std::memset(dst, 0,
+              qcc::encodedBytes(info->format, size_t(rows) * size_t(rowLen)));
+  recordError("qcc.requant: " + error);
+  return 1;
+}
+
+extern "C" const char *qcc_step_take_error(void) {
+  std::lock_guard<std::mutex> lock(errorMutex);
+  if (pendingError.empty())
+    return nullptr;
+  takenError = std::move(pendingError);
+  pendingError.clear();
+  return takenError.c_str();
+}
