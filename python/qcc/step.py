@@ -93,6 +93,7 @@ def compile_step(mlir_text, out_dir=None, *flags):
     directory by default) and loads it. Raises RuntimeError with qcc's
     diagnostics when compilation fails."""
     out_dir = str(out_dir) if out_dir else tempfile.mkdtemp(prefix="qcc-step-")
+    os.makedirs(out_dir, exist_ok=True)
     src = os.path.join(out_dir, "step.mlir")
     with open(src, "w") as f:
         f.write(mlir_text)

@@ -24,7 +24,10 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
       Walsh-Hadamard transform with the signs as a constant table;
     - `qcc.requant`: a call to the runtime encoder `qcc_rt_encode_rows`
       (runtime/include/qcc/Runtime/StepRuntime.h), linked into every step
-      library, on the f32 rows (widened first from bf16/f16).
+      library, on the f32 rows (widened first from bf16/f16);
+    - `qcc.carry_update`: a call to `qcc_rt_carry_update`, the runtime's
+      implementation of the op's semantics (it re-encodes blocks, which
+      takes the encoders), on fresh output buffers.
 
     Float tensors entering or leaving an op are bridged with
     `bufferization.to_buffer` / `to_tensor`, so the rest of the function is

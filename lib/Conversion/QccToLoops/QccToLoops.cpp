@@ -496,6 +496,103 @@ struct RequantLowering : public OpConversionPattern<RequantOp> {
 };
 
 //===----------------------------------------------------------------------===//
+// carry_update
+//===----------------------------------------------------------------------===//
+
+constexpr StringLiteral kCarryUpdateFn = "qcc_rt_carry_update";
+
+func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from) {
+  auto module = from->getParentOfType<ModuleOp>();
+  if (auto fn = module.lookupSymbol<func::FuncOp>(kCarryUpdateFn))
+    return fn;
+  Type ptr = LLVM::LLVMPointerType::get(b.getContext());
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  auto type = b.getFunctionType(
+      {i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i32, i64, i64, i64}, {i32});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(module.getBody());
+  auto fn = func::FuncOp::create(b, from->getLoc(), kCarryUpdateFn, type);
+  fn.setPrivate();
+  return fn;
+}
+
+/// A float tensor as an f32 buffer (widened into a new one when narrower).
+Value toF32Buffer(OpBuilder &b, Location loc, Value tensor) {
+  auto type = cast<RankedTensorType>(tensor.getType());
+  Value buffer = toBuffer(b, loc, tensor);
+  if (type.getElementType().isF32())
+    return buffer;
+  Value wide = allocLike(b, loc, type.clone(b.getF32Type()), buffer);
+  Value flatIn = flatten(b, loc, buffer), flatWide = flatten(b, loc, wide);
+  auto loop = scf::ForOp::create(b, loc, cIndex(b, loc, 0),
+                                 numElements(b, loc, buffer), cIndex(b, loc, 1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value v = memref::LoadOp::create(b, loc, flatIn, loop.getInductionVar());
+  memref::StoreOp::create(b, loc, castToF32(b, loc, v), flatWide,
+                          loop.getInductionVar());
+  return wide;
+}
+
+/// The carry update is runtime code: it re-encodes blocks, which needs the
+/// encoders (docs/spec.md §3.5, runtime/lib/step/CarryUpdate.cpp).
+struct CarryUpdateLowering : public OpConversionPattern<CarryUpdateOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(CarryUpdateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getWeight().getType();
+    auto carryType = cast<RankedTensorType>(op.getCarry().getType());
+    Value weight = adaptor.getWeight();
+    Value carry = toBuffer(rewriter, loc, op.getCarry());
+    Value delta = toF32Buffer(rewriter, loc, op.getDelta());
+
+    auto storageType = cast<MemRefType>(weight.getType());
+    SmallVector<Value> dynamic;
+    for (int64_t i = 0; i < storageType.getRank(); ++i)
+      if (storageType.isDynamicDim(i))
+        dynamic.push_back(memref::DimOp::create(rewriter, loc, weight, i));
+    Value newWeight =
+        memref::AllocOp::create(rewriter, loc, storageType, dynamic);
+    Value newCarry = allocLike(rewriter, loc, carryType, carry);
+
+    int64_t rowLen = qtype.getShape().back();
+    Value rows = arith::DivUIOp::create(rewriter, loc,
+                                        numElements(rewriter, loc, delta),
+                                        cIndex(rewriter, loc, rowLen));
+    JLCarryAttr jl = op.getJlAttr();
+    auto i32 = [&](int64_t v) {
+      return arith::ConstantIntOp::create(rewriter, loc, rewriter.getI32Type(),
+                                          v)
+          .getResult();
+    };
+    auto i64 = [&](int64_t v) {
+      return arith::ConstantIntOp::create(rewriter, loc, rewriter.getI64Type(),
+                                          v)
+          .getResult();
+    };
+    func::CallOp::create(
+        rewriter, loc, getOrDeclareCarryUpdate(rewriter, op),
+        ValueRange{
+            i32(getFormatInfo(qtype.getFormat()).ggmlId),
+            dataPointer(rewriter, loc, weight), dataPointer(rewriter, loc, carry),
+            dataPointer(rewriter, loc, delta),
+            dataPointer(rewriter, loc, newWeight),
+            dataPointer(rewriter, loc, newCarry),
+            arith::IndexCastOp::create(rewriter, loc, rewriter.getI64Type(),
+                                       rows),
+            i64(rowLen), i32(carryType.getElementType().isBF16() ? 1 : 0),
+            i64(jl ? jl.getDim() : 0), i64(jl ? jl.getChunk() : 0),
+            i64(jl ? jl.getSeed() : 0)});
+    rewriter.replaceOp(op, {newWeight, toTensor(rewriter, loc, newCarry,
+                                                carryType)});
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
 // hadamard
 //===----------------------------------------------------------------------===//
 
@@ -650,7 +747,7 @@ struct LowerQccToLoopsPass
 
     RewritePatternSet patterns(ctx);
     patterns.add<DequantLowering, QMatmulLowering, HadamardLowering,
-                 RequantLowering>(converter, ctx);
+                 RequantLowering, CarryUpdateLowering>(converter, ctx);
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
                                                                    converter);
     populateReturnOpTypeConversionPattern(patterns, converter);

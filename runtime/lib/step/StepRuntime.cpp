@@ -13,12 +13,18 @@ std::mutex errorMutex;
 std::string pendingError; // first error since the last take
 std::string takenError;   // what qcc_step_take_error last returned
 
+} // namespace
+
+namespace qcc::step {
+/// Keeps the first error until the host takes it.
 void recordError(std::string message) {
   std::lock_guard<std::mutex> lock(errorMutex);
   if (pendingError.empty())
     pendingError = std::move(message);
 }
-} // namespace
+} // namespace qcc::step
+
+using qcc::step::recordError;
 
 extern "C" int32_t qcc_rt_encode_rows(uint32_t ggmlType, const float *src,
                                       void *dst, int64_t rows, int64_t rowLen,

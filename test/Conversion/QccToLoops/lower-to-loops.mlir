@@ -79,3 +79,24 @@ func.func @requant(%x: tensor<4x256xbf16>) -> !qcc.qtensor<4x256xq4_K> {
   %0 = qcc.requant %x : tensor<4x256xbf16> -> !qcc.qtensor<4x256xq4_K>
   return %0 : !qcc.qtensor<4x256xq4_K>
 }
+
+// -----
+
+// carry_update calls the runtime with the ggml type (8 = q8_0), the weight,
+// carry and delta pointers, fresh output buffers, rows and row length, a
+// bf16-carry flag, and the JL sketch's dim, chunk and seed.
+// CHECK: func.func private @qcc_rt_carry_update(i32, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, i32, i64, i64, i64) -> i32
+// CHECK-LABEL: func.func @carry_update
+// CHECK-SAME: -> (memref<2x68xi8>, tensor<2x4xbf16>)
+// CHECK-DAG: %[[TYPE:.+]] = arith.constant 8 : i32
+// CHECK-DAG: %[[BF16:.+]] = arith.constant 1 : i32
+// CHECK-DAG: %[[DIM:.+]] = arith.constant 2 : i64
+// CHECK-DAG: %[[CHUNK:.+]] = arith.constant 32 : i64
+// CHECK-DAG: %[[SEED:.+]] = arith.constant 7 : i64
+// CHECK: call @qcc_rt_carry_update(%[[TYPE]], {{.*}}, %[[BF16]], %[[DIM]], %[[CHUNK]], %[[SEED]])
+func.func @carry_update(%w: !qcc.qtensor<2x64xq8_0>, %c: tensor<2x4xbf16>, %d: tensor<2x64xf32>)
+    -> (!qcc.qtensor<2x64xq8_0>, tensor<2x4xbf16>) {
+  %w2, %c2 = qcc.carry_update %w, %c, %d {jl = #qcc.jl<dim = 2, chunk = 32, seed = 7>}
+      : !qcc.qtensor<2x64xq8_0>, tensor<2x4xbf16>, tensor<2x64xf32>
+  return %w2, %c2 : !qcc.qtensor<2x64xq8_0>, tensor<2x4xbf16>
+}

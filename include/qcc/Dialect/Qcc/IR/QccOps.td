@@ -215,20 +215,23 @@ def Qcc_CarryUpdateOp : Qcc_Op<"carry_update", [Pure,
             = Pᵀ · carry_b                  (JL carry, per chunk; see #qcc.jl)
         v_b = Ŵ_b + r_b + delta_b           (the latent value, in f32)
 
-    The block is **re-encoded** exactly when some element's code would move:
-    when rounding `v_b` to the nearest values representable with the
-    block's *current* scale fields gives other codes than the block holds
-    (for formats without codes — f32, f16, bf16 — when `v_b` rounds to other
-    values). Then `new_weight_b = encode(v_b)` (fresh scales and codes, as
-    `qcc.requant`), else `new_weight_b = weight_b`. In both cases
+    The block is **re-encoded** exactly when its fresh encoding represents
+    the latent value strictly better than the stored block: with
+    `q = encode(v_b)` (as `qcc.requant` without importance),
+    `new_weight_b = q` if `q != weight_b` and
+    `||v_b - decode(q)||² < ||v_b - decode(weight_b)||²`, else
+    `new_weight_b = weight_b`. In both cases
 
         new_carry_b = v_b - decode(new_weight_b)              (dense)
                     = P · (v_b - decode(new_weight_b))        (JL)
 
     rounded to the carry's element type. Hence, up to that rounding (and the
     JL estimate), `decode(new_weight) + new_carry = decode(weight) + carry +
-    delta`: nothing of an update is lost, and an update smaller than half a
-    quantization step accumulates in the carry until it moves a code.
+    delta`: nothing of an update is lost; an update too small to be
+    represented accumulates in the carry until it moves a code; and with no
+    update and an empty carry nothing changes (the stored block represents
+    itself exactly). A block whose latent value is not finite keeps its
+    weights and carry, and the error is reported to the host.
 
     The carry is dense (the weight's shape, f32 or bf16) unless a `jl`
     attribute makes it a Johnson-Lindenstrauss sketch, whose shape is the
