@@ -72,6 +72,11 @@ static FailureOr<json> describeValue(Location loc, Type type,
     return emitError(loc) << "entry " << (isResult ? "result " : "argument ")
                           << index << " of type " << type
                           << " cannot be passed through the step ABI";
+  if (isResult)
+    return emitError(loc) << "entry result " << index << " is a scalar ("
+                          << type << "); return a 0-d tensor (tensor<"
+                          << type << ">) instead, which the caller provides "
+                          << "a buffer for";
   v["kind"] = "scalar";
   v["dtype"] = dtype;
   v["shape"] = json::array();

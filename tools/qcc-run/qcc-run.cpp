@@ -1,0 +1,169 @@
+//===- qcc-run.cpp - Run a compiled step over a GGUF model ----------------===//
+//
+//   qcc-run step.so --weights model.gguf [--entry NAME] [--inputs FILE]
+//           [--steps N] [--save OUT.gguf]
+//
+// Binds the entry's weights to the model's tensors (checked by name, type and
+// shape), its inputs to the tensors of the same name in --inputs (a GGUF
+// file), runs it N times feeding results back into the arguments of the same
+// name, shows progress, and saves the updated weights as a new GGUF.
+//
+//===----------------------------------------------------------------------===//
+
+#include "qcc/Runtime/Gguf.h"
+#include "qcc/Runtime/Session.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unistd.h>
+
+using namespace qcc;
+
+static void usage(FILE *out) {
+  std::fprintf(out,
+               "usage: qcc-run STEP.so --weights MODEL.gguf [--entry NAME]\n"
+               "               [--inputs FILE.gguf] [--steps N] "
+               "[--save OUT.gguf]\n"
+               "\n"
+               "Runs entry NAME (default: the library's only entry, or "
+               "train_step) of a\n"
+               "step library compiled by qcc, with its weights bound to the "
+               "tensors of\n"
+               "MODEL.gguf and its inputs to the tensors of FILE.gguf; "
+               "results replace\n"
+               "the arguments of the same name after each step. See "
+               "docs/qcc-run.md.\n");
+}
+
+static int die(const std::string &message) {
+  std::fprintf(stderr, "qcc-run: error: %s\n", message.c_str());
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  std::string stepPath, weights, entryName, inputs, savePath;
+  long long steps = 1;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](const char *flag) -> const char * {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "qcc-run: error: %s needs a value\n", flag);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--weights")
+      weights = value("--weights");
+    else if (arg == "--entry")
+      entryName = value("--entry");
+    else if (arg == "--inputs")
+      inputs = value("--inputs");
+    else if (arg == "--save")
+      savePath = value("--save");
+    else if (arg == "--steps") {
+      const char *v = value("--steps");
+      char *end = nullptr;
+      steps = std::strtoll(v, &end, 10);
+      if (!*v || *end || steps < 1) {
+        std::fprintf(stderr,
+                     "qcc-run: error: --steps expects a positive integer, "
+                     "got '%s'\n",
+                     v);
+        return 2;
+      }
+    } else if (arg == "-h" || arg == "--help") {
+      usage(stdout);
+      return 0;
+    } else if (!arg.empty() && arg[0] == '-') {
+      std::fprintf(stderr, "qcc-run: error: unknown option '%s'\n", arg.c_str());
+      usage(stderr);
+      return 2;
+    } else if (stepPath.empty()) {
+      stepPath = arg;
+    } else {
+      std::fprintf(stderr, "qcc-run: error: unexpected argument '%s'\n",
+                   arg.c_str());
+      return 2;
+    }
+  }
+  if (stepPath.empty() || weights.empty()) {
+    usage(stderr);
+    return 2;
+  }
+
+  std::string error;
+  auto library = rt::StepLibrary::load(stepPath, &error);
+  if (!library)
+    return die(error);
+  if (entryName.empty())
+    entryName = library->entries().size() == 1 ? library->entries()[0].name
+                                               : "train_step";
+  auto model = gguf::File::open(weights, &error);
+  if (!model)
+    return die(weights + ": " + error);
+  auto session = rt::Session::create(*library, entryName, *model, &error);
+  if (!session)
+    return die(error + " (model " + weights + ")");
+
+  std::unique_ptr<gguf::File> inputFile;
+  if (!inputs.empty()) {
+    inputFile = gguf::File::open(inputs, &error);
+    if (!inputFile)
+      return die(inputs + ": " + error);
+    for (const std::string &name : session->missingArguments()) {
+      const gguf::TensorInfo *t = inputFile->findTensor(name);
+      if (t && !session->setArgument(name, t->data, t->nbytes, &error))
+        return die(error + " (from " + inputs + ")");
+    }
+  }
+  std::vector<std::string> missing = session->missingArguments();
+  if (!missing.empty())
+    return die("input '" + missing.front() + "' has no value: give a tensor "
+               "of that name in --inputs");
+
+  const bool tty = isatty(fileno(stderr));
+  const bool hasLoss = session->result("loss") != nullptr;
+  std::fprintf(stderr, "qcc-run: %s: entry '%s', %zu trainable weight(s), "
+               "%lld step(s)\n",
+               stepPath.c_str(), entryName.c_str(),
+               session->trainableWeights().size(), steps);
+  auto start = std::chrono::steady_clock::now();
+  for (long long s = 1; s <= steps; ++s) {
+    if (!session->run(&error)) {
+      if (tty)
+        std::fputc('\n', stderr);
+      return die(error);
+    }
+    double elapsed = std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - start)
+                         .count();
+    double rate = s / std::max(elapsed, 1e-9);
+    double eta = (steps - s) / rate;
+    char loss[48] = "";
+    if (hasLoss)
+      std::snprintf(loss, sizeof loss, "  loss %.5f",
+                    double(session->scalarResult("loss")));
+    if (tty) {
+      const int width = 30;
+      int filled = int(width * s / steps);
+      std::fprintf(stderr, "\r[%.*s%*s] step %lld/%lld%s  %.1f steps/s  ETA %.0fs ",
+                   filled, "==============================", width - filled, "",
+                   s, steps, loss, rate, eta);
+      if (s == steps)
+        std::fputc('\n', stderr);
+    } else {
+      std::fprintf(stderr, "step %lld/%lld%s  %.1f steps/s  ETA %.0fs\n", s,
+                   steps, loss, rate, eta);
+    }
+  }
+  if (!savePath.empty()) {
+    if (!session->save(savePath, &error))
+      return die(error);
+    std::fprintf(stderr, "qcc-run: saved %s\n", savePath.c_str());
+  }
+  return 0;
+}
