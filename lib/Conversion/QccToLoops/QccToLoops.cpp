@@ -194,14 +194,77 @@ struct DequantLowering : public OpConversionPattern<DequantOp> {
   }
 };
 
+/// The data pointer of an identity-layout memref, as an !llvm.ptr.
+Value dataPointer(OpBuilder &b, Location loc, Value memref) {
+  Value index = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
+  Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+  return LLVM::IntToPtrOp::create(b, loc, LLVM::LLVMPointerType::get(b.getContext()),
+                                  i64);
+}
+
+/// A float tensor as an f32 buffer (widened into a new one when narrower).
+Value toF32Buffer(OpBuilder &b, Location loc, Value tensor) {
+  auto type = cast<RankedTensorType>(tensor.getType());
+  Value buffer = toBuffer(b, loc, tensor);
+  if (type.getElementType().isF32())
+    return buffer;
+  Value wide = allocLike(b, loc, type.clone(b.getF32Type()), buffer);
+  Value flatIn = flatten(b, loc, buffer), flatWide = flatten(b, loc, wide);
+  auto loop = scf::ForOp::create(b, loc, cIndex(b, loc, 0),
+                                 numElements(b, loc, buffer), cIndex(b, loc, 1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value v = memref::LoadOp::create(b, loc, flatIn, loop.getInductionVar());
+  memref::StoreOp::create(b, loc, castToF32(b, loc, v), flatWide,
+                          loop.getInductionVar());
+  return wide;
+}
+
+/// The address of element (row, col) of a row-major f32 buffer whose rows
+/// are `ld` floats apart, as an !llvm.ptr.
+Value elementPointer(OpBuilder &b, Location loc, Value memref, Value row,
+                     Value col, Value ld) {
+  Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
+  Value elem = arith::AddIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, row, ld), col);
+  Value addr = arith::AddIOp::create(
+      b, loc, base,
+      arith::MulIOp::create(b, loc, elem, arith::ConstantIndexOp::create(b, loc, 4)));
+  Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), addr);
+  return LLVM::IntToPtrOp::create(b, loc, LLVM::LLVMPointerType::get(b.getContext()),
+                                  i64);
+}
+
+/// The runtime's f32 micro-GEMM (runtime/lib/step/Gemm.cpp).
+constexpr StringLiteral kGemmFn = "qcc_rt_gemm_f32";
+
+func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from) {
+  auto module = from->getParentOfType<ModuleOp>();
+  if (auto fn = module.lookupSymbol<func::FuncOp>(kGemmFn))
+    return fn;
+  Type ptr = LLVM::LLVMPointerType::get(b.getContext());
+  Type i64 = b.getI64Type();
+  auto type = b.getFunctionType(
+      {i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, b.getI32Type()}, {});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(module.getBody());
+  auto fn = func::FuncOp::create(b, from->getLoc(), kGemmFn, type);
+  fn.setPrivate();
+  return fn;
+}
+
 //===----------------------------------------------------------------------===//
 // qmatmul
 //===----------------------------------------------------------------------===//
 
 /// Rows of W decoded per tile, and the tile's extent along K (a multiple of
-/// every block length, 256). A 16 x 512 f32 tile is 32 KiB: it stays in L1/L2
-/// while every row of the activations passes over it.
-constexpr int64_t kTileRows = 16;
+/// every block length, 256). Forward tiles are 128 x 512 (256 KiB, in L2):
+/// each call of the micro-GEMM then covers four 32-column register panels
+/// per packed block of activations. Backward tiles are 32 x 512, whose rows
+/// are the contracted dimension: shorter panels keep the packed B in L1/L2.
+/// Measured on the dev machine, docs/benchmarks.md.
+constexpr int64_t kTileRowsFwd = 128;
+constexpr int64_t kTileRowsBwd = 32;
 constexpr int64_t kTileCols = 512;
 
 struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
@@ -225,8 +288,9 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     int64_t tileCols = std::max<int64_t>(blockElems, kTileCols);
     tileCols = std::min<int64_t>(tileCols, k);
 
-    // Fold batch dimensions of the activations into M.
-    Value lhs = toBuffer(rewriter, loc, op.getLhs());
+    // Fold batch dimensions of the activations into M; the micro-GEMM
+    // takes f32 activations.
+    Value lhs = toF32Buffer(rewriter, loc, op.getLhs());
     auto lhs2d = collapseToMatrix(rewriter, loc, lhs);
     Value out = allocLike(rewriter, loc, resultType, lhs);
     Value out2d = collapseToMatrix(rewriter, loc, out);
@@ -244,7 +308,8 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     // (N for fwd, K for bwd), so parallel iterations write disjoint columns
     // and the accumulation over the other dimension stays sequential.
     Value parExtent = fwd ? nTotal : kTotal;
-    int64_t parStep = fwd ? kTileRows : tileCols;
+    int64_t tileRows = fwd ? kTileRowsFwd : kTileRowsBwd;
+    int64_t parStep = fwd ? tileRows : tileCols;
     auto par = scf::ParallelOp::create(rewriter, loc, ValueRange{c0},
                                        ValueRange{parExtent},
                                        ValueRange{cIndex(rewriter, loc, parStep)});
@@ -253,7 +318,7 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     Value p0 = par.getInductionVars()[0];
     Value tile = memref::AllocaOp::create(
         rewriter, loc,
-        MemRefType::get({kTileRows * tileCols}, rewriter.getF32Type()));
+        MemRefType::get({tileRows * tileCols}, rewriter.getF32Type()));
     Value parCount = minIndex(rewriter, loc, parStep,
                               arith::SubIOp::create(rewriter, loc, parExtent, p0));
     // Accumulate in f32: straight into the output's columns when it is f32,
@@ -280,7 +345,7 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
 
     // Sequential loop over the contracted dimension in tiles.
     Value seqExtent = fwd ? kTotal : nTotal;
-    int64_t seqStep = fwd ? tileCols : kTileRows;
+    int64_t seqStep = fwd ? tileCols : tileRows;
     auto seq = scf::ForOp::create(rewriter, loc, c0, seqExtent,
                                   cIndex(rewriter, loc, seqStep));
     rewriter.setInsertionPointToStart(seq.getBody());
@@ -294,37 +359,29 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
                           cols, tile, tileCols)))
       return rewriter.notifyMatchFailure(op, "no decoder for the format");
 
-    // acc[i, j] += Σ_t lhs[i, s0 + t] * W(j, t)   (fwd: W(j,t) = tile[j][t])
-    // acc[i, j] += Σ_t lhs[i, s0 + t] * tile[t][j] (bwd)
-    buildLoopNest(
-        rewriter, loc, {m, parCount}, [&](OpBuilder &b, ValueRange iv) {
-          Value i = iv[0], j = iv[1];
-          SmallVector<Value> at = accIndex(b, i, j);
-          Value init = memref::LoadOp::create(b, loc, acc, at);
-          auto red = scf::ForOp::create(b, loc, cIndex(b, loc, 0), seqCount,
-                                        cIndex(b, loc, 1), ValueRange{init});
-          OpBuilder::InsertionGuard g(b);
-          b.setInsertionPointToStart(red.getBody());
-          Value t = red.getInductionVar();
-          Value a = castToF32(
-              b, loc,
-              memref::LoadOp::create(
-                  b, loc, lhs2d,
-                  ValueRange{i, arith::AddIOp::create(b, loc, s0, t)}));
-          Value row = fwd ? j : t, col = fwd ? t : j;
-          Value w = memref::LoadOp::create(
-              b, loc, tile,
-              ValueRange{arith::AddIOp::create(
-                  b, loc,
-                  arith::MulIOp::create(b, loc, row, cIndex(b, loc, tileCols)),
-                  col)});
-          Value sum = arith::AddFOp::create(
-              b, loc, red.getRegionIterArgs()[0],
-              arith::MulFOp::create(b, loc, a, w));
-          scf::YieldOp::create(b, loc, sum);
-          b.setInsertionPointAfter(red);
-          memref::StoreOp::create(b, loc, red.getResult(0), acc, at);
-        });
+    // acc[:, j] += lhs[:, s0 + t] · W(j, t): fwd multiplies by the tile
+    // transposed (tile rows are output columns), bwd by the tile itself
+    // (tile rows are the contracted dimension).
+    auto i64 = [&](Value index) -> Value {
+      return arith::IndexCastOp::create(rewriter, loc, rewriter.getI64Type(),
+                                        index);
+    };
+    Value lhsLd = cIndex(rewriter, loc, cast<MemRefType>(lhs2d.getType()).getDimSize(1));
+    Value accLd =
+        cIndex(rewriter, loc,
+               directAcc ? cast<MemRefType>(out2d.getType()).getDimSize(1)
+                         : parStep);
+    Value tileLd = cIndex(rewriter, loc, tileCols);
+    func::CallOp::create(
+        rewriter, loc, getOrDeclareGemm(rewriter, op),
+        ValueRange{i64(m), i64(parCount), i64(seqCount),
+                   elementPointer(rewriter, loc, lhs2d, c0, s0, lhsLd),
+                   i64(lhsLd), elementPointer(rewriter, loc, tile, c0, c0, tileLd),
+                   i64(tileLd),
+                   elementPointer(rewriter, loc, acc, c0, accCol0, accLd),
+                   i64(accLd),
+                   arith::ConstantIntOp::create(rewriter, loc,
+                                                rewriter.getI32Type(), fwd ? 1 : 0)});
     rewriter.setInsertionPointAfter(seq);
     if (!directAcc) {
       // out[i, p0 + j] = acc[i, j]
@@ -423,13 +480,6 @@ func::FuncOp getOrDeclareEncodeRows(OpBuilder &b, Operation *from) {
   return fn;
 }
 
-/// The data pointer of an identity-layout memref, as an !llvm.ptr.
-Value dataPointer(OpBuilder &b, Location loc, Value memref) {
-  Value index = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
-  Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
-  return LLVM::IntToPtrOp::create(b, loc, LLVM::LLVMPointerType::get(b.getContext()),
-                                  i64);
-}
 
 struct RequantLowering : public OpConversionPattern<RequantOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -514,24 +564,6 @@ func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from) {
   auto fn = func::FuncOp::create(b, from->getLoc(), kCarryUpdateFn, type);
   fn.setPrivate();
   return fn;
-}
-
-/// A float tensor as an f32 buffer (widened into a new one when narrower).
-Value toF32Buffer(OpBuilder &b, Location loc, Value tensor) {
-  auto type = cast<RankedTensorType>(tensor.getType());
-  Value buffer = toBuffer(b, loc, tensor);
-  if (type.getElementType().isF32())
-    return buffer;
-  Value wide = allocLike(b, loc, type.clone(b.getF32Type()), buffer);
-  Value flatIn = flatten(b, loc, buffer), flatWide = flatten(b, loc, wide);
-  auto loop = scf::ForOp::create(b, loc, cIndex(b, loc, 0),
-                                 numElements(b, loc, buffer), cIndex(b, loc, 1));
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(loop.getBody());
-  Value v = memref::LoadOp::create(b, loc, flatIn, loop.getInductionVar());
-  memref::StoreOp::create(b, loc, castToF32(b, loc, v), flatWide,
-                          loop.getInductionVar());
-  return wide;
 }
 
 /// The carry update is runtime code: it re-encodes blocks, which needs the

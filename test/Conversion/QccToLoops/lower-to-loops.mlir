@@ -19,14 +19,16 @@ func.func @dequant(%w: !qcc.qtensor<4x64xq8_0>) -> tensor<4x64xf32> {
 
 // -----
 
-// qmatmul decodes tiles of W into a 16 x 512 scratch (an alloca of 8192
-// f32) and never allocates the f32 weight matrix [256, 512].
+// qmatmul decodes tiles of W into a 128 x 512 scratch (an alloca of 65536
+// f32), multiplies with the runtime micro-GEMM, and never allocates the f32
+// weight matrix [256, 512].
 // CHECK-LABEL: func.func @qmatmul_fwd
 // CHECK-SAME: memref<256x288xi8>
 // CHECK-NOT: memref<256x512xf32>
 // CHECK: scf.parallel
-// CHECK: memref.alloca() : memref<8192xf32>
+// CHECK: memref.alloca() : memref<65536xf32>
 // CHECK: scf.for
+// CHECK: call @qcc_rt_gemm_f32
 // CHECK-NOT: memref<256x512xf32>
 // CHECK: return
 func.func @qmatmul_fwd(%x: tensor<8x512xf32>, %w: !qcc.qtensor<256x512xq4_K>) -> tensor<8x256xf32> {

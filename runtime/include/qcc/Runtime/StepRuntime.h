@@ -44,6 +44,13 @@ int32_t qcc_rt_carry_update(uint32_t ggml_type, const void *w_in,
                             int64_t jl_dim, int64_t jl_chunk,
                             uint64_t jl_seed);
 
+/* C[m x n] += A[m x k] · op(B) in f32, row-major with leading dimensions
+ * lda/ldb/ldc; op(B) = B (k x n) or, when `b_transposed`, Bᵀ with B n x k.
+ * The micro-GEMM qcc.qmatmul feeds with tiles of decoded weights. */
+void qcc_rt_gemm_f32(int64_t m, int64_t n, int64_t k, const float *a,
+                     int64_t lda, const float *b, int64_t ldb, float *c,
+                     int64_t ldc, int32_t b_transposed);
+
 /* The first error recorded since the last call, or null; clears it. The
  * string stays valid until the next call. */
 const char *qcc_step_take_error(void);
