@@ -1,0 +1,77 @@
+//===- test_gemm.cpp - The step runtime's micro-GEMM vs a double reference -===//
+//
+// qcc_rt_gemm_f32 on every edge of its register blocking (rows not a
+// multiple of 6, columns not a multiple of 16/32, k of 1), both orientations
+// of B, leading dimensions wider than the matrices, and accumulation into a
+// non-zero C. Reference: the same sums in double; tolerance 1e-5 relative to
+// the largest |entry| of the result (f32 sums of at most 600 products).
+//
+//===----------------------------------------------------------------------===//
+
+#include "qcc/Runtime/StepRuntime.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+class Gemm : public testing::TestWithParam<
+                 std::tuple<int64_t, int64_t, int64_t, bool>> {};
+
+TEST_P(Gemm, MatchesDoubleReference) {
+  auto [m, n, k, transposed] = GetParam();
+  const int64_t lda = k + 3, ldb = (transposed ? k : n) + 5, ldc = n + 7;
+  std::mt19937 rng(unsigned(m * 1000 + n * 10 + k));
+  std::normal_distribution<float> dist;
+  std::vector<float> a(size_t(m * lda)), b(size_t((transposed ? n : k) * ldb)),
+      c(size_t(m * ldc));
+  for (float &v : a)
+    v = dist(rng);
+  for (float &v : b)
+    v = dist(rng);
+  for (float &v : c)
+    v = dist(rng);
+  std::vector<double> ref(c.begin(), c.end());
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t p = 0; p < k; ++p)
+        ref[size_t(i * ldc + j)] +=
+            double(a[size_t(i * lda + p)]) *
+            double(transposed ? b[size_t(j * ldb + p)] : b[size_t(p * ldb + j)]);
+  const std::vector<float> before = c;
+  qcc_rt_gemm_f32(m, n, k, a.data(), lda, b.data(), ldb, c.data(), ldc,
+                  transposed ? 1 : 0);
+  double scale = 1e-30;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      scale = std::max(scale, std::abs(ref[size_t(i * ldc + j)]));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j)
+      ASSERT_NEAR(c[size_t(i * ldc + j)], ref[size_t(i * ldc + j)],
+                  1e-5 * scale)
+          << "at (" << i << ", " << j << ")";
+    // Padding columns between n and ldc are never written.
+    for (int64_t j = n; j < ldc; ++j)
+      ASSERT_EQ(c[size_t(i * ldc + j)], before[size_t(i * ldc + j)]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Edges, Gemm,
+    testing::Combine(testing::Values<int64_t>(1, 5, 6, 7, 13),
+                     testing::Values<int64_t>(1, 15, 16, 17, 32, 33, 70),
+                     testing::Values<int64_t>(1, 8, 600),
+                     testing::Bool()));
+
+TEST(GemmArgs, EmptyDimensionsDoNothing) {
+  float c = 1.0f;
+  qcc_rt_gemm_f32(0, 1, 1, nullptr, 1, nullptr, 1, &c, 1, 0);
+  qcc_rt_gemm_f32(1, 1, 0, nullptr, 1, nullptr, 1, &c, 1, 1);
+  EXPECT_EQ(c, 1.0f);
+}
+
+} // namespace
