@@ -25,8 +25,8 @@ def golden(fmt):
     return np.frombuffer(q, dtype=np.uint8), w, rows, cols
 
 
-# Formats whose block decoder the compiler emits today.
-MATMUL_FORMATS = ["q4_0", "q8_0", "q4_K", "q6_K", "f16", "bf16"]
+# Every format of the golden file (all 28 GGUF formats qcc knows).
+MATMUL_FORMATS = sorted({name[:-2] for name in GOLDEN if name.endswith(".q")})
 
 
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_K", "f16"])
@@ -212,3 +212,39 @@ func.func @rq(%x: tensor<1x32xf32>) -> !qcc.qtensor<1x32xq8_0> {
     message = step.take_error()
     assert message is not None and "qcc.requant" in message
     assert step.take_error() is None
+
+
+def test_every_format_is_covered():
+    assert len(MATMUL_FORMATS) == 28
+
+
+@pytest.mark.parametrize("mode,attrs,residual", [
+    ("identity", "", False), ("clipped", "{threshold = 0.02 : f32}", True),
+    ("ewgs", "{lambda = 40.0 : f32}", True), ("ewgs", "{lambda = 40.0 : f32}", False)])
+def test_ste_grad_modes_match_their_formulas(tmp_path, mode, attrs, residual):
+    """qcc.ste_grad compiled (qcc-lower-ste, then the CPU pipeline) against
+    the formulas of docs/spec.md §3.4 in numpy, on ggml's q4_K golden
+    weight: identity passes g; clipped zeroes g where |Ŵ + res| > t; ewgs
+    scales g by 1 + λ·sign(g)·res (and is g without a residual)."""
+    q, w, rows, cols = golden("q4_K")
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((rows, cols)).astype(np.float32)
+    r = rng.normal(0, 0.01, (rows, cols)).astype(np.float32)
+    t = f"tensor<{rows}x{cols}xf32>"
+    w_t = f"!qcc.qtensor<{rows}x{cols}xq4_K>"
+    res_arg = f", %r: {t}" if residual else ""
+    res_use = f" residual(%r : {t})" if residual else ""
+    step = compile_step(f"""
+func.func @ste(%g: {t}, %w: {w_t}{res_arg}) -> {t} {{
+  %d = qcc.ste_grad {mode} %g, %w{res_use} {attrs} : {t}, {w_t} -> {t}
+  return %d : {t}
+}}""", tmp_path)
+    got = step.call("ste", g, q, *([r] if residual else []))
+    res = r.astype(np.float64) if residual else 0.0
+    if mode == "identity":
+        ref = g.astype(np.float64)
+    elif mode == "clipped":
+        ref = np.where(np.abs(w.astype(np.float64) + res) <= 0.02, g, 0.0)
+    else:
+        ref = g * (1 + 40.0 * np.sign(g) * res)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
