@@ -1,5 +1,9 @@
 """The compiler's block decoders equal the runtime's, bit for bit.
 
+Two routes: mlir-runner on `-qcc-lower-to-loops` plus the upstream
+lowering (the emitters alone), and the `qcc` driver's compiled step library
+(qcc-lower-to-cpu: OpenMP, host-CPU code generation, the step ABI).
+
 For every GGUF format, a `qcc.dequant` is lowered with `-qcc-lower-to-loops`,
 compiled through the upstream MLIR pipeline and run with mlir-runner on
   * the golden file's blocks (`T.q` in /work/shared/golden/ggml-golden.gguf),
@@ -24,7 +28,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from qcc_step import GOLDEN, golden_tensors
+from qcc_step import GOLDEN, compile_step, find_tool, golden_tensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("QCC_BUILD_DIR", os.path.join(ROOT, "build"))
@@ -232,4 +236,41 @@ def test_every_scale_value(fmt, workdir):
     rows, cols, raw = _exhaustive_blocks(fmt)
     want = runtime_decode_bits(fmt, rows, cols, raw, workdir)
     got = emitted_decode_bits(fmt, rows, cols, raw, workdir)
+    assert _report(fmt, got, want) is None, _report(fmt, got, want)
+
+
+def _dequant_module(fmt, rows, cols):
+    qt = f"!qcc.qtensor<{rows}x{cols}x{fmt}>"
+    return (f"func.func @deq(%w: {qt}) -> tensor<{rows}x{cols}xf32> {{\n"
+            f"  %0 = qcc.dequant %w : {qt} -> tensor<{rows}x{cols}xf32>\n"
+            f"  return %0 : tensor<{rows}x{cols}xf32>\n}}\n")
+
+
+def _have_driver():
+    try:
+        return bool(find_tool("qcc"))
+    except Exception:  # noqa: BLE001 - any failure to locate it means skip
+        return False
+
+
+@pytest.mark.skipif(not _have_driver(), reason="the qcc driver is not built")
+@pytest.mark.parametrize("fmt", ALL)
+def test_driver_compiled_dequant(fmt, golden, workdir, tmp_path):
+    """The driver-compiled qcc.dequant reproduces ggml's T.deq on the golden
+    blocks and the runtime's decode on random blocks, bit for bit."""
+    _, ne, raw = golden[f"{fmt}.q"]
+    cols, rows = ne
+    want = np.frombuffer(golden[f"{fmt}.deq"][2], dtype="<u4")
+    step = compile_step(_dequant_module(fmt, rows, cols), tmp_path / "golden")
+    got = step.call("deq", np.frombuffer(raw, dtype=np.uint8))
+    got = got.view(np.uint32).ravel()
+    assert _report(fmt, got, want) is None, _report(fmt, got, want)
+
+    _, be, bb = FORMATS[fmt]
+    rows, cols = 8, 1024 if be <= 256 else be * 4
+    rng = np.random.default_rng(FORMATS[fmt][0] * 104729 + 3)
+    raw = rng.integers(0, 256, size=rows * cols // be * bb, dtype=np.uint8)
+    want = runtime_decode_bits(fmt, rows, cols, raw.tobytes(), workdir)
+    step = compile_step(_dequant_module(fmt, rows, cols), tmp_path / "random")
+    got = step.call("deq", raw).view(np.uint32).ravel()
     assert _report(fmt, got, want) is None, _report(fmt, got, want)
