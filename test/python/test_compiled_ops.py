@@ -248,3 +248,40 @@ func.func @ste(%g: {t}, %w: {w_t}{res_arg}) -> {t} {{
     else:
         ref = g * (1 + 40.0 * np.sign(g) * res)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
+def bf16_reference(x):
+    """Round-to-nearest-even f32 -> bf16 bits, NaNs quieted (the rule of the
+    runtime and of ggml), written independently in numpy."""
+    u = x.view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    return np.where(nan, (u >> 16) | 64, rounded).astype(np.uint16)
+
+
+def test_dequant_to_bf16_and_f16_rounds_every_f32_pattern(tmp_path):
+    """An f32 qtensor of 65536 random bit patterns (subnormals, infinities
+    and NaNs included) decoded to bf16 and to f16: bf16 bits equal the
+    round-to-nearest-even reference (subnormals are kept, not flushed), f16
+    equals numpy's IEEE conversion for every non-NaN value."""
+    bits = np.random.default_rng(11).integers(0, 2 ** 32, 65536, dtype=np.uint64)
+    bits[:256] = np.arange(256) * 0x8001  # a run of subnormals of both signs
+    x = bits.astype(np.uint32).view(np.float32).reshape(1, -1)
+    step = compile_step("""
+func.func @to_bf16(%w: !qcc.qtensor<1x65536xf32>) -> tensor<1x65536xbf16> {
+  %0 = qcc.dequant %w : !qcc.qtensor<1x65536xf32> -> tensor<1x65536xbf16>
+  return %0 : tensor<1x65536xbf16>
+}
+func.func @to_f16(%w: !qcc.qtensor<1x65536xf32> ) -> tensor<1x65536xf16> {
+  %0 = qcc.dequant %w : !qcc.qtensor<1x65536xf32> -> tensor<1x65536xf16>
+  return %0 : tensor<1x65536xf16>
+}""", tmp_path)
+    raw = x.view(np.uint8).reshape(-1)
+    assert np.array_equal(step.call("to_bf16", raw).reshape(-1),
+                          bf16_reference(x.reshape(-1)))
+    got16 = step.call("to_f16", raw).reshape(-1)
+    with np.errstate(over="ignore"):
+        ref16 = x.reshape(-1).astype(np.float16)
+    finite = ~np.isnan(ref16)
+    assert np.array_equal(got16[finite].view(np.uint16), ref16[finite].view(np.uint16))
+    assert np.isnan(got16[~finite]).all()

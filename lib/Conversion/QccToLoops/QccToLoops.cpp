@@ -98,8 +98,36 @@ Value toBuffer(OpBuilder &b, Location loc, Value tensor) {
       /*read_only=*/true);
 }
 
+/// f32 -> `to` (f32, f16 or bf16), rounding to nearest even exactly as the
+/// runtime's converters do. bf16 is rounded with integer ops: arith.truncf
+/// may become an instruction (AVX512-BF16 vcvtneps2bf16) that flushes f32
+/// subnormals to zero, which the runtime, and ggml, do not.
 Value castFromF32(OpBuilder &b, Location loc, Value v, Type to) {
-  return to.isF32() ? v : arith::TruncFOp::create(b, loc, to, v).getResult();
+  if (to.isF32())
+    return v;
+  if (!to.isBF16())
+    return arith::TruncFOp::create(b, loc, to, v);
+  Type i32 = b.getI32Type();
+  auto c = [&](int64_t x) {
+    return arith::ConstantIntOp::create(b, loc, i32, x).getResult();
+  };
+  Value u = arith::BitcastOp::create(b, loc, i32, v);
+  Value hi = arith::ShRUIOp::create(b, loc, u, c(16));
+  // Round to nearest even: add 0x7fff plus the lowest kept bit.
+  Value lsb = arith::AndIOp::create(b, loc, hi, c(1));
+  Value rounded = arith::ShRUIOp::create(
+      b, loc,
+      arith::AddIOp::create(b, loc, u,
+                            arith::AddIOp::create(b, loc, c(0x7fff), lsb)),
+      c(16));
+  // NaNs keep their sign and high payload and stay NaN (quiet bit set).
+  Value isNaN = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::ugt,
+      arith::AndIOp::create(b, loc, u, c(0x7fffffff)), c(0x7f800000));
+  Value bits = arith::SelectOp::create(
+      b, loc, isNaN, arith::OrIOp::create(b, loc, hi, c(64)), rounded);
+  Value bits16 = arith::TruncIOp::create(b, loc, b.getI16Type(), bits);
+  return arith::BitcastOp::create(b, loc, to, bits16);
 }
 
 Value castToF32(OpBuilder &b, Location loc, Value v) {
