@@ -17,7 +17,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-#define QCC_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
+#define QCC_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,fma")))
 #endif
 
 namespace {
@@ -106,9 +106,57 @@ float *aligned(std::vector<float> &storage, size_t floats) {
       (reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~uintptr_t(63));
 }
 
+/// Few rows of A (a GEMV, or the last rows of a batch): packing B would
+/// cost as much as the product, so stream B once per row instead: dot
+/// products along k when B is transposed, AXPYs along n when it is not.
+QCC_AVX512 void gemmFewRows(int64_t m, int64_t n, int64_t k, const float *a,
+                            int64_t lda, const float *b, int64_t ldb, float *c,
+                            int64_t ldc, bool transposed) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float *ai = a + i * lda;
+    float *ci = c + i * ldc;
+    if (transposed) {
+      for (int64_t j = 0; j < n; ++j) {
+        const float *bj = b + j * ldb;
+        __m512 acc = _mm512_setzero_ps();
+        int64_t p = 0;
+        for (; p + 16 <= k; p += 16)
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(ai + p), _mm512_loadu_ps(bj + p),
+                                acc);
+        if (p < k) {
+          const __mmask16 mask = __mmask16((1u << (k - p)) - 1);
+          acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, ai + p),
+                                _mm512_maskz_loadu_ps(mask, bj + p), acc);
+        }
+        ci[j] += _mm512_reduce_add_ps(acc);
+      }
+    } else {
+      for (int64_t p = 0; p < k; ++p) {
+        const __m512 av = _mm512_set1_ps(ai[p]);
+        const float *bp = b + p * ldb;
+        int64_t j = 0;
+        for (; j + 16 <= n; j += 16)
+          _mm512_storeu_ps(ci + j, _mm512_fmadd_ps(av, _mm512_loadu_ps(bp + j),
+                                                   _mm512_loadu_ps(ci + j)));
+        if (j < n) {
+          const __mmask16 mask = __mmask16((1u << (n - j)) - 1);
+          _mm512_mask_storeu_ps(
+              ci + j, mask,
+              _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mask, bp + j),
+                              _mm512_maskz_loadu_ps(mask, ci + j)));
+        }
+      }
+    }
+  }
+}
+
 QCC_AVX512 void gemmAVX512(int64_t m, int64_t n, int64_t k, const float *a,
                            int64_t lda, const float *b, int64_t ldb, float *c,
                            int64_t ldc, bool transposed) {
+  if (m < 4) {
+    gemmFewRows(m, n, k, a, lda, b, ldb, c, ldc, transposed);
+    return;
+  }
   // All of op(B) as panels (k x n floats: 64 KiB for the 32 x 512 tiles of
   // qcc.qmatmul), then each block of A packed once and run over every panel.
   thread_local std::vector<float> panelStorage, aStorage;
