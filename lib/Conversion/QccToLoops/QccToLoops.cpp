@@ -222,6 +222,20 @@ struct DequantLowering : public OpConversionPattern<DequantOp> {
   }
 };
 
+/// The declaration of runtime function `name` (runtime/include/qcc/Runtime/
+/// StepRuntime.h) in the module of `from`, created on first use.
+func::FuncOp getOrDeclareRuntimeFunction(OpBuilder &b, Operation *from,
+                                         StringRef name, FunctionType type) {
+  auto module = from->getParentOfType<ModuleOp>();
+  if (auto fn = module.lookupSymbol<func::FuncOp>(name))
+    return fn;
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(module.getBody());
+  auto fn = func::FuncOp::create(b, from->getLoc(), name, type);
+  fn.setPrivate();
+  return fn;
+}
+
 /// The data pointer of an identity-layout memref, as an !llvm.ptr.
 Value dataPointer(OpBuilder &b, Location loc, Value memref) {
   Value index = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
@@ -267,18 +281,13 @@ Value elementPointer(OpBuilder &b, Location loc, Value memref, Value row,
 constexpr StringLiteral kGemmFn = "qcc_rt_gemm_f32";
 
 func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from) {
-  auto module = from->getParentOfType<ModuleOp>();
-  if (auto fn = module.lookupSymbol<func::FuncOp>(kGemmFn))
-    return fn;
   Type ptr = LLVM::LLVMPointerType::get(b.getContext());
   Type i64 = b.getI64Type();
-  auto type = b.getFunctionType(
-      {i64, i64, i64, ptr, i64, ptr, i64, ptr, i64, b.getI32Type()}, {});
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(module.getBody());
-  auto fn = func::FuncOp::create(b, from->getLoc(), kGemmFn, type);
-  fn.setPrivate();
-  return fn;
+  return getOrDeclareRuntimeFunction(
+      b, from, kGemmFn,
+      b.getFunctionType({i64, i64, i64, ptr, i64, ptr, i64, ptr, i64,
+                         b.getI32Type()},
+                        {}));
 }
 
 //===----------------------------------------------------------------------===//
@@ -493,19 +502,11 @@ private:
 constexpr StringLiteral kEncodeRowsFn = "qcc_rt_encode_rows";
 
 func::FuncOp getOrDeclareEncodeRows(OpBuilder &b, Operation *from) {
-  auto module = from->getParentOfType<ModuleOp>();
-  if (auto fn = module.lookupSymbol<func::FuncOp>(kEncodeRowsFn))
-    return fn;
-  MLIRContext *ctx = b.getContext();
-  Type ptr = LLVM::LLVMPointerType::get(ctx);
-  auto type = b.getFunctionType(
-      {b.getI32Type(), ptr, ptr, b.getI64Type(), b.getI64Type(), ptr},
-      {b.getI32Type()});
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(module.getBody());
-  auto fn = func::FuncOp::create(b, from->getLoc(), kEncodeRowsFn, type);
-  fn.setPrivate();
-  return fn;
+  Type ptr = LLVM::LLVMPointerType::get(b.getContext());
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  return getOrDeclareRuntimeFunction(
+      b, from, kEncodeRowsFn,
+      b.getFunctionType({i32, ptr, ptr, i64, i64, ptr}, {i32}));
 }
 
 
@@ -580,18 +581,13 @@ struct RequantLowering : public OpConversionPattern<RequantOp> {
 constexpr StringLiteral kCarryUpdateFn = "qcc_rt_carry_update";
 
 func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from) {
-  auto module = from->getParentOfType<ModuleOp>();
-  if (auto fn = module.lookupSymbol<func::FuncOp>(kCarryUpdateFn))
-    return fn;
   Type ptr = LLVM::LLVMPointerType::get(b.getContext());
   Type i32 = b.getI32Type(), i64 = b.getI64Type();
-  auto type = b.getFunctionType(
-      {i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i32, i64, i64, i64}, {i32});
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(module.getBody());
-  auto fn = func::FuncOp::create(b, from->getLoc(), kCarryUpdateFn, type);
-  fn.setPrivate();
-  return fn;
+  return getOrDeclareRuntimeFunction(
+      b, from, kCarryUpdateFn,
+      b.getFunctionType(
+          {i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i32, i64, i64, i64},
+          {i32}));
 }
 
 /// The carry update is runtime code: it re-encodes blocks, which needs the

@@ -133,14 +133,14 @@ func.func @iq1_s(%w: !qcc.qtensor<2x256xiq1_s>) -> tensor<2x256xf32> {
 
 // iq1_m: the f16 block scale is assembled from the top nibbles of the four
 // u16 scale words before the bitcast; decoding to bf16 goes through the
-// block-sized f32 scratch.
+// block-sized f32 scratch, rounded to bf16 with integer ops.
 // CHECK-LABEL: func.func @iq1_m(
 // CHECK-SAME: memref<2x56xi8>
 // CHECK: memref.get_global @qcc_iq1s_grid
 // CHECK: arith.andi %{{.*}}, %c61440_i32
 // CHECK: arith.bitcast %{{.*}} : i16 to f16
 // CHECK: arith.extsi %{{.*}} : i8 to i32
-// CHECK: arith.truncf %{{.*}} : f32 to bf16
+// CHECK: arith.bitcast %{{.*}} : i16 to bf16
 // CHECK: return
 func.func @iq1_m(%w: !qcc.qtensor<2x256xiq1_m>) -> tensor<2x256xbf16> {
   %0 = qcc.dequant %w : !qcc.qtensor<2x256xiq1_m> -> tensor<2x256xbf16>

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Golden.h"
 #include "qcc/Runtime/Codecs.h"
 #include "qcc/Runtime/Gguf.h"
 
@@ -24,18 +25,7 @@ using namespace qcc;
 
 namespace {
 
-const gguf::File &golden() {
-  static std::unique_ptr<gguf::File> file = [] {
-    std::string err;
-    auto f = gguf::File::open(QCC_GOLDEN_GGUF, &err);
-    if (!f)
-      ADD_FAILURE() << "cannot open " << QCC_GOLDEN_GGUF << ": " << err;
-    return f;
-  }();
-  if (!file)
-    std::abort();
-  return *file;
-}
+using qcc::test::golden;
 
 uint32_t bitsOf(float f) {
   uint32_t u;

@@ -14,6 +14,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Golden.h"
 #include "qcc/Runtime/Codecs.h"
 #include "qcc/Runtime/Gguf.h"
 
@@ -34,18 +35,7 @@ namespace {
 // on a metric of order 0.01 .. 1 (it only absorbs float summation order).
 constexpr double kAbsEps = 1e-6;
 
-const gguf::File &golden() {
-  static std::unique_ptr<gguf::File> file = [] {
-    std::string err;
-    auto f = gguf::File::open(QCC_GOLDEN_GGUF, &err);
-    if (!f)
-      ADD_FAILURE() << "cannot open " << QCC_GOLDEN_GGUF << ": " << err;
-    return f;
-  }();
-  if (!file)
-    std::abort();
-  return *file;
-}
+using qcc::test::golden;
 
 std::string formatName(const testing::TestParamInfo<Format> &info) {
   return std::string(formatInfo(info.param).name);
