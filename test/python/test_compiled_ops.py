@@ -285,3 +285,58 @@ func.func @to_f16(%w: !qcc.qtensor<1x65536xf32> ) -> tensor<1x65536xf16> {
     finite = ~np.isnan(ref16)
     assert np.array_equal(got16[finite].view(np.uint16), ref16[finite].view(np.uint16))
     assert np.isnan(got16[~finite]).all()
+
+
+def f16_scale_offset(fmt):
+    """Byte offset of the f16 block scale d (docs/formats.md), for the
+    formats the finite-difference check below perturbs."""
+    return {"q4_0": 0, "q4_1": 0, "q8_0": 0, "q4_K": 0, "q5_K": 0,
+            "q2_K": 80, "q6_K": 208, "iq4_xs": 0, "tq2_0": 64}[fmt]
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0", "q2_K", "q4_K", "q5_K",
+                                 "q6_K", "iq4_xs", "tq2_0"])
+def test_ste_lsq_scale_gradient_matches_finite_differences(tmp_path, fmt):
+    """The lsq block-scale gradient equals the derivative of Σ g·Ŵ with
+    respect to each block's f16 scale d, measured independently: decode the
+    golden blocks (ggml's own bytes) with d scaled by (1 ± 2^-6) through
+    qcc.dequant and take the central difference (exact, as Ŵ is affine in
+    d). The direction equals the gradient."""
+    q, w, rows, cols = golden(fmt)
+    B = 32 if fmt in ("q4_0", "q4_1", "q8_0") else 256  # block length
+    S = len(q) // (rows * cols // B)
+    t = f"tensor<{rows}x{cols}xf32>"
+    w_t = f"!qcc.qtensor<{rows}x{cols}x{fmt}>"
+    grid = f"tensor<{rows}x{cols // B}xf32>"
+    step = compile_step(f"""
+func.func @lsq(%g: {t}, %w: {w_t}) -> ({t}, {grid}) {{
+  %d, %s = qcc.ste_grad lsq %g, %w : {t}, {w_t} -> {t}, {grid}
+  return %d, %s : {t}, {grid}
+}}
+func.func @deq(%w: {w_t}) -> {t} {{
+  %0 = qcc.dequant %w : {w_t} -> {t}
+  return %0 : {t}
+}}""", tmp_path)
+    g = np.random.default_rng(8).standard_normal((rows, cols)).astype(np.float32)
+    direction, scale_grad = step.call("lsq", g, q)
+    assert np.array_equal(direction, g)
+
+    blocks = q.reshape(-1, S).copy()
+    off = f16_scale_offset(fmt)
+    d = blocks[:, off:off + 2].copy().view(np.float16).astype(np.float64).reshape(-1)
+    h = 2.0 ** -6
+    def with_d(factor):
+        b = blocks.copy()
+        b[:, off:off + 2] = (d * factor).astype(np.float16).view(np.uint8).reshape(-1, 2)
+        return step.call("deq", b.reshape(-1)).astype(np.float64)
+    d_plus = (d * (1 + h)).astype(np.float16).astype(np.float64)
+    d_minus = (d * (1 - h)).astype(np.float16).astype(np.float64)
+    diff = (with_d(1 + h) - with_d(1 - h)).reshape(-1, B)
+    gb = g.astype(np.float64).reshape(-1, B)
+    ok = (d != 0) & np.isfinite(d) & (d_plus != d_minus)
+    fd = np.zeros(len(d))
+    fd[ok] = (gb[ok] * diff[ok]).sum(axis=1) / (d_plus[ok] - d_minus[ok])
+    got = scale_grad.reshape(-1).astype(np.float64)
+    assert ok.sum() >= len(d) // 2
+    np.testing.assert_allclose(got[ok], fd[ok], rtol=1e-4,
+                               atol=1e-4 * np.abs(fd[ok]).max())

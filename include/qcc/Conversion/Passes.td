@@ -27,7 +27,10 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
       library, on the f32 rows (widened first from bf16/f16);
     - `qcc.carry_update`: a call to `qcc_rt_carry_update`, the runtime's
       implementation of the op's semantics (it re-encodes blocks, which
-      takes the encoders), on fresh output buffers.
+      takes the encoders), on fresh output buffers;
+    - `qcc.ste_grad lsq`: the direction is the gradient; the block-scale
+      gradient is a call to `qcc_rt_lsq_scale_grad`. (The other estimators
+      are elementwise and lowered by `qcc-lower-ste`, which runs first.)
 
     Float tensors entering or leaving an op are bridged with
     `bufferization.to_buffer` / `to_tensor`, so the rest of the function is

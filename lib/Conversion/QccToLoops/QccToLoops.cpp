@@ -649,6 +649,72 @@ struct CarryUpdateLowering : public OpConversionPattern<CarryUpdateOp> {
 };
 
 //===----------------------------------------------------------------------===//
+// ste_grad lsq
+//===----------------------------------------------------------------------===//
+
+constexpr StringLiteral kLsqScaleGradFn = "qcc_rt_lsq_scale_grad";
+
+/// The other estimators are elementwise and lowered by qcc-lower-ste; lsq's
+/// scale gradient needs each format's scale field, which the runtime knows
+/// (runtime/lib/step/LsqScaleGrad.cpp). The direction is the gradient.
+struct SteLsqLowering : public OpConversionPattern<SteGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(SteGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (op.getMode() != SteMode::Lsq)
+      return rewriter.notifyMatchFailure(
+          op, "only lsq is lowered here; run qcc-lower-ste first");
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getWeight().getType();
+    auto dirType = cast<RankedTensorType>(op.getDirection().getType());
+    auto scaleType = cast<RankedTensorType>(op.getScaleGrad().getType());
+    Value grad = toF32Buffer(rewriter, loc, op.getGrad());
+
+    // direction = grad, in the direction's element type.
+    Value direction = allocLike(rewriter, loc, dirType, grad);
+    Value flatGrad = flatten(rewriter, loc, grad);
+    Value flatDir = flatten(rewriter, loc, direction);
+    Value n = numElements(rewriter, loc, grad);
+    {
+      auto loop = scf::ForOp::create(rewriter, loc, cIndex(rewriter, loc, 0),
+                                     n, cIndex(rewriter, loc, 1));
+      OpBuilder::InsertionGuard guard(rewriter);
+      rewriter.setInsertionPointToStart(loop.getBody());
+      Value v = memref::LoadOp::create(rewriter, loc, flatGrad,
+                                       loop.getInductionVar());
+      memref::StoreOp::create(
+          rewriter, loc,
+          castFromF32(rewriter, loc, v, dirType.getElementType()), flatDir,
+          loop.getInductionVar());
+    }
+
+    Value scaleGrad = allocLike(rewriter, loc, scaleType, grad);
+    int64_t rowLen = qtype.getShape().back();
+    Value rows = arith::DivUIOp::create(rewriter, loc, n,
+                                        cIndex(rewriter, loc, rowLen));
+    Type ptr = LLVM::LLVMPointerType::get(getContext());
+    Type i32 = rewriter.getI32Type(), i64 = rewriter.getI64Type();
+    func::FuncOp fn = getOrDeclareRuntimeFunction(
+        rewriter, op, kLsqScaleGradFn,
+        rewriter.getFunctionType({i32, ptr, ptr, ptr, i64, i64}, {i32}));
+    func::CallOp::create(
+        rewriter, loc, fn,
+        ValueRange{arith::ConstantIntOp::create(
+                       rewriter, loc, i32, getFormatInfo(qtype.getFormat()).ggmlId),
+                   dataPointer(rewriter, loc, adaptor.getWeight()),
+                   dataPointer(rewriter, loc, grad),
+                   dataPointer(rewriter, loc, scaleGrad),
+                   arith::IndexCastOp::create(rewriter, loc, i64, rows),
+                   arith::ConstantIntOp::create(rewriter, loc, i64, rowLen)});
+    rewriter.replaceOp(op, {toTensor(rewriter, loc, direction, dirType),
+                            toTensor(rewriter, loc, scaleGrad, scaleType)});
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
 // hadamard
 //===----------------------------------------------------------------------===//
 
@@ -803,7 +869,8 @@ struct LowerQccToLoopsPass
 
     RewritePatternSet patterns(ctx);
     patterns.add<DequantLowering, QMatmulLowering, HadamardLowering,
-                 RequantLowering, CarryUpdateLowering>(converter, ctx);
+                 RequantLowering, CarryUpdateLowering, SteLsqLowering>(
+        converter, ctx);
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
                                                                    converter);
     populateReturnOpTypeConversionPattern(patterns, converter);

@@ -149,7 +149,7 @@ struct LowerSteGrad : public OpRewritePattern<SteGradOp> {
     }
     case SteMode::Lsq:
       return rewriter.notifyMatchFailure(
-          op, "lsq is lowered with the weight update, not here");
+          op, "lsq is lowered by qcc-lower-to-loops, not here");
     }
     rewriter.replaceOp(op, {direction});
     ++numLowered;

@@ -44,6 +44,14 @@ int32_t qcc_rt_carry_update(uint32_t ggml_type, const void *w_in,
                             int64_t jl_dim, int64_t jl_chunk,
                             uint64_t jl_seed);
 
+/* The block-scale gradient of qcc.ste_grad lsq (docs/spec.md §3.4): for
+ * every block b of the `rows` x `row_len` weights `w`, out[b] =
+ * Σ_i grad[i] · (Ŵ_i - off_i) / d_b. Returns 1 (and records why) for a
+ * format without block scales. */
+int32_t qcc_rt_lsq_scale_grad(uint32_t ggml_type, const void *w,
+                              const float *grad, float *out, int64_t rows,
+                              int64_t row_len);
+
 /* C[m x n] += A[m x k] · op(B) in f32, row-major with leading dimensions
  * lda/ldb/ldc; op(B) = B (k x n) or, when `b_transposed`, Bᵀ with B n x k.
  * The micro-GEMM qcc.qmatmul feeds with tiles of decoded weights. */

@@ -72,7 +72,7 @@ func.func @dynamic(%g: tensor<?x32xf32>, %w: !qcc.qtensor<?x32xq8_0>) -> tensor<
 
 // -----
 
-// lsq is left for the weight-update lowering.
+// lsq is left for qcc-lower-to-loops (its scale gradient is a runtime call).
 // CHECK-LABEL: func.func @lsq_kept
 // CHECK: qcc.ste_grad lsq
 func.func @lsq_kept(%g: tensor<4x32xf32>, %w: !qcc.qtensor<4x32xq8_0>) -> (tensor<4x32xf32>, tensor<4x1xf32>) {

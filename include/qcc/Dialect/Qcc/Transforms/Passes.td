@@ -59,8 +59,9 @@ def LowerSte : Pass<"qcc-lower-ste"> {
     - `clipped`: `|dequant(w) + res| <= t ? g : 0`;
     - `ewgs`: `g * (1 + λ * sign(g) * res)`, or `g` without a residual.
 
-    `lsq` needs each format's block-scale derivative and is lowered together
-    with the weight update; this pass leaves it in place and counts it.
+    `lsq` needs each format's block-scale field and is lowered by
+    `qcc-lower-to-loops` (to a runtime call); this pass leaves it in place
+    and counts it.
 
     Before:
     ```mlir
