@@ -340,3 +340,35 @@ func.func @deq(%w: {w_t}) -> {t} {{
     assert ok.sum() >= len(d) // 2
     np.testing.assert_allclose(got[ok], fd[ok], rtol=1e-4,
                                atol=1e-4 * np.abs(fd[ok]).max())
+
+
+@pytest.mark.parametrize("orientation", ["fwd", "bwd"])
+def test_qmatmul_batched_weight(tmp_path, orientation):
+    """A weight with a batch dimension (one [N, K] matrix per batch): each
+    batch of activations meets its own matrix. W is encoded by the compiled
+    requant and decoded by dequant; the product is checked against float64
+    numpy on those decoded values. N = 40 and K = 768 leave partial tiles."""
+    bsz, m, n, k = 3, 5, 40, 768
+    rng = np.random.default_rng(21)
+    lhs_cols, out_cols = (k, n) if orientation == "fwd" else (n, k)
+    w_t = f"!qcc.qtensor<{bsz}x{n}x{k}xq4_K>"
+    step = compile_step(f"""
+func.func @enc(%w: tensor<{bsz}x{n}x{k}xf32>) -> {w_t} {{
+  %q = qcc.requant %w : tensor<{bsz}x{n}x{k}xf32> -> {w_t}
+  return %q : {w_t}
+}}
+func.func @deq(%w: {w_t}) -> tensor<{bsz}x{n}x{k}xf32> {{
+  %d = qcc.dequant %w : {w_t} -> tensor<{bsz}x{n}x{k}xf32>
+  return %d : tensor<{bsz}x{n}x{k}xf32>
+}}
+func.func @mm(%x: tensor<{bsz}x{m}x{lhs_cols}xf32>, %w: {w_t}) -> tensor<{bsz}x{m}x{out_cols}xf32> {{
+  %y = qcc.qmatmul {orientation} %x, %w : tensor<{bsz}x{m}x{lhs_cols}xf32>, {w_t} -> tensor<{bsz}x{m}x{out_cols}xf32>
+  return %y : tensor<{bsz}x{m}x{out_cols}xf32>
+}}""", tmp_path)
+    q = step.call("enc", rng.normal(0, 0.02, (bsz, n, k)).astype(np.float32))
+    w = step.call("deq", q).astype(np.float64)
+    x = rng.standard_normal((bsz, m, lhs_cols)).astype(np.float32)
+    got = step.call("mm", x, q)
+    ref = np.stack([x[b].astype(np.float64) @ (w[b].T if orientation == "fwd" else w[b])
+                    for b in range(bsz)])
+    assert relative_error(got, ref) < 1e-5

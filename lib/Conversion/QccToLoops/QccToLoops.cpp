@@ -314,12 +314,16 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     QTensorType wType = op.getWeight().getType();
     auto lhsType = cast<RankedTensorType>(op.getLhs().getType());
     auto resultType = cast<RankedTensorType>(op.getResult().getType());
-    if (wType.getRank() != 2)
-      return rewriter.notifyMatchFailure(op, "batched weights not lowered yet");
     if (!wType.hasStaticShape())
       return rewriter.notifyMatchFailure(op, "weight shape must be static");
     bool fwd = op.getOrientation() == MatmulOrientation::Fwd;
-    int64_t n = wType.getShape()[0], k = wType.getShape()[1];
+    int64_t wRank = wType.getRank();
+    int64_t n = wType.getShape()[wRank - 2], k = wType.getShape()[wRank - 1];
+    // A batched weight holds one [N, K] matrix per batch index; their rows
+    // are consecutive in the storage, batch after batch.
+    int64_t numBatches = 1;
+    for (int64_t d : wType.getShape().drop_back(2))
+      numBatches *= d;
     int64_t blockElems = wType.getBlockElems();
     int64_t rowBytes = k / blockElems * wType.getBlockBytes();
     int64_t tileCols = std::max<int64_t>(blockElems, kTileCols);
@@ -332,14 +336,29 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     Value out = allocLike(rewriter, loc, resultType, lhs);
     Value out2d = collapseToMatrix(rewriter, loc, out);
     Value bytes = flatten(rewriter, loc, adaptor.getWeight());
-    Value m = memref::DimOp::create(rewriter, loc, lhs2d, 0);
+    Value mAll = memref::DimOp::create(rewriter, loc, lhs2d, 0);
     Type outElem = resultType.getElementType();
-    (void)lhsType;
 
     Value zero = arith::ConstantOp::create(rewriter, loc,
                                            rewriter.getF32FloatAttr(0));
     Value c0 = cIndex(rewriter, loc, 0), c1 = cIndex(rewriter, loc, 1);
     Value nTotal = cIndex(rewriter, loc, n), kTotal = cIndex(rewriter, loc, k);
+
+    // Batches of a batched weight run one after the other, each over its
+    // own rows of the activations (rowBase) and of W (wRowBase); a 2-D
+    // weight is one batch over all rows.
+    OpBuilder::InsertionGuard guard(rewriter);
+    Value m = mAll, rowBase = c0, wRowBase = c0;
+    scf::ForOp batchLoop;
+    if (numBatches > 1 || wRank > 2) {
+      m = memref::DimOp::create(rewriter, loc, lhs, lhsType.getRank() - 2);
+      batchLoop = scf::ForOp::create(rewriter, loc, c0,
+                                     cIndex(rewriter, loc, numBatches), c1);
+      rewriter.setInsertionPointToStart(batchLoop.getBody());
+      Value b = batchLoop.getInductionVar();
+      rowBase = arith::MulIOp::create(rewriter, loc, b, m);
+      wRowBase = arith::MulIOp::create(rewriter, loc, b, nTotal);
+    }
 
     // The output is split along the dimension the tiles do not contract
     // (N for fwd, K for bwd), so parallel iterations write disjoint columns
@@ -350,7 +369,6 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     auto par = scf::ParallelOp::create(rewriter, loc, ValueRange{c0},
                                        ValueRange{parExtent},
                                        ValueRange{cIndex(rewriter, loc, parStep)});
-    OpBuilder::InsertionGuard guard(rewriter);
     rewriter.setInsertionPointToStart(par.getBody());
     Value p0 = par.getInductionVars()[0];
     Value tile = memref::AllocaOp::create(
@@ -371,8 +389,10 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
                           ValueRange{m})
                           .getResult();
     Value accCol0 = directAcc ? p0 : c0;
+    Value accRow0 = directAcc ? rowBase : c0;
     auto accIndex = [&](OpBuilder &b, Value i, Value j) -> SmallVector<Value> {
-      return {i, arith::AddIOp::create(b, loc, accCol0, j).getResult()};
+      return {arith::AddIOp::create(b, loc, accRow0, i).getResult(),
+              arith::AddIOp::create(b, loc, accCol0, j).getResult()};
     };
     buildLoopNest(rewriter, loc, {m, parCount},
                   [&](OpBuilder &b, ValueRange iv) {
@@ -390,7 +410,8 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     Value seqCount = minIndex(rewriter, loc, seqStep,
                               arith::SubIOp::create(rewriter, loc, seqExtent, s0));
     // The W tile: rows [r0, r0 + rows), columns [c0w, c0w + cols).
-    Value r0 = fwd ? p0 : s0, rows = fwd ? parCount : seqCount;
+    Value r0 = arith::AddIOp::create(rewriter, loc, wRowBase, fwd ? p0 : s0);
+    Value rows = fwd ? parCount : seqCount;
     Value col0 = fwd ? s0 : p0, cols = fwd ? seqCount : parCount;
     if (failed(decodeTile(rewriter, loc, wType, bytes, rowBytes, r0, rows, col0,
                           cols, tile, tileCols)))
@@ -412,10 +433,10 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     func::CallOp::create(
         rewriter, loc, getOrDeclareGemm(rewriter, op),
         ValueRange{i64(m), i64(parCount), i64(seqCount),
-                   elementPointer(rewriter, loc, lhs2d, c0, s0, lhsLd),
+                   elementPointer(rewriter, loc, lhs2d, rowBase, s0, lhsLd),
                    i64(lhsLd), elementPointer(rewriter, loc, tile, c0, c0, tileLd),
                    i64(tileLd),
-                   elementPointer(rewriter, loc, acc, c0, accCol0, accLd),
+                   elementPointer(rewriter, loc, acc, accRow0, accCol0, accLd),
                    i64(accLd),
                    arith::ConstantIntOp::create(rewriter, loc,
                                                 rewriter.getI32Type(), fwd ? 1 : 0)});
@@ -427,12 +448,15 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
                       Value v = memref::LoadOp::create(b, loc, acc, iv);
                       memref::StoreOp::create(
                           b, loc, castFromF32(b, loc, v, outElem), out2d,
-                          ValueRange{iv[0], arith::AddIOp::create(b, loc, p0,
-                                                                  iv[1])
-                                                .getResult()});
+                          ValueRange{
+                              arith::AddIOp::create(b, loc, rowBase, iv[0])
+                                  .getResult(),
+                              arith::AddIOp::create(b, loc, p0, iv[1])
+                                  .getResult()});
                     });
     }
-    rewriter.setInsertionPointAfter(par);
+    rewriter.setInsertionPointAfter(batchLoop ? batchLoop.getOperation()
+                                              : par.getOperation());
     rewriter.replaceOp(op, toTensor(rewriter, loc, out, resultType));
     return success();
   }
