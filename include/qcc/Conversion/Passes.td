@@ -17,9 +17,11 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
     - `qcc.dequant`: an `scf.parallel` over blocks, each decoded into the
       result buffer (through a block-sized scratch for bf16/f16 results);
     - `qcc.qmatmul`: an `scf.parallel` over tiles of output columns; each
-      iteration decodes a 16 x 512 tile of W into an `memref.alloca` and
-      accumulates its product with the activations. The f32 weight matrix is
-      never materialized;
+      iteration decodes a tile of W (128 x 512 forward, 32 x 512 backward)
+      into a `memref.alloca`, through a tile-decoder function shared by all
+      qmatmuls of the same format and weight size, and accumulates its
+      product with the activations with the runtime micro-GEMM
+      `qcc_rt_gemm_f32`. The f32 weight matrix is never materialized;
     - `qcc.hadamard`: an `scf.parallel` over blocks, each a fast
       Walsh-Hadamard transform with the signs as a constant table;
     - `qcc.requant`: a call to the runtime encoder `qcc_rt_encode_rows`
@@ -31,6 +33,11 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
     - `qcc.ste_grad lsq`: the direction is the gradient; the block-scale
       gradient is a call to `qcc_rt_lsq_scale_grad`. (The other estimators
       are elementwise and lowered by `qcc-lower-ste`, which runs first.)
+
+    2-D f32 linalg contractions on static tensors (weight gradients
+    `dŴ = gᵀ·x`, any operand orientation) become calls of the same micro-GEMM
+    that `qcc.qmatmul` uses; every other linalg op is left for one-shot
+    bufferization.
 
     Float tensors entering or leaving an op are bridged with
     `bufferization.to_buffer` / `to_tensor`, so the rest of the function is
@@ -59,6 +66,7 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::bufferization::BufferizationDialect",
                            "::mlir::func::FuncDialect",
+                           "::mlir::linalg::LinalgDialect",
                            "::mlir::LLVM::LLVMDialect",
                            "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect",

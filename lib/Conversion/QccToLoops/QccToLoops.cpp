@@ -19,6 +19,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Func/Transforms/FuncConversions.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -282,12 +284,28 @@ constexpr StringLiteral kGemmFn = "qcc_rt_gemm_f32";
 
 func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from) {
   Type ptr = LLVM::LLVMPointerType::get(b.getContext());
-  Type i64 = b.getI64Type();
+  Type i64 = b.getI64Type(), i32 = b.getI32Type();
   return getOrDeclareRuntimeFunction(
       b, from, kGemmFn,
-      b.getFunctionType({i64, i64, i64, ptr, i64, ptr, i64, ptr, i64,
-                         b.getI32Type()},
+      b.getFunctionType({i64, i64, i64, ptr, i64, i32, ptr, i64, i32, ptr, i64},
                         {}));
+}
+
+/// C += op(A) · op(B) through the runtime's micro-GEMM; `a`, `b`, `c` are
+/// element pointers, the leading dimensions index values.
+void callGemm(OpBuilder &b, Location loc, Operation *from, Value m, Value n,
+              Value k, Value a, Value lda, bool aTransposed, Value bPtr,
+              Value ldb, bool bTransposed, Value c, Value ldc) {
+  auto i64 = [&](Value index) -> Value {
+    return arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+  };
+  auto flag = [&](bool v) -> Value {
+    return arith::ConstantIntOp::create(b, loc, b.getI32Type(), v ? 1 : 0);
+  };
+  func::CallOp::create(b, loc, getOrDeclareGemm(b, from),
+                       ValueRange{i64(m), i64(n), i64(k), a, i64(lda),
+                                  flag(aTransposed), bPtr, i64(ldb),
+                                  flag(bTransposed), c, i64(ldc)});
 }
 
 //===----------------------------------------------------------------------===//
@@ -413,33 +431,31 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     Value r0 = arith::AddIOp::create(rewriter, loc, wRowBase, fwd ? p0 : s0);
     Value rows = fwd ? parCount : seqCount;
     Value col0 = fwd ? s0 : p0, cols = fwd ? seqCount : parCount;
-    if (failed(decodeTile(rewriter, loc, wType, bytes, rowBytes, r0, rows, col0,
-                          cols, tile, tileCols)))
+    FailureOr<func::FuncOp> decoder = getOrCreateTileDecoder(
+        rewriter, op, wType, cast<MemRefType>(bytes.getType()),
+        cast<MemRefType>(tile.getType()), rowBytes, tileCols);
+    if (failed(decoder))
       return rewriter.notifyMatchFailure(op, "no decoder for the format");
+    func::CallOp::create(rewriter, loc, *decoder,
+                         ValueRange{bytes, r0, rows, col0, cols, tile});
 
     // acc[:, j] += lhs[:, s0 + t] · W(j, t): fwd multiplies by the tile
     // transposed (tile rows are output columns), bwd by the tile itself
     // (tile rows are the contracted dimension).
-    auto i64 = [&](Value index) -> Value {
-      return arith::IndexCastOp::create(rewriter, loc, rewriter.getI64Type(),
-                                        index);
-    };
-    Value lhsLd = cIndex(rewriter, loc, cast<MemRefType>(lhs2d.getType()).getDimSize(1));
+    Value lhsLd =
+        cIndex(rewriter, loc, cast<MemRefType>(lhs2d.getType()).getDimSize(1));
     Value accLd =
         cIndex(rewriter, loc,
                directAcc ? cast<MemRefType>(out2d.getType()).getDimSize(1)
                          : parStep);
     Value tileLd = cIndex(rewriter, loc, tileCols);
-    func::CallOp::create(
-        rewriter, loc, getOrDeclareGemm(rewriter, op),
-        ValueRange{i64(m), i64(parCount), i64(seqCount),
-                   elementPointer(rewriter, loc, lhs2d, rowBase, s0, lhsLd),
-                   i64(lhsLd), elementPointer(rewriter, loc, tile, c0, c0, tileLd),
-                   i64(tileLd),
-                   elementPointer(rewriter, loc, acc, accRow0, accCol0, accLd),
-                   i64(accLd),
-                   arith::ConstantIntOp::create(rewriter, loc,
-                                                rewriter.getI32Type(), fwd ? 1 : 0)});
+    callGemm(rewriter, loc, op, m, parCount, seqCount,
+             elementPointer(rewriter, loc, lhs2d, rowBase, s0, lhsLd), lhsLd,
+             /*aTransposed=*/false,
+             elementPointer(rewriter, loc, tile, c0, c0, tileLd), tileLd,
+             /*bTransposed=*/fwd,
+             elementPointer(rewriter, loc, acc, accRow0, accCol0, accLd),
+             accLd);
     rewriter.setInsertionPointAfter(seq);
     if (!directAcc) {
       // out[i, p0 + j] = acc[i, j]
@@ -513,6 +529,149 @@ private:
     Value outBase = arith::MulIOp::create(b, loc, r, cIndex(b, loc, ld));
     return decodeBlocks(b, loc, type, bytes, firstBlock, numBlocks, tile,
                         outBase);
+  }
+
+  /// The tile decoder for this format and these buffer shapes, a private
+  /// function of the module created on first use: every qmatmul on weights
+  /// of the same format and storage size (the same projection in every
+  /// layer) calls one copy, so the emitted block decoder is compiled once
+  /// instead of once per matmul.
+  static FailureOr<func::FuncOp>
+  getOrCreateTileDecoder(OpBuilder &b, Operation *from, QTensorType type,
+                         MemRefType bytesType, MemRefType tileType,
+                         int64_t rowBytes, int64_t ld) {
+    auto module = from->getParentOfType<ModuleOp>();
+    std::string name =
+        ("__qcc_decode_tile_" + stringifyQuantFormat(type.getFormat()) + "_" +
+         Twine(bytesType.getNumElements()) + "_" + Twine(rowBytes) + "_" +
+         Twine(tileType.getNumElements()) + "_" + Twine(ld))
+            .str();
+    if (auto fn = module.lookupSymbol<func::FuncOp>(name))
+      return fn;
+    Location loc = from->getLoc();
+    Type index = b.getIndexType();
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(module.getBody());
+    auto fn = func::FuncOp::create(
+        b, loc, name,
+        b.getFunctionType({bytesType, index, index, index, index, tileType},
+                          {}));
+    fn.setPrivate();
+    Block *body = fn.addEntryBlock();
+    b.setInsertionPointToStart(body);
+    auto args = body->getArguments();
+    if (failed(decodeTile(b, loc, type, args[0], rowBytes, args[1], args[2],
+                          args[3], args[4], args[5], ld))) {
+      fn.erase();
+      return failure();
+    }
+    func::ReturnOp::create(b, loc);
+    return fn;
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// f32 linalg matmuls (weight gradients)
+//===----------------------------------------------------------------------===//
+
+/// Whether `map` selects exactly the loop dimensions (d0, d1).
+bool selectsDims(AffineMap map, unsigned d0, unsigned d1) {
+  if (map.getNumResults() != 2)
+    return false;
+  auto e0 = dyn_cast<AffineDimExpr>(map.getResult(0));
+  auto e1 = dyn_cast<AffineDimExpr>(map.getResult(1));
+  return e0 && e1 && e0.getPosition() == d0 && e1.getPosition() == d1;
+}
+
+/// The orientation of op(A) and op(B) when `op` is a 2-D f32 contraction
+/// C[m, n] (+)= Σ_k op(A)[m, k] · op(B)[k, n] on static tensors.
+struct GemmForm {
+  bool aTransposed, bTransposed;
+};
+
+std::optional<GemmForm> matchGemm(linalg::LinalgOp op) {
+  if (!op.hasPureTensorSemantics() || op.getNumDpsInputs() != 2 ||
+      op.getNumDpsInits() != 1 || op.getNumLoops() != 3 ||
+      op.getNumReductionLoops() != 1 || !linalg::isaContractionOpInterface(op))
+    return std::nullopt;
+  auto isF32Matrix = [](Value v) {
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    return t && t.getRank() == 2 && t.getElementType().isF32() &&
+           t.hasStaticShape();
+  };
+  if (!isF32Matrix(op.getDpsInputOperand(0)->get()) ||
+      !isF32Matrix(op.getDpsInputOperand(1)->get()) ||
+      !isF32Matrix(op.getDpsInitOperand(0)->get()))
+    return std::nullopt;
+  SmallVector<AffineMap> maps = op.getIndexingMapsArray();
+  if (maps[2].getNumResults() != 2)
+    return std::nullopt;
+  auto out0 = dyn_cast<AffineDimExpr>(maps[2].getResult(0));
+  auto out1 = dyn_cast<AffineDimExpr>(maps[2].getResult(1));
+  if (!out0 || !out1)
+    return std::nullopt;
+  unsigned m = out0.getPosition(), n = out1.getPosition();
+  unsigned k = 3 - m - n; // the remaining loop
+  GemmForm form;
+  if (selectsDims(maps[0], m, k))
+    form.aTransposed = false;
+  else if (selectsDims(maps[0], k, m))
+    form.aTransposed = true;
+  else
+    return std::nullopt;
+  if (selectsDims(maps[1], k, n))
+    form.bTransposed = false;
+  else if (selectsDims(maps[1], n, k))
+    form.bTransposed = true;
+  else
+    return std::nullopt;
+  return form;
+}
+
+bool isGemmCandidate(Operation *op) {
+  auto linalgOp = dyn_cast<linalg::LinalgOp>(op);
+  return linalgOp && matchGemm(linalgOp);
+}
+
+/// A 2-D f32 contraction, whatever its operands' orientation (the weight
+/// gradient dŴ = gᵀ·x reads A transposed), becomes a call of the runtime's
+/// micro-GEMM: the same kernel as qmatmul's, and one call instead of a loop
+/// nest for LLVM to vectorize at every use.
+struct MatmulToGemmCall : public OpInterfaceConversionPattern<linalg::LinalgOp> {
+  using OpInterfaceConversionPattern::OpInterfaceConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(linalg::LinalgOp op, ArrayRef<Value> operands,
+                  ConversionPatternRewriter &rewriter) const override {
+    std::optional<GemmForm> form = matchGemm(op);
+    if (!form)
+      return failure();
+    bool aT = form->aTransposed, bT = form->bTransposed;
+    Value a = op.getDpsInputOperand(0)->get(), b = op.getDpsInputOperand(1)->get();
+    Value init = op.getDpsInitOperand(0)->get();
+    Location loc = op.getLoc();
+    auto cType = cast<RankedTensorType>(init.getType());
+    auto aType = cast<RankedTensorType>(a.getType());
+    auto bType = cast<RankedTensorType>(b.getType());
+    int64_t mSize = cType.getDimSize(0), nSize = cType.getDimSize(1);
+    int64_t kSize = aT ? aType.getDimSize(0) : aType.getDimSize(1);
+    // C starts as the init (a zero fill becomes a loop of stores; anything
+    // else is copied), then accumulates the product.
+    Value c = memref::AllocOp::create(
+        rewriter, loc, MemRefType::get(cType.getShape(), rewriter.getF32Type()));
+    memref::CopyOp::create(rewriter, loc, toBuffer(rewriter, loc, init), c);
+    Value aBuf = toBuffer(rewriter, loc, a), bBuf = toBuffer(rewriter, loc, b);
+    Value c0 = cIndex(rewriter, loc, 0);
+    Value lda = cIndex(rewriter, loc, aType.getDimSize(1));
+    Value ldb = cIndex(rewriter, loc, bType.getDimSize(1));
+    Value ldc = cIndex(rewriter, loc, nSize);
+    callGemm(rewriter, loc, op, cIndex(rewriter, loc, mSize),
+             cIndex(rewriter, loc, nSize), cIndex(rewriter, loc, kSize),
+             elementPointer(rewriter, loc, aBuf, c0, c0, lda), lda, aT,
+             elementPointer(rewriter, loc, bBuf, c0, c0, ldb), ldb, bT,
+             elementPointer(rewriter, loc, c, c0, c0, ldc), ldc);
+    rewriter.replaceOp(op, toTensor(rewriter, loc, c, cType));
+    return success();
   }
 };
 
@@ -890,11 +1049,16 @@ struct LowerQccToLoopsPass
     target.addDynamicallyLegalOp<func::ReturnOp, func::CallOp>(
         [&](Operation *op) { return converter.isLegal(op); });
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
+    // f32 2-D matmuls go to the micro-GEMM where the pattern applies; the
+    // rest of linalg stays for one-shot bufferization and loops.
+    target.addDynamicallyLegalDialect<linalg::LinalgDialect>(
+        [](Operation *op) { return !isGemmCandidate(op); });
 
     RewritePatternSet patterns(ctx);
     patterns.add<DequantLowering, QMatmulLowering, HadamardLowering,
                  RequantLowering, CarryUpdateLowering, SteLsqLowering>(
         converter, ctx);
+    patterns.add<MatmulToGemmCall>(converter, ctx);
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
                                                                    converter);
     populateReturnOpTypeConversionPattern(patterns, converter);

@@ -22,14 +22,25 @@
 
 namespace {
 
-/// C[m x n] += A[m x k] · B[k x n], all row-major with leading dimensions.
+/// Element (i, p) of op(A): A[i][p], or A[p][i] when A is stored transposed.
+inline float aAt(const float *a, int64_t lda, bool aT, int64_t i, int64_t p) {
+  return aT ? a[p * lda + i] : a[i * lda + p];
+}
+
+/// Element (p, j) of op(B).
+inline float bAt(const float *b, int64_t ldb, bool bT, int64_t p, int64_t j) {
+  return bT ? b[j * ldb + p] : b[p * ldb + j];
+}
+
+/// C[m x n] += op(A) · op(B), the portable path.
 void gemmGeneric(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                 const float *b, int64_t ldb, float *c, int64_t ldc) {
+                 bool aT, const float *b, int64_t ldb, bool bT, float *c,
+                 int64_t ldc) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t p = 0; p < k; ++p) {
-      const float av = a[i * lda + p];
+      const float av = aAt(a, lda, aT, i, p);
       for (int64_t j = 0; j < n; ++j)
-        c[i * ldc + j] += av * b[p * ldb + j];
+        c[i * ldc + j] += av * bAt(b, ldb, bT, p, j);
     }
 }
 
@@ -90,13 +101,14 @@ void packPanel(int64_t k, int64_t j0, int64_t cols, const float *b, int64_t ldb,
   }
 }
 
-/// Packs rows [i0, i0 + rows) of A, all k, as k groups of kMR floats: rows
-/// of A are often a whole activation row apart (4 KiB multiples), which
+/// Packs rows [i0, i0 + rows) of op(A), all k, as k groups of kMR floats:
+/// rows of A are often a whole activation row apart (4 KiB multiples), which
 /// would make the kernel's six broadcasts alias in L1.
-void packA(int64_t rows, int64_t k, const float *a, int64_t lda, float *ap) {
+void packA(int64_t i0, int64_t rows, int64_t k, const float *a, int64_t lda,
+           bool aT, float *ap) {
   for (int64_t p = 0; p < k; ++p)
     for (int64_t r = 0; r < kMR; ++r)
-      ap[p * kMR + r] = r < rows ? a[r * lda + p] : 0.0f;
+      ap[p * kMR + r] = r < rows ? aAt(a, lda, aT, i0 + r, p) : 0.0f;
 }
 
 float *aligned(std::vector<float> &storage, size_t floats) {
@@ -113,7 +125,7 @@ QCC_AVX512 void gemmFewRows(int64_t m, int64_t n, int64_t k, const float *a,
                             int64_t lda, const float *b, int64_t ldb, float *c,
                             int64_t ldc, bool transposed) {
   for (int64_t i = 0; i < m; ++i) {
-    const float *ai = a + i * lda;
+    const float *ai = a + i * lda; // op(A) is not transposed on this path
     float *ci = c + i * ldc;
     if (transposed) {
       for (int64_t j = 0; j < n; ++j) {
@@ -151,9 +163,9 @@ QCC_AVX512 void gemmFewRows(int64_t m, int64_t n, int64_t k, const float *a,
 }
 
 QCC_AVX512 void gemmAVX512(int64_t m, int64_t n, int64_t k, const float *a,
-                           int64_t lda, const float *b, int64_t ldb, float *c,
-                           int64_t ldc, bool transposed) {
-  if (m < 4) {
+                           int64_t lda, bool aT, const float *b, int64_t ldb,
+                           float *c, int64_t ldc, bool transposed) {
+  if (m < 4 && !aT) {
     gemmFewRows(m, n, k, a, lda, b, ldb, c, ldc, transposed);
     return;
   }
@@ -168,7 +180,7 @@ QCC_AVX512 void gemmAVX512(int64_t m, int64_t n, int64_t k, const float *a,
               transposed, panels + j * k * kNR);
   for (int64_t i0 = 0; i0 < m; i0 += kMR) {
     const int64_t rows = std::min<int64_t>(kMR, m - i0);
-    packA(rows, k, a + i0 * lda, lda, ap);
+    packA(i0, rows, k, a, lda, aT, ap);
     for (int64_t j = 0; j < numPanels; ++j)
       kMicroKernels[rows](std::min<int64_t>(kNR, n - j * kNR), k, ap,
                           panels + j * k * kNR, c + i0 * ldc + j * kNR, ldc);
@@ -186,26 +198,19 @@ bool hasAVX512() {
 } // namespace
 
 extern "C" void qcc_rt_gemm_f32(int64_t m, int64_t n, int64_t k,
-                                const float *a, int64_t lda, const float *b,
-                                int64_t ldb, float *c, int64_t ldc,
-                                int32_t bTransposed) {
+                                const float *a, int64_t lda,
+                                int32_t aTransposed, const float *b,
+                                int64_t ldb, int32_t bTransposed, float *c,
+                                int64_t ldc) {
   if (m <= 0 || n <= 0 || k <= 0)
     return;
 #if defined(__x86_64__)
   if (hasAVX512()) {
-    gemmAVX512(m, n, k, a, lda, b, ldb, c, ldc, bTransposed != 0);
+    gemmAVX512(m, n, k, a, lda, aTransposed != 0, b, ldb, c, ldc,
+               bTransposed != 0);
     return;
   }
 #endif
-  if (!bTransposed) {
-    gemmGeneric(m, n, k, a, lda, b, ldb, c, ldc);
-    return;
-  }
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      float s = 0;
-      for (int64_t p = 0; p < k; ++p)
-        s += a[i * lda + p] * b[j * ldb + p];
-      c[i * ldc + j] += s;
-    }
+  gemmGeneric(m, n, k, a, lda, aTransposed != 0, b, ldb, bTransposed != 0, c,
+              ldc);
 }

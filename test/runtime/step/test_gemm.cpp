@@ -2,7 +2,7 @@
 //
 // qcc_rt_gemm_f32 on every edge of its register blocking (rows not a
 // multiple of 6, columns not a multiple of 16/32, k of 1), both orientations
-// of B, leading dimensions wider than the matrices, and accumulation into a
+// of A and of B, leading dimensions wider than the matrices, and accumulation into a
 // non-zero C. Reference: the same sums in double; tolerance 1e-5 relative to
 // the largest |entry| of the result (f32 sums of at most 600 products).
 //
@@ -20,14 +20,15 @@
 namespace {
 
 class Gemm : public testing::TestWithParam<
-                 std::tuple<int64_t, int64_t, int64_t, bool>> {};
+                 std::tuple<int64_t, int64_t, int64_t, bool, bool>> {};
 
 TEST_P(Gemm, MatchesDoubleReference) {
-  auto [m, n, k, transposed] = GetParam();
-  const int64_t lda = k + 3, ldb = (transposed ? k : n) + 5, ldc = n + 7;
+  auto [m, n, k, transposed, aT] = GetParam();
+  const int64_t lda = (aT ? m : k) + 3, ldb = (transposed ? k : n) + 5,
+                ldc = n + 7;
   std::mt19937 rng(unsigned(m * 1000 + n * 10 + k));
   std::normal_distribution<float> dist;
-  std::vector<float> a(size_t(m * lda)), b(size_t((transposed ? n : k) * ldb)),
+  std::vector<float> a(size_t((aT ? k : m) * lda)), b(size_t((transposed ? n : k) * ldb)),
       c(size_t(m * ldc));
   for (float &v : a)
     v = dist(rng);
@@ -40,11 +41,11 @@ TEST_P(Gemm, MatchesDoubleReference) {
     for (int64_t j = 0; j < n; ++j)
       for (int64_t p = 0; p < k; ++p)
         ref[size_t(i * ldc + j)] +=
-            double(a[size_t(i * lda + p)]) *
+            double(aT ? a[size_t(p * lda + i)] : a[size_t(i * lda + p)]) *
             double(transposed ? b[size_t(j * ldb + p)] : b[size_t(p * ldb + j)]);
   const std::vector<float> before = c;
-  qcc_rt_gemm_f32(m, n, k, a.data(), lda, b.data(), ldb, c.data(), ldc,
-                  transposed ? 1 : 0);
+  qcc_rt_gemm_f32(m, n, k, a.data(), lda, aT ? 1 : 0, b.data(), ldb,
+                  transposed ? 1 : 0, c.data(), ldc);
   double scale = 1e-30;
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j)
@@ -65,12 +66,12 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Combine(testing::Values<int64_t>(1, 5, 6, 7, 13),
                      testing::Values<int64_t>(1, 15, 16, 17, 32, 33, 70),
                      testing::Values<int64_t>(1, 8, 600),
-                     testing::Bool()));
+                     testing::Bool(), testing::Bool()));
 
 TEST(GemmArgs, EmptyDimensionsDoNothing) {
   float c = 1.0f;
-  qcc_rt_gemm_f32(0, 1, 1, nullptr, 1, nullptr, 1, &c, 1, 0);
-  qcc_rt_gemm_f32(1, 1, 0, nullptr, 1, nullptr, 1, &c, 1, 1);
+  qcc_rt_gemm_f32(0, 1, 1, nullptr, 1, 0, nullptr, 1, 0, &c, 1);
+  qcc_rt_gemm_f32(1, 1, 0, nullptr, 1, 1, nullptr, 1, 1, &c, 1);
   EXPECT_EQ(c, 1.0f);
 }
 

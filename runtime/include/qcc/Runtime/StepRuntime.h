@@ -52,12 +52,14 @@ int32_t qcc_rt_lsq_scale_grad(uint32_t ggml_type, const void *w,
                               const float *grad, float *out, int64_t rows,
                               int64_t row_len);
 
-/* C[m x n] += A[m x k] · op(B) in f32, row-major with leading dimensions
- * lda/ldb/ldc; op(B) = B (k x n) or, when `b_transposed`, Bᵀ with B n x k.
- * The micro-GEMM qcc.qmatmul feeds with tiles of decoded weights. */
+/* C[m x n] += op(A) · op(B) in f32, row-major with leading dimensions
+ * lda/ldb/ldc; op(A) = A (m x k) or, when `a_transposed`, Aᵀ with A k x m;
+ * op(B) = B (k x n) or, when `b_transposed`, Bᵀ with B n x k. The micro-GEMM
+ * that qcc.qmatmul feeds with tiles of decoded weights, and that f32
+ * linalg matmuls (weight gradients) are lowered to. */
 void qcc_rt_gemm_f32(int64_t m, int64_t n, int64_t k, const float *a,
-                     int64_t lda, const float *b, int64_t ldb, float *c,
-                     int64_t ldc, int32_t b_transposed);
+                     int64_t lda, int32_t a_transposed, const float *b,
+                     int64_t ldb, int32_t b_transposed, float *c, int64_t ldc);
 
 /* The first error recorded since the last call, or null; clears it. The
  * string stays valid until the next call. */
