@@ -13,6 +13,7 @@
 #include "qcc/Conversion/Passes.h"
 #include "qcc/Conversion/QccToLoops/BlockDecode.h"
 #include "qcc/Dialect/Qcc/IR/QccOps.h"
+#include "qcc/Runtime/SplitMix64.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
@@ -901,15 +902,6 @@ struct SteLsqLowering : public OpConversionPattern<SteGradOp> {
 // hadamard
 //===----------------------------------------------------------------------===//
 
-/// splitmix64(x), the sign generator of docs/spec.md §3.6, evaluated at
-/// compile time: the signs are constants of the op.
-uint64_t splitmix64(uint64_t x) {
-  uint64_t z = x + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 struct HadamardLowering : public OpConversionPattern<HadamardOp> {
   using OpConversionPattern::OpConversionPattern;
 
@@ -929,11 +921,11 @@ struct HadamardLowering : public OpConversionPattern<HadamardOp> {
         rewriter, loc, numElements(rewriter, loc, out), cIndex(rewriter, loc, n));
 
     // The sign vector as a constant table of ±1.0.
+    // The signs are constants of the op (docs/spec.md §3.6).
     SmallVector<float> signs(n, 1.0f);
     if (seed)
       for (int64_t j = 0; j < n; ++j)
-        if (splitmix64(*seed + static_cast<uint64_t>(j)) >> 63)
-          signs[j] = -1.0f;
+        signs[j] = ::qcc::splitmixSign(*seed, static_cast<uint64_t>(j));
     Value signTable = signsGlobal(rewriter, loc, op, signs, seed.value_or(0));
     Value scale = arith::ConstantOp::create(
         rewriter, loc, rewriter.getF32FloatAttr(1.0f / std::sqrt(float(n))));

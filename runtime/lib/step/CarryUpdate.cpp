@@ -11,6 +11,7 @@
 #include "qcc/Runtime/StepRuntime.h"
 
 #include "qcc/Runtime/Codecs.h"
+#include "qcc/Runtime/SplitMix64.h"
 
 #include <cmath>
 #include <cstring>
@@ -25,13 +26,6 @@ namespace {
 
 using qcc::FormatInfo;
 
-uint64_t splitmix64(uint64_t x) {
-  uint64_t z = x + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 /// The JL projection P (dim x chunk, entries ±1/sqrt(dim)), row-major.
 std::vector<float> jlMatrix(int64_t dim, int64_t chunk, uint64_t seed) {
   std::vector<float> p(size_t(dim * chunk));
@@ -39,7 +33,7 @@ std::vector<float> jlMatrix(int64_t dim, int64_t chunk, uint64_t seed) {
   for (int64_t k = 0; k < dim; ++k)
     for (int64_t j = 0; j < chunk; ++j)
       p[size_t(k * chunk + j)] =
-          (splitmix64(seed + uint64_t(k * chunk + j)) >> 63) ? -mag : mag;
+          mag * qcc::splitmixSign(seed, uint64_t(k * chunk + j));
   return p;
 }
 
