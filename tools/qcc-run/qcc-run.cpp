@@ -125,6 +125,16 @@ int main(int argc, char **argv) {
     return die("input '" + missing.front() + "' has no value: give a tensor "
                "of that name in --inputs");
 
+  // Tokens per step: the rows of the first input tensor (its leading
+  // dimensions multiplied, all but the innermost), e.g. x[batch, seq, dim].
+  int64_t tokensPerStep = 0;
+  for (const rt::ValueDesc &arg : session->entry().args)
+    if (arg.role == "input" && arg.kind == "tensor" && arg.shape.size() >= 2) {
+      tokensPerStep = 1;
+      for (size_t i = 0; i + 1 < arg.shape.size(); ++i)
+        tokensPerStep *= arg.shape[i];
+      break;
+    }
   const bool tty = isatty(fileno(stderr));
   const bool hasLoss = session->result("loss") != nullptr;
   std::fprintf(stderr, "qcc-run: %s: entry '%s', %zu trainable weight(s), "
@@ -143,21 +153,25 @@ int main(int argc, char **argv) {
                          .count();
     double rate = s / std::max(elapsed, 1e-9);
     double eta = (steps - s) / rate;
-    char loss[48] = "";
+    char loss[48] = "", tokens[48] = "";
     if (hasLoss)
       std::snprintf(loss, sizeof loss, "  loss %.5f",
                     double(session->scalarResult("loss")));
+    if (tokensPerStep)
+      std::snprintf(tokens, sizeof tokens, "  %.0f tokens/s",
+                    rate * double(tokensPerStep));
     if (tty) {
       const int width = 30;
       int filled = int(width * s / steps);
-      std::fprintf(stderr, "\r[%.*s%*s] step %lld/%lld%s  %.1f steps/s  ETA %.0fs ",
+      std::fprintf(stderr,
+                   "\r[%.*s%*s] step %lld/%lld%s%s  %.1f steps/s  ETA %.0fs ",
                    filled, "==============================", width - filled, "",
-                   s, steps, loss, rate, eta);
+                   s, steps, loss, tokens, rate, eta);
       if (s == steps)
         std::fputc('\n', stderr);
     } else {
-      std::fprintf(stderr, "step %lld/%lld%s  %.1f steps/s  ETA %.0fs\n", s,
-                   steps, loss, rate, eta);
+      std::fprintf(stderr, "step %lld/%lld%s%s  %.1f steps/s  ETA %.0fs\n", s,
+                   steps, loss, tokens, rate, eta);
     }
   }
   if (!savePath.empty()) {
