@@ -1,0 +1,59 @@
+/*===- qcc_runtime.h - C API of the qcc runtime --------------------*- C -*-===//
+ *
+ * Run a compiled step library (docs/runtime.md) over a GGUF model from C or
+ * any language with a C FFI: the same binding, checks and training loop as
+ * qcc-run (docs/qcc-run.md), in libqcc_runtime.so. Functions that can fail
+ * return 0 on success or non-zero and, when `error` is not null, a message
+ * in `*error` that the caller frees with qcc_free_error().
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef QCC_RUNTIME_QCC_RUNTIME_H
+#define QCC_RUNTIME_QCC_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define QCC_RUNTIME_API __attribute__((visibility("default")))
+#else
+#define QCC_RUNTIME_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qcc_session qcc_session;
+
+/* Loads `step_path`, opens `model_path` read-only and binds entry `entry`
+ * (null: the library's only entry, or "train_step"). Null on failure. */
+QCC_RUNTIME_API qcc_session *qcc_session_open(const char *step_path, const char *entry,
+                              const char *model_path, char **error);
+
+/* Sets an input or state argument from `bytes` raw bytes. */
+QCC_RUNTIME_API int qcc_session_set_input(qcc_session *session, const char *name,
+                          const void *data, size_t bytes, char **error);
+
+/* One call of the entry; results replace the arguments of the same name. */
+QCC_RUNTIME_API int qcc_session_run(qcc_session *session, char **error);
+
+/* The latest value of result `name` (valid until the next run), or null. */
+QCC_RUNTIME_API const void *qcc_session_result(const qcc_session *session, const char *name,
+                               size_t *bytes);
+
+/* Steps run so far. */
+QCC_RUNTIME_API uint64_t qcc_session_steps(const qcc_session *session);
+
+/* Writes the model with its trained weights to `path`, atomically. */
+QCC_RUNTIME_API int qcc_session_save(const qcc_session *session, const char *path,
+                     char **error);
+
+QCC_RUNTIME_API void qcc_session_close(qcc_session *session);
+QCC_RUNTIME_API void qcc_free_error(char *error);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QCC_RUNTIME_QCC_RUNTIME_H */

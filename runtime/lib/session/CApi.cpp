@@ -1,0 +1,98 @@
+//===- CApi.cpp - The C API of the qcc runtime ----------------------------===//
+
+#include "qcc/Runtime/qcc_runtime.h"
+
+#include "qcc/Runtime/Gguf.h"
+#include "qcc/Runtime/Session.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+struct qcc_session {
+  std::unique_ptr<qcc::rt::StepLibrary> library;
+  std::unique_ptr<qcc::gguf::File> model;
+  std::unique_ptr<qcc::rt::Session> session;
+};
+
+static int report(char **error, const std::string &message) {
+  if (error)
+    *error = strdup(message.c_str());
+  return 1;
+}
+
+extern "C" qcc_session *qcc_session_open(const char *stepPath,
+                                         const char *entry,
+                                         const char *modelPath, char **error) {
+  if (!stepPath || !modelPath) {
+    report(error, "qcc_session_open: null path");
+    return nullptr;
+  }
+  auto s = std::make_unique<qcc_session>();
+  std::string message;
+  s->library = qcc::rt::StepLibrary::load(stepPath, &message);
+  if (!s->library) {
+    report(error, message);
+    return nullptr;
+  }
+  s->model = qcc::gguf::File::open(modelPath, &message);
+  if (!s->model) {
+    report(error, std::string(modelPath) + ": " + message);
+    return nullptr;
+  }
+  std::string name = entry ? entry
+                     : s->library->entries().size() == 1
+                         ? s->library->entries()[0].name
+                         : "train_step";
+  s->session =
+      qcc::rt::Session::create(*s->library, name, *s->model, &message);
+  if (!s->session) {
+    report(error, message);
+    return nullptr;
+  }
+  return s.release();
+}
+
+extern "C" int qcc_session_set_input(qcc_session *s, const char *name,
+                                     const void *data, size_t bytes,
+                                     char **error) {
+  std::string message;
+  if (!s || !name)
+    return report(error, "qcc_session_set_input: null argument");
+  return s->session->setArgument(name, data, bytes, &message)
+             ? 0
+             : report(error, message);
+}
+
+extern "C" int qcc_session_run(qcc_session *s, char **error) {
+  std::string message;
+  if (!s)
+    return report(error, "qcc_session_run: null session");
+  return s->session->run(&message) ? 0 : report(error, message);
+}
+
+extern "C" const void *qcc_session_result(const qcc_session *s,
+                                          const char *name, size_t *bytes) {
+  const std::vector<uint8_t> *r =
+      s && name ? s->session->result(name) : nullptr;
+  if (bytes)
+    *bytes = r ? r->size() : 0;
+  return r ? r->data() : nullptr;
+}
+
+extern "C" uint64_t qcc_session_steps(const qcc_session *s) {
+  return s ? s->session->steps() : 0;
+}
+
+extern "C" int qcc_session_save(const qcc_session *s, const char *path,
+                                char **error) {
+  std::string message;
+  if (!s || !path)
+    return report(error, "qcc_session_save: null argument");
+  return s->session->save(path, &message) ? 0 : report(error, message);
+}
+
+extern "C" void qcc_session_close(qcc_session *s) { delete s; }
+
+extern "C" void qcc_free_error(char *error) { std::free(error); }

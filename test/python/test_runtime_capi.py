@@ -1,0 +1,93 @@
+"""The C API of the runtime (libqcc_runtime.so, qcc/Runtime/qcc_runtime.h)
+through ctypes: the same training as qcc-run, and its errors."""
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+
+from qcc_step import ROOT, compile_step
+from test_qcc_run import q4k_model
+
+BUILD = os.environ.get("QCC_BUILD_DIR", os.path.join(ROOT, "build"))
+
+
+@pytest.fixture(scope="module")
+def capi():
+    lib = ctypes.CDLL(os.path.join(BUILD, "lib", "libqcc_runtime.so"))
+    lib.qcc_session_open.restype = ctypes.c_void_p
+    lib.qcc_session_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p,
+                                     ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+    lib.qcc_session_set_input.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                                          ctypes.c_void_p, ctypes.c_size_t,
+                                          ctypes.POINTER(ctypes.c_void_p)]
+    lib.qcc_session_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+    lib.qcc_session_result.restype = ctypes.c_void_p
+    lib.qcc_session_result.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                                       ctypes.POINTER(ctypes.c_size_t)]
+    lib.qcc_session_steps.restype = ctypes.c_uint64
+    lib.qcc_session_steps.argtypes = [ctypes.c_void_p]
+    lib.qcc_session_save.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                                     ctypes.POINTER(ctypes.c_void_p)]
+    lib.qcc_session_close.argtypes = [ctypes.c_void_p]
+    lib.qcc_free_error.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def message(lib, ptr):
+    text = ctypes.cast(ptr, ctypes.c_char_p).value.decode()
+    lib.qcc_free_error(ptr)
+    return text
+
+
+def test_train_through_the_c_api(capi, tmp_path):
+    """Open, feed inputs, run 30 steps (loss falls 20x), save a GGUF."""
+    with open(os.path.join(ROOT, "examples", "train_linear.mlir")) as f:
+        step = compile_step(f.read(), tmp_path / "step").path
+    model = q4k_model(tmp_path, "blk.0.ffn_up.weight", (512, 256), seed=1)
+    err = ctypes.c_void_p()
+    s = capi.qcc_session_open(step.encode(), None, str(model).encode(),
+                              ctypes.byref(err))
+    assert s, message(capi, err)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 256)).astype(np.float32)
+    target = (x @ rng.normal(0, 0.02, (512, 256)).T).astype(np.float32)
+    lr = np.array([0.02], np.float32)
+    for name, arr in (("x", x), ("target", target), ("lr", lr)):
+        assert capi.qcc_session_set_input(s, name.encode(), arr.ctypes.data,
+                                          arr.nbytes, ctypes.byref(err)) == 0
+    losses = []
+    for _ in range(30):
+        assert capi.qcc_session_run(s, ctypes.byref(err)) == 0, message(capi, err)
+        size = ctypes.c_size_t()
+        ptr = capi.qcc_session_result(s, b"loss", ctypes.byref(size))
+        assert size.value == 4
+        losses.append(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float))[0])
+    assert capi.qcc_session_steps(s) == 30
+    assert losses[-1] < losses[0] / 20, losses
+    out = tmp_path / "trained.gguf"
+    assert capi.qcc_session_save(s, str(out).encode(), ctypes.byref(err)) == 0
+    assert out.stat().st_size > 0
+    capi.qcc_session_close(s)
+
+
+def test_c_api_errors(capi, tmp_path):
+    """A missing model and a wrongly sized input come back as messages."""
+    with open(os.path.join(ROOT, "examples", "train_linear.mlir")) as f:
+        step = compile_step(f.read(), tmp_path / "step").path
+    err = ctypes.c_void_p()
+    s = capi.qcc_session_open(step.encode(), None, b"/nonexistent.gguf",
+                              ctypes.byref(err))
+    assert not s and "/nonexistent.gguf" in message(capi, err)
+    model = q4k_model(tmp_path, "blk.0.ffn_up.weight", (512, 256), seed=2)
+    s = capi.qcc_session_open(step.encode(), None, str(model).encode(),
+                              ctypes.byref(err))
+    assert s
+    x = np.zeros(3, np.float32)
+    assert capi.qcc_session_set_input(s, b"x", x.ctypes.data, x.nbytes,
+                                      ctypes.byref(err)) != 0
+    assert "'x' expects 8192 bytes" in message(capi, err)
+    assert capi.qcc_session_run(s, ctypes.byref(err)) != 0
+    assert "argument 'x' has no value" in message(capi, err)
+    capi.qcc_session_close(s)
