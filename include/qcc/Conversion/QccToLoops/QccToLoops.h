@@ -6,6 +6,7 @@
 #include "qcc/Dialect/Qcc/IR/QccTypes.h"
 
 #include "mlir/IR/BuiltinTypes.h"
+#include "mlir/Transforms/DialectConversion.h"
 
 namespace mlir::qcc {
 
@@ -13,6 +14,12 @@ namespace mlir::qcc {
 /// qtensor with the innermost dimension counted in bytes
 /// (`!qcc.qtensor<256x512xq4_K>` -> `memref<256x288xi8>`).
 MemRefType getStorageType(QTensorType type);
+
+/// The patterns of qcc-lower-to-loops (qcc ops to loops over block bytes and
+/// runtime calls; 2-D f32 matmuls to the micro-GEMM), for pipelines that
+/// compose them with their own.
+void populateQccToLoopsPatterns(TypeConverter &converter,
+                                RewritePatternSet &patterns);
 
 } // namespace mlir::qcc
 

@@ -1,0 +1,97 @@
+//===- LoweringUtils.h - Shared pieces of qcc-to-loops lowerings -*- C++
+//-*-===//
+//
+// Buffers, casts, block decoding and runtime calls used by the per-op-family
+// lowerings of qcc-lower-to-loops (DequantToLoops.cpp, QMatmulToLoops.cpp,
+// RuntimeCallLowerings.cpp, HadamardToLoops.cpp).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef QCC_LIB_CONVERSION_QCCTOLOOPS_LOWERINGUTILS_H
+#define QCC_LIB_CONVERSION_QCCTOLOOPS_LOWERINGUTILS_H
+
+#include "qcc/Conversion/QccToLoops/QccToLoops.h"
+#include "qcc/Dialect/Qcc/IR/QccOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+namespace mlir::qcc::detail {
+
+constexpr StringLiteral kGemmFn = "qcc_rt_gemm_f32";
+
+Value cIndex(OpBuilder &b, Location loc, int64_t v);
+
+/// The memref with all dimensions folded into one (identity layouts only).
+Value flatten(OpBuilder &b, Location loc, Value memref);
+
+/// Product of all dimensions of a memref, as an index value.
+Value numElements(OpBuilder &b, Location loc, Value memref);
+
+/// An uninitialized buffer shaped like `tensorType`, sized from `like` (a
+/// buffer of the same rank) where dimensions are dynamic.
+Value allocLike(OpBuilder &b, Location loc, RankedTensorType tensorType,
+                Value like);
+
+Value toTensor(OpBuilder &b, Location loc, Value buffer, Type tensorType);
+
+Value toBuffer(OpBuilder &b, Location loc, Value tensor);
+
+/// f32 -> `to` (f32, f16 or bf16), rounding to nearest even exactly as the
+/// runtime's converters do. bf16 is rounded with integer ops: arith.truncf
+/// may become an instruction (AVX512-BF16 vcvtneps2bf16) that flushes f32
+/// subnormals to zero, which the runtime, and ggml, do not.
+Value castFromF32(OpBuilder &b, Location loc, Value v, Type to);
+
+Value castToF32(OpBuilder &b, Location loc, Value v);
+
+/// Decodes `numBlocks` consecutive blocks starting at block `firstBlock` of
+/// the flat storage `bytes` into the flat f32 buffer `out` at element
+/// `outBase`, one block after the other.
+LogicalResult decodeBlocks(OpBuilder &b, Location loc, QTensorType type,
+                           Value bytes, Value firstBlock, Value numBlocks,
+                           Value out, Value outBase);
+
+/// The declaration of runtime function `name` (runtime/include/qcc/Runtime/
+/// StepRuntime.h) in the module of `from`, created on first use.
+func::FuncOp getOrDeclareRuntimeFunction(OpBuilder &b, Operation *from,
+                                         StringRef name, FunctionType type);
+
+/// The data pointer of an identity-layout memref, as an !llvm.ptr.
+Value dataPointer(OpBuilder &b, Location loc, Value memref);
+
+/// A float tensor as an f32 buffer (widened into a new one when narrower).
+Value toF32Buffer(OpBuilder &b, Location loc, Value tensor);
+
+/// The address of element (row, col) of a row-major f32 buffer whose rows
+/// are `ld` floats apart, as an !llvm.ptr.
+Value elementPointer(OpBuilder &b, Location loc, Value memref, Value row,
+                     Value col, Value ld);
+
+func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from);
+
+/// C += op(A) · op(B) through the runtime's micro-GEMM; `a`, `b`, `c` are
+/// element pointers, the leading dimensions index values.
+void callGemm(OpBuilder &b, Location loc, Operation *from, Value m, Value n,
+              Value k, Value a, Value lda, bool aTransposed, Value bPtr,
+              Value ldb, bool bTransposed, Value c, Value ldc);
+
+// Pattern sets of the op families.
+void populateDequantToLoopsPatterns(TypeConverter &converter,
+                                    RewritePatternSet &patterns);
+void populateQMatmulToLoopsPatterns(TypeConverter &converter,
+                                    RewritePatternSet &patterns);
+void populateRuntimeCallPatterns(TypeConverter &converter,
+                                 RewritePatternSet &patterns);
+void populateHadamardToLoopsPatterns(TypeConverter &converter,
+                                     RewritePatternSet &patterns);
+/// Whether `op` is a 2-D f32 contraction that becomes a micro-GEMM call.
+bool isGemmCandidate(Operation *op);
+
+} // namespace mlir::qcc::detail
+
+#endif // QCC_LIB_CONVERSION_QCCTOLOOPS_LOWERINGUTILS_H

@@ -1,0 +1,393 @@
+//===- QMatmulToLoops.cpp - qcc.qmatmul and f32 matmuls on the micro-GEMM ===//
+
+#include "LoweringUtils.h"
+
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
+
+using namespace mlir;
+using namespace mlir::qcc;
+using namespace mlir::qcc::detail;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// qmatmul
+//===----------------------------------------------------------------------===//
+
+/// Rows of W decoded per tile, and the tile's extent along K (a multiple of
+/// every block length, 256). Forward tiles are 128 x 512 (256 KiB, in L2):
+/// each call of the micro-GEMM then covers four 32-column register panels
+/// per packed block of activations. Backward tiles are 32 x 512, whose rows
+/// are the contracted dimension: shorter panels keep the packed B in L1/L2.
+/// Measured on the dev machine, docs/benchmarks.md.
+constexpr int64_t kTileRowsFwd = 128;
+constexpr int64_t kTileRowsBwd = 32;
+constexpr int64_t kTileCols = 512;
+
+struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(QMatmulOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType wType = op.getWeight().getType();
+    auto lhsType = cast<RankedTensorType>(op.getLhs().getType());
+    auto resultType = cast<RankedTensorType>(op.getResult().getType());
+    if (!wType.hasStaticShape())
+      return rewriter.notifyMatchFailure(op, "weight shape must be static");
+    bool fwd = op.getOrientation() == MatmulOrientation::Fwd;
+    int64_t wRank = wType.getRank();
+    int64_t n = wType.getShape()[wRank - 2], k = wType.getShape()[wRank - 1];
+    // A batched weight holds one [N, K] matrix per batch index; their rows
+    // are consecutive in the storage, batch after batch.
+    int64_t numBatches = 1;
+    for (int64_t d : wType.getShape().drop_back(2))
+      numBatches *= d;
+    int64_t blockElems = wType.getBlockElems();
+    int64_t rowBytes = k / blockElems * wType.getBlockBytes();
+    int64_t tileCols = std::max<int64_t>(blockElems, kTileCols);
+    tileCols = std::min<int64_t>(tileCols, k);
+
+    // Fold batch dimensions of the activations into M; the micro-GEMM
+    // takes f32 activations.
+    Value lhs = toF32Buffer(rewriter, loc, op.getLhs());
+    auto lhs2d = collapseToMatrix(rewriter, loc, lhs);
+    Value out = allocLike(rewriter, loc, resultType, lhs);
+    Value out2d = collapseToMatrix(rewriter, loc, out);
+    Value bytes = flatten(rewriter, loc, adaptor.getWeight());
+    Value mAll = memref::DimOp::create(rewriter, loc, lhs2d, 0);
+    Type outElem = resultType.getElementType();
+
+    Value zero =
+        arith::ConstantOp::create(rewriter, loc, rewriter.getF32FloatAttr(0));
+    Value c0 = cIndex(rewriter, loc, 0), c1 = cIndex(rewriter, loc, 1);
+    Value nTotal = cIndex(rewriter, loc, n), kTotal = cIndex(rewriter, loc, k);
+
+    // Batches of a batched weight run one after the other, each over its
+    // own rows of the activations (rowBase) and of W (wRowBase); a 2-D
+    // weight is one batch over all rows.
+    OpBuilder::InsertionGuard guard(rewriter);
+    Value m = mAll, rowBase = c0, wRowBase = c0;
+    scf::ForOp batchLoop;
+    if (numBatches > 1 || wRank > 2) {
+      m = memref::DimOp::create(rewriter, loc, lhs, lhsType.getRank() - 2);
+      batchLoop = scf::ForOp::create(rewriter, loc, c0,
+                                     cIndex(rewriter, loc, numBatches), c1);
+      rewriter.setInsertionPointToStart(batchLoop.getBody());
+      Value b = batchLoop.getInductionVar();
+      rowBase = arith::MulIOp::create(rewriter, loc, b, m);
+      wRowBase = arith::MulIOp::create(rewriter, loc, b, nTotal);
+    }
+
+    // The output is split along the dimension the tiles do not contract
+    // (N for fwd, K for bwd), so parallel iterations write disjoint columns
+    // and the accumulation over the other dimension stays sequential.
+    Value parExtent = fwd ? nTotal : kTotal;
+    int64_t tileRows = fwd ? kTileRowsFwd : kTileRowsBwd;
+    int64_t parStep = fwd ? tileRows : tileCols;
+    auto par = scf::ParallelOp::create(
+        rewriter, loc, ValueRange{c0}, ValueRange{parExtent},
+        ValueRange{cIndex(rewriter, loc, parStep)});
+    rewriter.setInsertionPointToStart(par.getBody());
+    Value p0 = par.getInductionVars()[0];
+    Value tile = memref::AllocaOp::create(
+        rewriter, loc,
+        MemRefType::get({tileRows * tileCols}, rewriter.getF32Type()));
+    Value parCount =
+        minIndex(rewriter, loc, parStep,
+                 arith::SubIOp::create(rewriter, loc, parExtent, p0));
+    // Accumulate in f32: straight into the output's columns when it is f32,
+    // else in a scratch buffer converted at the end (freed by the
+    // deallocation pipeline).
+    bool directAcc = outElem.isF32();
+    Value acc = directAcc ? out2d
+                          : memref::AllocOp::create(
+                                rewriter, loc,
+                                MemRefType::get({ShapedType::kDynamic, parStep},
+                                                rewriter.getF32Type()),
+                                ValueRange{m})
+                                .getResult();
+    Value accCol0 = directAcc ? p0 : c0;
+    Value accRow0 = directAcc ? rowBase : c0;
+    auto accIndex = [&](OpBuilder &b, Value i, Value j) -> SmallVector<Value> {
+      return {arith::AddIOp::create(b, loc, accRow0, i).getResult(),
+              arith::AddIOp::create(b, loc, accCol0, j).getResult()};
+    };
+    buildLoopNest(
+        rewriter, loc, {m, parCount}, [&](OpBuilder &b, ValueRange iv) {
+          memref::StoreOp::create(b, loc, zero, acc, accIndex(b, iv[0], iv[1]));
+        });
+
+    // Sequential loop over the contracted dimension in tiles.
+    Value seqExtent = fwd ? kTotal : nTotal;
+    int64_t seqStep = fwd ? tileCols : tileRows;
+    auto seq = scf::ForOp::create(rewriter, loc, c0, seqExtent,
+                                  cIndex(rewriter, loc, seqStep));
+    rewriter.setInsertionPointToStart(seq.getBody());
+    Value s0 = seq.getInductionVar();
+    Value seqCount =
+        minIndex(rewriter, loc, seqStep,
+                 arith::SubIOp::create(rewriter, loc, seqExtent, s0));
+    // The W tile: rows [r0, r0 + rows), columns [c0w, c0w + cols).
+    Value r0 = arith::AddIOp::create(rewriter, loc, wRowBase, fwd ? p0 : s0);
+    Value rows = fwd ? parCount : seqCount;
+    Value col0 = fwd ? s0 : p0, cols = fwd ? seqCount : parCount;
+    FailureOr<func::FuncOp> decoder = getOrCreateTileDecoder(
+        rewriter, op, wType, cast<MemRefType>(bytes.getType()),
+        cast<MemRefType>(tile.getType()), rowBytes, tileCols);
+    if (failed(decoder))
+      return rewriter.notifyMatchFailure(op, "no decoder for the format");
+    func::CallOp::create(rewriter, loc, *decoder,
+                         ValueRange{bytes, r0, rows, col0, cols, tile});
+
+    // acc[:, j] += lhs[:, s0 + t] · W(j, t): fwd multiplies by the tile
+    // transposed (tile rows are output columns), bwd by the tile itself
+    // (tile rows are the contracted dimension).
+    Value lhsLd =
+        cIndex(rewriter, loc, cast<MemRefType>(lhs2d.getType()).getDimSize(1));
+    Value accLd = cIndex(
+        rewriter, loc,
+        directAcc ? cast<MemRefType>(out2d.getType()).getDimSize(1) : parStep);
+    Value tileLd = cIndex(rewriter, loc, tileCols);
+    callGemm(rewriter, loc, op, m, parCount, seqCount,
+             elementPointer(rewriter, loc, lhs2d, rowBase, s0, lhsLd), lhsLd,
+             /*aTransposed=*/false,
+             elementPointer(rewriter, loc, tile, c0, c0, tileLd), tileLd,
+             /*bTransposed=*/fwd,
+             elementPointer(rewriter, loc, acc, accRow0, accCol0, accLd),
+             accLd);
+    rewriter.setInsertionPointAfter(seq);
+    if (!directAcc) {
+      // out[i, p0 + j] = acc[i, j]
+      buildLoopNest(
+          rewriter, loc, {m, parCount}, [&](OpBuilder &b, ValueRange iv) {
+            Value v = memref::LoadOp::create(b, loc, acc, iv);
+            memref::StoreOp::create(
+                b, loc, castFromF32(b, loc, v, outElem), out2d,
+                ValueRange{
+                    arith::AddIOp::create(b, loc, rowBase, iv[0]).getResult(),
+                    arith::AddIOp::create(b, loc, p0, iv[1]).getResult()});
+          });
+    }
+    rewriter.setInsertionPointAfter(batchLoop ? batchLoop.getOperation()
+                                              : par.getOperation());
+    rewriter.replaceOp(op, toTensor(rewriter, loc, out, resultType));
+    return success();
+  }
+
+private:
+  static Value minIndex(OpBuilder &b, Location loc, int64_t a, Value v) {
+    return arith::MinSIOp::create(b, loc, cIndex(b, loc, a), v);
+  }
+
+  /// memref<b... x M x C> -> memref<(b...·M) x C>.
+  static Value collapseToMatrix(OpBuilder &b, Location loc, Value memref) {
+    auto type = cast<MemRefType>(memref.getType());
+    if (type.getRank() == 2)
+      return memref;
+    ReassociationIndices outer;
+    for (int64_t i = 0; i + 1 < type.getRank(); ++i)
+      outer.push_back(i);
+    ReassociationIndices inner{type.getRank() - 1};
+    return memref::CollapseShapeOp::create(
+        b, loc, memref, ArrayRef<ReassociationIndices>{outer, inner});
+  }
+
+  static void buildLoopNest(OpBuilder &b, Location loc, ArrayRef<Value> ubs,
+                            function_ref<void(OpBuilder &, ValueRange)> body) {
+    SmallVector<Value> lbs(ubs.size(), cIndex(b, loc, 0));
+    SmallVector<Value> steps(ubs.size(), cIndex(b, loc, 1));
+    scf::buildLoopNest(b, loc, lbs, ubs, steps,
+                       [&](OpBuilder &nested, Location, ValueRange ivs) {
+                         body(nested, ivs);
+                       });
+  }
+
+  /// Decodes rows [r0, r0 + rows) x columns [col0, col0 + cols) of the
+  /// weight (col0, cols multiples of the block length) into `tile`, row r at
+  /// offset (r - r0) * ld.
+  static LogicalResult decodeTile(OpBuilder &b, Location loc, QTensorType type,
+                                  Value bytes, int64_t rowBytes, Value r0,
+                                  Value rows, Value col0, Value cols,
+                                  Value tile, int64_t ld) {
+    int64_t blockElems = type.getBlockElems();
+    auto rowLoop =
+        scf::ForOp::create(b, loc, cIndex(b, loc, 0), rows, cIndex(b, loc, 1));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(rowLoop.getBody());
+    Value r = rowLoop.getInductionVar();
+    Value blocksPerRow = cIndex(b, loc, rowBytes / type.getBlockBytes());
+    Value firstBlock = arith::AddIOp::create(
+        b, loc,
+        arith::MulIOp::create(b, loc, arith::AddIOp::create(b, loc, r0, r),
+                              blocksPerRow),
+        arith::DivUIOp::create(b, loc, col0, cIndex(b, loc, blockElems)));
+    Value numBlocks =
+        arith::DivUIOp::create(b, loc, cols, cIndex(b, loc, blockElems));
+    Value outBase = arith::MulIOp::create(b, loc, r, cIndex(b, loc, ld));
+    return decodeBlocks(b, loc, type, bytes, firstBlock, numBlocks, tile,
+                        outBase);
+  }
+
+  /// The tile decoder for this format and these buffer shapes, a private
+  /// function of the module created on first use: every qmatmul on weights
+  /// of the same format and storage size (the same projection in every
+  /// layer) calls one copy, so the emitted block decoder is compiled once
+  /// instead of once per matmul.
+  static FailureOr<func::FuncOp>
+  getOrCreateTileDecoder(OpBuilder &b, Operation *from, QTensorType type,
+                         MemRefType bytesType, MemRefType tileType,
+                         int64_t rowBytes, int64_t ld) {
+    auto module = from->getParentOfType<ModuleOp>();
+    std::string name =
+        ("__qcc_decode_tile_" + stringifyQuantFormat(type.getFormat()) + "_" +
+         Twine(bytesType.getNumElements()) + "_" + Twine(rowBytes) + "_" +
+         Twine(tileType.getNumElements()) + "_" + Twine(ld))
+            .str();
+    if (auto fn = module.lookupSymbol<func::FuncOp>(name))
+      return fn;
+    Location loc = from->getLoc();
+    Type index = b.getIndexType();
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(module.getBody());
+    auto fn = func::FuncOp::create(
+        b, loc, name,
+        b.getFunctionType({bytesType, index, index, index, index, tileType},
+                          {}));
+    fn.setPrivate();
+    Block *body = fn.addEntryBlock();
+    b.setInsertionPointToStart(body);
+    auto args = body->getArguments();
+    if (failed(decodeTile(b, loc, type, args[0], rowBytes, args[1], args[2],
+                          args[3], args[4], args[5], ld))) {
+      fn.erase();
+      return failure();
+    }
+    func::ReturnOp::create(b, loc);
+    return fn;
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// f32 linalg matmuls (weight gradients)
+//===----------------------------------------------------------------------===//
+
+/// Whether `map` selects exactly the loop dimensions (d0, d1).
+bool selectsDims(AffineMap map, unsigned d0, unsigned d1) {
+  if (map.getNumResults() != 2)
+    return false;
+  auto e0 = dyn_cast<AffineDimExpr>(map.getResult(0));
+  auto e1 = dyn_cast<AffineDimExpr>(map.getResult(1));
+  return e0 && e1 && e0.getPosition() == d0 && e1.getPosition() == d1;
+}
+
+/// The orientation of op(A) and op(B) when `op` is a 2-D f32 contraction
+/// C[m, n] (+)= Σ_k op(A)[m, k] · op(B)[k, n] on static tensors.
+struct GemmForm {
+  bool aTransposed, bTransposed;
+};
+
+std::optional<GemmForm> matchGemm(linalg::LinalgOp op) {
+  if (!op.hasPureTensorSemantics() || op.getNumDpsInputs() != 2 ||
+      op.getNumDpsInits() != 1 || op.getNumLoops() != 3 ||
+      op.getNumReductionLoops() != 1 || !linalg::isaContractionOpInterface(op))
+    return std::nullopt;
+  auto isF32Matrix = [](Value v) {
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    return t && t.getRank() == 2 && t.getElementType().isF32() &&
+           t.hasStaticShape();
+  };
+  if (!isF32Matrix(op.getDpsInputOperand(0)->get()) ||
+      !isF32Matrix(op.getDpsInputOperand(1)->get()) ||
+      !isF32Matrix(op.getDpsInitOperand(0)->get()))
+    return std::nullopt;
+  SmallVector<AffineMap> maps = op.getIndexingMapsArray();
+  if (maps[2].getNumResults() != 2)
+    return std::nullopt;
+  auto out0 = dyn_cast<AffineDimExpr>(maps[2].getResult(0));
+  auto out1 = dyn_cast<AffineDimExpr>(maps[2].getResult(1));
+  if (!out0 || !out1)
+    return std::nullopt;
+  unsigned m = out0.getPosition(), n = out1.getPosition();
+  unsigned k = 3 - m - n; // the remaining loop
+  GemmForm form;
+  if (selectsDims(maps[0], m, k))
+    form.aTransposed = false;
+  else if (selectsDims(maps[0], k, m))
+    form.aTransposed = true;
+  else
+    return std::nullopt;
+  if (selectsDims(maps[1], k, n))
+    form.bTransposed = false;
+  else if (selectsDims(maps[1], n, k))
+    form.bTransposed = true;
+  else
+    return std::nullopt;
+  return form;
+}
+
+bool isGemmCandidateImpl(Operation *op) {
+  auto linalgOp = dyn_cast<linalg::LinalgOp>(op);
+  return linalgOp && matchGemm(linalgOp);
+}
+
+/// A 2-D f32 contraction, whatever its operands' orientation (the weight
+/// gradient dŴ = gᵀ·x reads A transposed), becomes a call of the runtime's
+/// micro-GEMM: the same kernel as qmatmul's, and one call instead of a loop
+/// nest for LLVM to vectorize at every use.
+struct MatmulToGemmCall
+    : public OpInterfaceConversionPattern<linalg::LinalgOp> {
+  using OpInterfaceConversionPattern::OpInterfaceConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(linalg::LinalgOp op, ArrayRef<Value> operands,
+                  ConversionPatternRewriter &rewriter) const override {
+    std::optional<GemmForm> form = matchGemm(op);
+    if (!form)
+      return failure();
+    bool aT = form->aTransposed, bT = form->bTransposed;
+    Value a = op.getDpsInputOperand(0)->get(),
+          b = op.getDpsInputOperand(1)->get();
+    Value init = op.getDpsInitOperand(0)->get();
+    Location loc = op.getLoc();
+    auto cType = cast<RankedTensorType>(init.getType());
+    auto aType = cast<RankedTensorType>(a.getType());
+    auto bType = cast<RankedTensorType>(b.getType());
+    int64_t mSize = cType.getDimSize(0), nSize = cType.getDimSize(1);
+    int64_t kSize = aT ? aType.getDimSize(0) : aType.getDimSize(1);
+    // C starts as the init (a zero fill becomes a loop of stores; anything
+    // else is copied), then accumulates the product.
+    Value c = memref::AllocOp::create(
+        rewriter, loc,
+        MemRefType::get(cType.getShape(), rewriter.getF32Type()));
+    memref::CopyOp::create(rewriter, loc, toBuffer(rewriter, loc, init), c);
+    Value aBuf = toBuffer(rewriter, loc, a), bBuf = toBuffer(rewriter, loc, b);
+    Value c0 = cIndex(rewriter, loc, 0);
+    Value lda = cIndex(rewriter, loc, aType.getDimSize(1));
+    Value ldb = cIndex(rewriter, loc, bType.getDimSize(1));
+    Value ldc = cIndex(rewriter, loc, nSize);
+    callGemm(rewriter, loc, op, cIndex(rewriter, loc, mSize),
+             cIndex(rewriter, loc, nSize), cIndex(rewriter, loc, kSize),
+             elementPointer(rewriter, loc, aBuf, c0, c0, lda), lda, aT,
+             elementPointer(rewriter, loc, bBuf, c0, c0, ldb), ldb, bT,
+             elementPointer(rewriter, loc, c, c0, c0, ldc), ldc);
+    rewriter.replaceOp(op, toTensor(rewriter, loc, c, cType));
+    return success();
+  }
+};
+
+} // namespace
+
+void mlir::qcc::detail::populateQMatmulToLoopsPatterns(
+    TypeConverter &converter, RewritePatternSet &patterns) {
+  patterns.add<QMatmulLowering, MatmulToGemmCall>(converter,
+                                                  patterns.getContext());
+}
+
+bool mlir::qcc::detail::isGemmCandidate(Operation *op) {
+  return isGemmCandidateImpl(op);
+}

@@ -1,0 +1,242 @@
+//===- RuntimeCallLowerings.cpp - requant, carry_update, lsq as calls -----===//
+
+#include "LoweringUtils.h"
+
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+
+using namespace mlir;
+using namespace mlir::qcc;
+using namespace mlir::qcc::detail;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// requant
+//===----------------------------------------------------------------------===//
+
+/// The runtime's encoder (runtime/include/qcc/Runtime/StepRuntime.h), linked
+/// into every step library: encoding searches scales and codebooks, which is
+/// runtime code, not something worth emitting per format.
+constexpr StringLiteral kEncodeRowsFn = "qcc_rt_encode_rows";
+
+func::FuncOp getOrDeclareEncodeRows(OpBuilder &b, Operation *from) {
+  Type ptr = LLVM::LLVMPointerType::get(b.getContext());
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  return getOrDeclareRuntimeFunction(
+      b, from, kEncodeRowsFn,
+      b.getFunctionType({i32, ptr, ptr, i64, i64, ptr}, {i32}));
+}
+
+struct RequantLowering : public OpConversionPattern<RequantOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(RequantOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getResult().getType();
+    auto inType = cast<RankedTensorType>(op.getInput().getType());
+    Value input = toBuffer(rewriter, loc, op.getInput());
+    // The encoder takes f32 rows: widen bf16/f16 inputs first.
+    if (!inType.getElementType().isF32()) {
+      Value wide =
+          allocLike(rewriter, loc, inType.clone(rewriter.getF32Type()), input);
+      Value flatIn = flatten(rewriter, loc, input);
+      Value flatWide = flatten(rewriter, loc, wide);
+      Value n = numElements(rewriter, loc, input);
+      auto loop = scf::ForOp::create(rewriter, loc, cIndex(rewriter, loc, 0), n,
+                                     cIndex(rewriter, loc, 1));
+      OpBuilder::InsertionGuard guard(rewriter);
+      rewriter.setInsertionPointToStart(loop.getBody());
+      Value v =
+          memref::LoadOp::create(rewriter, loc, flatIn, loop.getInductionVar());
+      memref::StoreOp::create(rewriter, loc, castToF32(rewriter, loc, v),
+                              flatWide, loop.getInductionVar());
+      rewriter.setInsertionPointAfter(loop);
+      input = wide;
+    }
+    MemRefType storageType = getStorageType(qtype);
+    SmallVector<Value> dynamic;
+    for (int64_t i = 0; i < storageType.getRank(); ++i)
+      if (storageType.isDynamicDim(i))
+        dynamic.push_back(memref::DimOp::create(rewriter, loc, input, i));
+    Value out = memref::AllocOp::create(rewriter, loc, storageType, dynamic);
+
+    int64_t rowLen = inType.getShape().back();
+    Value rows =
+        arith::DivUIOp::create(rewriter, loc, numElements(rewriter, loc, input),
+                               cIndex(rewriter, loc, rowLen));
+    Value importance =
+        adaptor.getImportance()
+            ? dataPointer(rewriter, loc,
+                          toBuffer(rewriter, loc, op.getImportance()))
+            : LLVM::ZeroOp::create(rewriter, loc,
+                                   LLVM::LLVMPointerType::get(getContext()))
+                  .getResult();
+    func::FuncOp encode = getOrDeclareEncodeRows(rewriter, op);
+    Value ggmlType =
+        arith::ConstantIntOp::create(rewriter, loc, rewriter.getI32Type(),
+                                     getFormatInfo(qtype.getFormat()).ggmlId);
+    func::CallOp::create(
+        rewriter, loc, encode,
+        ValueRange{ggmlType, dataPointer(rewriter, loc, input),
+                   dataPointer(rewriter, loc, out),
+                   arith::IndexCastOp::create(rewriter, loc,
+                                              rewriter.getI64Type(), rows),
+                   arith::ConstantIntOp::create(rewriter, loc,
+                                                rewriter.getI64Type(), rowLen),
+                   importance});
+    rewriter.replaceOp(op, out);
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// carry_update
+//===----------------------------------------------------------------------===//
+
+constexpr StringLiteral kCarryUpdateFn = "qcc_rt_carry_update";
+
+func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from) {
+  Type ptr = LLVM::LLVMPointerType::get(b.getContext());
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  return getOrDeclareRuntimeFunction(
+      b, from, kCarryUpdateFn,
+      b.getFunctionType(
+          {i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i32, i64, i64, i64}, {i32}));
+}
+
+/// The carry update is runtime code: it re-encodes blocks, which needs the
+/// encoders (docs/spec.md §3.5, runtime/lib/step/CarryUpdate.cpp).
+struct CarryUpdateLowering : public OpConversionPattern<CarryUpdateOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(CarryUpdateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getWeight().getType();
+    auto carryType = cast<RankedTensorType>(op.getCarry().getType());
+    Value weight = adaptor.getWeight();
+    Value carry = toBuffer(rewriter, loc, op.getCarry());
+    Value delta = toF32Buffer(rewriter, loc, op.getDelta());
+
+    auto storageType = cast<MemRefType>(weight.getType());
+    SmallVector<Value> dynamic;
+    for (int64_t i = 0; i < storageType.getRank(); ++i)
+      if (storageType.isDynamicDim(i))
+        dynamic.push_back(memref::DimOp::create(rewriter, loc, weight, i));
+    Value newWeight =
+        memref::AllocOp::create(rewriter, loc, storageType, dynamic);
+    Value newCarry = allocLike(rewriter, loc, carryType, carry);
+
+    int64_t rowLen = qtype.getShape().back();
+    Value rows =
+        arith::DivUIOp::create(rewriter, loc, numElements(rewriter, loc, delta),
+                               cIndex(rewriter, loc, rowLen));
+    JLCarryAttr jl = op.getJlAttr();
+    auto i32 = [&](int64_t v) {
+      return arith::ConstantIntOp::create(rewriter, loc, rewriter.getI32Type(),
+                                          v)
+          .getResult();
+    };
+    auto i64 = [&](int64_t v) {
+      return arith::ConstantIntOp::create(rewriter, loc, rewriter.getI64Type(),
+                                          v)
+          .getResult();
+    };
+    func::CallOp::create(
+        rewriter, loc, getOrDeclareCarryUpdate(rewriter, op),
+        ValueRange{i32(getFormatInfo(qtype.getFormat()).ggmlId),
+                   dataPointer(rewriter, loc, weight),
+                   dataPointer(rewriter, loc, carry),
+                   dataPointer(rewriter, loc, delta),
+                   dataPointer(rewriter, loc, newWeight),
+                   dataPointer(rewriter, loc, newCarry),
+                   arith::IndexCastOp::create(rewriter, loc,
+                                              rewriter.getI64Type(), rows),
+                   i64(rowLen),
+                   i32(carryType.getElementType().isBF16() ? 1 : 0),
+                   i64(jl ? jl.getDim() : 0), i64(jl ? jl.getChunk() : 0),
+                   i64(jl ? jl.getSeed() : 0)});
+    rewriter.replaceOp(
+        op, {newWeight, toTensor(rewriter, loc, newCarry, carryType)});
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// ste_grad lsq
+//===----------------------------------------------------------------------===//
+
+constexpr StringLiteral kLsqScaleGradFn = "qcc_rt_lsq_scale_grad";
+
+/// The other estimators are elementwise and lowered by qcc-lower-ste; lsq's
+/// scale gradient needs each format's scale field, which the runtime knows
+/// (runtime/lib/step/LsqScaleGrad.cpp). The direction is the gradient.
+struct SteLsqLowering : public OpConversionPattern<SteGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(SteGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (op.getMode() != SteMode::Lsq)
+      return rewriter.notifyMatchFailure(
+          op, "only lsq is lowered here; run qcc-lower-ste first");
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getWeight().getType();
+    auto dirType = cast<RankedTensorType>(op.getDirection().getType());
+    auto scaleType = cast<RankedTensorType>(op.getScaleGrad().getType());
+    Value grad = toF32Buffer(rewriter, loc, op.getGrad());
+
+    // direction = grad, in the direction's element type.
+    Value direction = allocLike(rewriter, loc, dirType, grad);
+    Value flatGrad = flatten(rewriter, loc, grad);
+    Value flatDir = flatten(rewriter, loc, direction);
+    Value n = numElements(rewriter, loc, grad);
+    {
+      auto loop = scf::ForOp::create(rewriter, loc, cIndex(rewriter, loc, 0), n,
+                                     cIndex(rewriter, loc, 1));
+      OpBuilder::InsertionGuard guard(rewriter);
+      rewriter.setInsertionPointToStart(loop.getBody());
+      Value v = memref::LoadOp::create(rewriter, loc, flatGrad,
+                                       loop.getInductionVar());
+      memref::StoreOp::create(
+          rewriter, loc,
+          castFromF32(rewriter, loc, v, dirType.getElementType()), flatDir,
+          loop.getInductionVar());
+    }
+
+    Value scaleGrad = allocLike(rewriter, loc, scaleType, grad);
+    int64_t rowLen = qtype.getShape().back();
+    Value rows =
+        arith::DivUIOp::create(rewriter, loc, n, cIndex(rewriter, loc, rowLen));
+    Type ptr = LLVM::LLVMPointerType::get(getContext());
+    Type i32 = rewriter.getI32Type(), i64 = rewriter.getI64Type();
+    func::FuncOp fn = getOrDeclareRuntimeFunction(
+        rewriter, op, kLsqScaleGradFn,
+        rewriter.getFunctionType({i32, ptr, ptr, ptr, i64, i64}, {i32}));
+    func::CallOp::create(
+        rewriter, loc, fn,
+        ValueRange{
+            arith::ConstantIntOp::create(
+                rewriter, loc, i32, getFormatInfo(qtype.getFormat()).ggmlId),
+            dataPointer(rewriter, loc, adaptor.getWeight()),
+            dataPointer(rewriter, loc, grad),
+            dataPointer(rewriter, loc, scaleGrad),
+            arith::IndexCastOp::create(rewriter, loc, i64, rows),
+            arith::ConstantIntOp::create(rewriter, loc, i64, rowLen)});
+    rewriter.replaceOp(op, {toTensor(rewriter, loc, direction, dirType),
+                            toTensor(rewriter, loc, scaleGrad, scaleType)});
+    return success();
+  }
+};
+
+} // namespace
+
+void mlir::qcc::detail::populateRuntimeCallPatterns(
+    TypeConverter &converter, RewritePatternSet &patterns) {
+  patterns.add<RequantLowering, CarryUpdateLowering, SteLsqLowering>(
+      converter, patterns.getContext());
+}
