@@ -41,17 +41,23 @@ Value numElements(OpBuilder &b, Location loc, Value memref) {
   return n;
 }
 
-/// An uninitialized buffer shaped like `tensorType`, sized from `like` (a
-/// buffer of the same rank) where dimensions are dynamic.
-Value allocLike(OpBuilder &b, Location loc, RankedTensorType tensorType,
-                Value like) {
-  auto type =
-      MemRefType::get(tensorType.getShape(), tensorType.getElementType());
+/// An uninitialized buffer of `type`, sized from `like` (a buffer of the
+/// same rank) where dimensions are dynamic.
+Value allocBuffer(OpBuilder &b, Location loc, MemRefType type, Value like) {
   SmallVector<Value> dynamic;
   for (int64_t i = 0; i < type.getRank(); ++i)
     if (type.isDynamicDim(i))
       dynamic.push_back(memref::DimOp::create(b, loc, like, i));
   return memref::AllocOp::create(b, loc, type, dynamic);
+}
+
+/// An uninitialized buffer shaped like `tensorType`, sized from `like`.
+Value allocLike(OpBuilder &b, Location loc, RankedTensorType tensorType,
+                Value like) {
+  return allocBuffer(
+      b, loc,
+      MemRefType::get(tensorType.getShape(), tensorType.getElementType()),
+      like);
 }
 
 Value toTensor(OpBuilder &b, Location loc, Value buffer, Type tensorType) {

@@ -32,8 +32,11 @@ Value flatten(OpBuilder &b, Location loc, Value memref);
 /// Product of all dimensions of a memref, as an index value.
 Value numElements(OpBuilder &b, Location loc, Value memref);
 
-/// An uninitialized buffer shaped like `tensorType`, sized from `like` (a
-/// buffer of the same rank) where dimensions are dynamic.
+/// An uninitialized buffer of `type`, sized from `like` (a buffer of the
+/// same rank) where dimensions are dynamic.
+Value allocBuffer(OpBuilder &b, Location loc, MemRefType type, Value like);
+
+/// An uninitialized buffer shaped like `tensorType`, sized from `like`.
 Value allocLike(OpBuilder &b, Location loc, RankedTensorType tensorType,
                 Value like);
 

@@ -37,31 +37,9 @@ struct RequantLowering : public OpConversionPattern<RequantOp> {
     Location loc = op.getLoc();
     QTensorType qtype = op.getResult().getType();
     auto inType = cast<RankedTensorType>(op.getInput().getType());
-    Value input = toBuffer(rewriter, loc, op.getInput());
-    // The encoder takes f32 rows: widen bf16/f16 inputs first.
-    if (!inType.getElementType().isF32()) {
-      Value wide =
-          allocLike(rewriter, loc, inType.clone(rewriter.getF32Type()), input);
-      Value flatIn = flatten(rewriter, loc, input);
-      Value flatWide = flatten(rewriter, loc, wide);
-      Value n = numElements(rewriter, loc, input);
-      auto loop = scf::ForOp::create(rewriter, loc, cIndex(rewriter, loc, 0), n,
-                                     cIndex(rewriter, loc, 1));
-      OpBuilder::InsertionGuard guard(rewriter);
-      rewriter.setInsertionPointToStart(loop.getBody());
-      Value v =
-          memref::LoadOp::create(rewriter, loc, flatIn, loop.getInductionVar());
-      memref::StoreOp::create(rewriter, loc, castToF32(rewriter, loc, v),
-                              flatWide, loop.getInductionVar());
-      rewriter.setInsertionPointAfter(loop);
-      input = wide;
-    }
-    MemRefType storageType = getStorageType(qtype);
-    SmallVector<Value> dynamic;
-    for (int64_t i = 0; i < storageType.getRank(); ++i)
-      if (storageType.isDynamicDim(i))
-        dynamic.push_back(memref::DimOp::create(rewriter, loc, input, i));
-    Value out = memref::AllocOp::create(rewriter, loc, storageType, dynamic);
+    // The encoder takes f32 rows: bf16/f16 inputs are widened first.
+    Value input = toF32Buffer(rewriter, loc, op.getInput());
+    Value out = allocBuffer(rewriter, loc, getStorageType(qtype), input);
 
     int64_t rowLen = inType.getShape().back();
     Value rows =
@@ -122,13 +100,8 @@ struct CarryUpdateLowering : public OpConversionPattern<CarryUpdateOp> {
     Value carry = toBuffer(rewriter, loc, op.getCarry());
     Value delta = toF32Buffer(rewriter, loc, op.getDelta());
 
-    auto storageType = cast<MemRefType>(weight.getType());
-    SmallVector<Value> dynamic;
-    for (int64_t i = 0; i < storageType.getRank(); ++i)
-      if (storageType.isDynamicDim(i))
-        dynamic.push_back(memref::DimOp::create(rewriter, loc, weight, i));
     Value newWeight =
-        memref::AllocOp::create(rewriter, loc, storageType, dynamic);
+        allocBuffer(rewriter, loc, cast<MemRefType>(weight.getType()), weight);
     Value newCarry = allocLike(rewriter, loc, carryType, carry);
 
     int64_t rowLen = qtype.getShape().back();
