@@ -193,3 +193,35 @@ def test_save_refuses_to_overwrite_the_model(train_so, model, inputs):
     proc = run(train_so, "--weights", model, "--inputs", inputs, "--save", model)
     assert proc.returncode == 1, proc.stderr
     assert sha(model) == before
+
+
+@pytest.mark.parametrize("poison,expected", [
+    ("target", "step 1 was skipped: the loss is not finite"),
+    ("lr", "step 1 was skipped: qcc.carry_update: non-finite latent value"),
+])
+def test_non_finite_steps_are_skipped(train_so, model, inputs, tmp_path,
+                                      poison, expected):
+    """A NaN target (non-finite loss) or an infinite learning rate (non-finite
+    update, refused by carry_update): every step is reported and skipped, the
+    run finishes, and the saved weights are exactly the model's."""
+    ins = {t.name: np.asarray(t.data).copy()
+           for t in gguf.GGUFReader(str(inputs)).tensors}
+    x = ins["x"].reshape(8, K).astype(np.float32)
+    target = ins["target"].reshape(8, N).astype(np.float32)
+    lr = np.array([0.02], np.float32)
+    if poison == "target":
+        target[3, 7] = np.nan
+    else:
+        lr[0] = np.inf
+    bad = tmp_path / "bad_inputs.gguf"
+    write_gguf(bad, {"x": (x, None), "target": (target, None), "lr": (lr, None)})
+    out = tmp_path / "out.gguf"
+    proc = run(train_so, "--weights", model, "--inputs", bad, "--steps", 3,
+               "--save", out)
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stderr, proc.stderr
+    assert "3 of 3 step(s) skipped for non-finite values" in proc.stderr
+    old = {t.name: t for t in gguf.GGUFReader(str(model)).tensors}
+    new = {t.name: t for t in gguf.GGUFReader(str(out)).tensors}
+    assert np.array_equal(new["blk.0.ffn_up.weight"].data,
+                          old["blk.0.ffn_up.weight"].data)

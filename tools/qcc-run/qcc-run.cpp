@@ -142,8 +142,19 @@ int main(int argc, char **argv) {
                stepPath.c_str(), entryName.c_str(),
                session->trainableWeights().size(), steps);
   auto start = std::chrono::steady_clock::now();
+  long long skipped = 0;
   for (long long s = 1; s <= steps; ++s) {
-    if (!session->run(&error)) {
+    switch (session->run(&error)) {
+    case rt::Session::Outcome::Applied:
+      break;
+    case rt::Session::Outcome::Skipped:
+      // Non-finite values: the weights keep their last good values and
+      // training goes on with the next step.
+      ++skipped;
+      std::fprintf(stderr, "%sqcc-run: warning: %s\n", tty ? "\n" : "",
+                   error.c_str());
+      continue;
+    case rt::Session::Outcome::Failed:
       if (tty)
         std::fputc('\n', stderr);
       return die(error);
@@ -174,6 +185,9 @@ int main(int argc, char **argv) {
                    steps, loss, tokens, rate, eta);
     }
   }
+  if (skipped)
+    std::fprintf(stderr, "qcc-run: %lld of %lld step(s) skipped for non-finite "
+                 "values\n", skipped, steps);
   if (!savePath.empty()) {
     if (!session->save(savePath, &error))
       return die(error);

@@ -69,7 +69,16 @@ extern "C" int qcc_session_run(qcc_session *s, char **error) {
   std::string message;
   if (!s)
     return report(error, "qcc_session_run: null session");
-  return s->session->run(&message) ? 0 : report(error, message);
+  switch (s->session->run(&message)) {
+  case qcc::rt::Session::Outcome::Applied:
+    return 0;
+  case qcc::rt::Session::Outcome::Skipped:
+    report(error, message);
+    return 2;
+  case qcc::rt::Session::Outcome::Failed:
+    break;
+  }
+  return report(error, message);
 }
 
 extern "C" const void *qcc_session_result(const qcc_session *s,

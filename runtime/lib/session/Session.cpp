@@ -229,20 +229,29 @@ std::vector<std::string> Session::missingArguments() const {
   return missing;
 }
 
-bool Session::run(std::string *error) {
+Session::Outcome Session::run(std::string *message) {
   std::vector<std::string> missing = missingArguments();
-  if (!missing.empty())
-    return fail(error, "argument '" + missing.front() + "' has no value");
+  if (!missing.empty()) {
+    fail(message, "argument '" + missing.front() + "' has no value");
+    return Outcome::Failed;
+  }
   std::vector<void *> pointers;
   for (Slot &slot : Args)
     pointers.push_back(const_cast<uint8_t *>(slot.data()));
   for (std::vector<uint8_t> &r : Results)
     pointers.push_back(r.data());
   Library.call(Entry, pointers.data());
+  ++Runs;
+  // A non-finite loss explains more than the update it poisoned, so it is
+  // reported first; the runtime's own error is taken (cleared) either way.
   std::string stepError = Library.takeError();
-  if (!stepError.empty())
-    return fail(error, "step " + std::to_string(Steps + 1) +
-                           " was not applied: " + stepError);
+  if (std::string lossError = nonFiniteLoss(); !lossError.empty())
+    stepError = lossError;
+  if (!stepError.empty()) {
+    fail(message,
+         "step " + std::to_string(Runs) + " was skipped: " + stepError);
+    return Outcome::Skipped;
+  }
   // Results feed the arguments of the same name (weights, state).
   for (size_t i = 0; i < Results.size(); ++i)
     for (Slot &slot : Args)
@@ -250,7 +259,22 @@ bool Session::run(std::string *error) {
           slot.owned.size() == Results[i].size())
         slot.owned = Results[i];
   ++Steps;
-  return true;
+  return Outcome::Applied;
+}
+
+std::string Session::nonFiniteLoss() const {
+  for (size_t i = 0; i < Results.size(); ++i) {
+    if (Entry.results[i].name != "loss" || Entry.results[i].type != "f32")
+      continue;
+    const std::vector<uint8_t> &r = Results[i];
+    for (size_t j = 0; j + 4 <= r.size(); j += 4) {
+      float v;
+      std::memcpy(&v, r.data() + j, 4);
+      if (!std::isfinite(v))
+        return "the loss is not finite";
+    }
+  }
+  return "";
 }
 
 const std::vector<uint8_t> *Session::result(const std::string &name) const {

@@ -76,9 +76,17 @@ public:
   /// Arguments that still need a value before run() (inputs).
   std::vector<std::string> missingArguments() const;
 
-  /// One call of the entry; results replace the arguments of the same name.
-  /// Fails (and changes nothing) when the step reports an error.
-  bool run(std::string *error);
+  /// What one run did.
+  enum class Outcome {
+    Applied, ///< results replaced the arguments of the same name
+    Skipped, ///< non-finite values (the loss, or a block the step's runtime
+             ///< refused): nothing was fed back, `message` says why
+    Failed   ///< the run could not happen (e.g. an input has no value)
+  };
+  /// One call of the entry; results replace the arguments of the same name
+  /// unless the step produced non-finite values, in which case the weights
+  /// and state stay as they were and the step is reported as skipped.
+  Outcome run(std::string *message);
 
   /// The latest value of a result, or nullptr.
   const std::vector<uint8_t> *result(const std::string &name) const;
@@ -87,6 +95,7 @@ public:
   const EntryDesc &entry() const { return Entry; }
   /// Names of the weights the step updates.
   std::vector<std::string> trainableWeights() const;
+  /// Steps applied so far (skipped ones not counted).
   uint64_t steps() const { return Steps; }
 
   /// Writes the model with every trainable weight replaced by its current
@@ -101,6 +110,8 @@ private:
     bool hasValue = false;
     const uint8_t *data() const { return frozen ? frozen : owned.data(); }
   };
+  /// "" or why the latest results are unusable (a non-finite f32 `loss`).
+  std::string nonFiniteLoss() const;
   Session(const StepLibrary &library, const EntryDesc &entry,
           const gguf::File &model)
       : Library(library), Entry(entry), Model(model) {}
@@ -110,7 +121,8 @@ private:
   const gguf::File &Model;
   std::vector<Slot> Args;
   std::vector<std::vector<uint8_t>> Results;
-  uint64_t Steps = 0;
+  uint64_t Steps = 0; ///< applied
+  uint64_t Runs = 0;  ///< attempted, skipped ones included
 };
 
 } // namespace qcc::rt

@@ -35,7 +35,10 @@ QCC_RUNTIME_API qcc_session *qcc_session_open(const char *step_path, const char 
 QCC_RUNTIME_API int qcc_session_set_input(qcc_session *session, const char *name,
                           const void *data, size_t bytes, char **error);
 
-/* One call of the entry; results replace the arguments of the same name. */
+/* One call of the entry; results replace the arguments of the same name.
+ * Returns 0 when the step was applied, 2 when it produced non-finite values
+ * and was skipped (weights and state unchanged; `*error` says why), 1 when
+ * it could not run. */
 QCC_RUNTIME_API int qcc_session_run(qcc_session *session, char **error);
 
 /* The latest value of result `name` (valid until the next run), or null. */
