@@ -135,22 +135,28 @@ static void emitQ45K(DecodeEmitter &e, int64_t qsOffset,
 static void emitQ6K(DecodeEmitter &e) {
   Value d = e.f16At(208);
   for (int h = 0; h < 2; ++h) {
-    e.forEach(32, [&](Value l) {
-      Value is = e.shrIndex(l, 4);
-      Value qlA = e.u8(e.addIndex(l, 64 * h));
-      Value qlB = e.u8(e.addIndex(l, 64 * h + 32));
-      Value qh = e.u8(e.addIndex(l, 128 + 32 * h));
-      Value q[4] = {
-          e.subi(e.ori(e.andi(qlA, 0xf), e.shli(e.bits(qh, 0, 3), 4)), 32),
-          e.subi(e.ori(e.andi(qlB, 0xf), e.shli(e.bits(qh, 2, 3), 4)), 32),
-          e.subi(e.ori(e.shrui(qlA, 4), e.shli(e.bits(qh, 4, 3), 4)), 32),
-          e.subi(e.ori(e.shrui(qlB, 4), e.shli(e.bits(qh, 6, 3), 4)), 32)};
-      for (int k = 0; k < 4; ++k) {
-        Value sc = e.s8(e.addIndex(is, 192 + 8 * h + 2 * k));
-        e.store(e.mulf(e.mulf(d, e.sitofp(sc)), e.sitofp(q[k])),
-                e.addIndex(l, 128 * h + 32 * k));
-      }
-    });
+    // Elements l < 16 and l >= 16 of a half use scales is = 0 and 1: the
+    // four products d * sc are formed once per 16 elements, which rounds
+    // exactly as the reference's per-element d * float(sc[is]).
+    for (int is = 0; is < 2; ++is) {
+      Value ds[4];
+      for (int k = 0; k < 4; ++k)
+        ds[k] = e.mulf(d, e.sitofp(e.s8(e.index(192 + 8 * h + is + 2 * k))));
+      e.forEach(16, [&](Value j) {
+        Value l = e.addIndex(j, 16 * is);
+        Value qlA = e.u8(e.addIndex(l, 64 * h));
+        Value qlB = e.u8(e.addIndex(l, 64 * h + 32));
+        Value qh = e.u8(e.addIndex(l, 128 + 32 * h));
+        Value q[4] = {
+            e.subi(e.ori(e.andi(qlA, 0xf), e.shli(e.bits(qh, 0, 3), 4)), 32),
+            e.subi(e.ori(e.andi(qlB, 0xf), e.shli(e.bits(qh, 2, 3), 4)), 32),
+            e.subi(e.ori(e.shrui(qlA, 4), e.shli(e.bits(qh, 4, 3), 4)), 32),
+            e.subi(e.ori(e.shrui(qlB, 4), e.shli(e.bits(qh, 6, 3), 4)), 32)};
+        for (int k = 0; k < 4; ++k)
+          e.store(e.mulf(ds[k], e.sitofp(q[k])),
+                  e.addIndex(l, 128 * h + 32 * k));
+      });
+    }
   }
 }
 
