@@ -111,8 +111,9 @@ def test_training_lowers_the_loss_and_saves(train_so, model, inputs, tmp_path):
 
 
 def test_frozen_forward_binds_weights_from_the_file(tmp_path, model):
-    """An entry that only reads the weight (no result of its name): the
-    weight is bound from the mapping and the output equals numpy's."""
+    """An entry that only reads the weight (no result of its name) runs with
+    the weight bound read-only from the mapping (its output is checked
+    against numpy in test_runtime_capi.py, where results are readable)."""
     so = compile_step(f"""
 func.func @forward(%x: tensor<2x{K}xf32> {{qcc.name = "x"}},
                    %w: !qcc.qtensor<{N}x{K}xq4_K> {{qcc.name = "blk.0.ffn_up.weight"}})

@@ -4,8 +4,10 @@ through ctypes: the same training as qcc-run, and its errors."""
 import ctypes
 import os
 
+import gguf
 import numpy as np
 import pytest
+from gguf.quants import dequantize
 
 from qcc_step import ROOT, compile_step
 from test_qcc_run import q4k_model
@@ -91,3 +93,36 @@ def test_c_api_errors(capi, tmp_path):
     assert capi.qcc_session_run(s, ctypes.byref(err)) != 0
     assert "argument 'x' has no value" in message(capi, err)
     capi.qcc_session_close(s)
+
+
+def test_frozen_weight_forward_matches_numpy(capi, tmp_path):
+    """A forward-only entry: the q4_K weight is bound zero-copy from the
+    model, and y equals x·Wᵀ with W decoded by the gguf package (float64
+    reference, relative tolerance 1e-5)."""
+    step = compile_step("""
+func.func @forward(%x: tensor<2x256xf32> {qcc.name = "x"},
+                   %w: !qcc.qtensor<512x256xq4_K> {qcc.name = "blk.0.ffn_up.weight"})
+    -> (tensor<2x512xf32> {qcc.name = "y"}) {
+  %y = qcc.qmatmul fwd %x, %w : tensor<2x256xf32>, !qcc.qtensor<512x256xq4_K> -> tensor<2x512xf32>
+  return %y : tensor<2x512xf32>
+}""", tmp_path / "step").path
+    model = q4k_model(tmp_path, "blk.0.ffn_up.weight", (512, 256), seed=4)
+    err = ctypes.c_void_p()
+    s = capi.qcc_session_open(step.encode(), None, str(model).encode(),
+                              ctypes.byref(err))
+    assert s, message(capi, err)
+    x = np.random.default_rng(3).standard_normal((2, 256)).astype(np.float32)
+    assert capi.qcc_session_set_input(s, b"x", x.ctypes.data, x.nbytes,
+                                      ctypes.byref(err)) == 0
+    assert capi.qcc_session_run(s, ctypes.byref(err)) == 0, message(capi, err)
+    size = ctypes.c_size_t()
+    ptr = capi.qcc_session_result(s, b"y", ctypes.byref(size))
+    assert size.value == 2 * 512 * 4
+    y = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                              shape=(2, 512)).copy()
+    capi.qcc_session_close(s)
+    t = next(t for t in gguf.GGUFReader(str(model)).tensors
+             if t.name == "blk.0.ffn_up.weight")
+    w = dequantize(t.data, t.tensor_type).reshape(512, 256).astype(np.float64)
+    ref = x.astype(np.float64) @ w.T
+    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()

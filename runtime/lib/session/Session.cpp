@@ -252,12 +252,12 @@ Session::Outcome Session::run(std::string *message) {
          "step " + std::to_string(Runs) + " was skipped: " + stepError);
     return Outcome::Skipped;
   }
-  // Results feed the arguments of the same name (weights, state).
+  // Results feed the arguments of the same name (weights, state). The
+  // buffers are swapped, not copied: the entry writes every byte of its
+  // results, so the argument's old buffer is simply the next call's output.
   for (size_t i = 0; i < Results.size(); ++i)
-    for (Slot &slot : Args)
-      if (slot.desc->name == Entry.results[i].name && !slot.frozen &&
-          slot.owned.size() == Results[i].size())
-        slot.owned = Results[i];
+    if (Slot *slot = fedBy(i))
+      std::swap(slot->owned, Results[i]);
   ++Steps;
   return Outcome::Applied;
 }
@@ -277,10 +277,24 @@ std::string Session::nonFiniteLoss() const {
   return "";
 }
 
+Session::Slot *Session::fedBy(size_t result) {
+  for (Slot &slot : Args)
+    if (slot.desc->name == Entry.results[result].name && !slot.frozen &&
+        slot.owned.size() == Results[result].size())
+      return &slot;
+  return nullptr;
+}
+
 const std::vector<uint8_t> *Session::result(const std::string &name) const {
-  for (size_t i = 0; i < Results.size(); ++i)
-    if (Entry.results[i].name == name)
-      return &Results[i];
+  for (size_t i = 0; i < Results.size(); ++i) {
+    if (Entry.results[i].name != name)
+      continue;
+    // A result fed back into its argument lives there after a run.
+    if (Steps > 0)
+      if (Slot *slot = const_cast<Session *>(this)->fedBy(i))
+        return &slot->owned;
+    return &Results[i];
+  }
   return nullptr;
 }
 

@@ -110,6 +110,8 @@ private:
     bool hasValue = false;
     const uint8_t *data() const { return frozen ? frozen : owned.data(); }
   };
+  /// The argument that result `result` replaces after a run, or nullptr.
+  Slot *fedBy(size_t result);
   /// "" or why the latest results are unusable (a non-finite f32 `loss`).
   std::string nonFiniteLoss() const;
   Session(const StepLibrary &library, const EntryDesc &entry,
