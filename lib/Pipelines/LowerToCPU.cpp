@@ -23,6 +23,10 @@ void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
   pm.addPass(createFuseDequantIntoMatmul());
   pm.addPass(createLowerSte());
   pm.addPass(createCanonicalizerPass());
+  if (options.fuseWeightUpdate) {
+    pm.addPass(createFuseWeightUpdate());
+    pm.addPass(createCanonicalizerPass());
+  }
   pm.addPass(createLowerQccToLoops());
 
   // Tensors to buffers. Entry points return through out-parameters so the

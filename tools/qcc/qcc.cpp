@@ -64,6 +64,12 @@ static cl::opt<std::string> target("target", cl::desc("Target: cpu"),
 static cl::opt<unsigned> optLevel("O", cl::desc("Optimization level 0-3"),
                                   cl::Prefix, cl::init(2),
                                   cl::cat(qccCategory));
+static cl::opt<bool> fuseWeightUpdate(
+    "fuse-weight-update",
+    cl::desc("Fuse weight gradients, update rules and carry updates into one "
+             "pass over each weight (default true; false keeps the unfused "
+             "form, e.g. as a reference)"),
+    cl::init(true), cl::cat(qccCategory));
 // `--threads N` is parsed by hand: libLLVM already registers a global
 // option named "threads", so a cl::opt of that name would abort at startup.
 static unsigned threads = 0;
@@ -286,6 +292,7 @@ int main(int argc, char **argv) {
   PassManager pm(&context);
   qcc::LowerToCPUOptions options;
   options.threads = threads;
+  options.fuseWeightUpdate = fuseWeightUpdate;
   qcc::buildLowerToCPUPipeline(pm, options);
   if (failed(pm.run(*module)))
     return 1;

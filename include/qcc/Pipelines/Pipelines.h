@@ -19,6 +19,11 @@ struct LowerToCPUOptions : public PassPipelineOptions<LowerToCPUOptions> {
       llvm::cl::desc("Threads for scf.parallel loops (OpenMP); 1 keeps the "
                      "code serial, 0 lets the OpenMP runtime choose"),
       llvm::cl::init(0)};
+  PassOptions::Option<bool> fuseWeightUpdate{
+      *this, "fuse-weight-update",
+      llvm::cl::desc("Fuse weight gradients, update rules and carry updates "
+                     "into qcc.weight_update (qcc-fuse-weight-update)"),
+      llvm::cl::init(true)};
 };
 
 /// `qcc-lower-to-cpu`: qcc + linalg on tensors -> LLVM dialect. Fusion,

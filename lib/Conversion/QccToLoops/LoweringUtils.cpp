@@ -189,6 +189,24 @@ Value elementPointer(OpBuilder &b, Location loc, Value memref, Value row,
       b, loc, LLVM::LLVMPointerType::get(b.getContext()), i64);
 }
 
+Value bytePointer(OpBuilder &b, Location loc, Value memref, Value byteOffset) {
+  Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
+  Value addr = arith::AddIOp::create(b, loc, base, byteOffset);
+  Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), addr);
+  return LLVM::IntToPtrOp::create(
+      b, loc, LLVM::LLVMPointerType::get(b.getContext()), i64);
+}
+
+/// qcc_rt_carry_update (runtime/lib/step/CarryUpdate.cpp).
+func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from) {
+  Type ptr = LLVM::LLVMPointerType::get(b.getContext());
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  return getOrDeclareRuntimeFunction(
+      b, from, kCarryUpdateFn,
+      b.getFunctionType(
+          {i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i32, i64, i64, i64}, {i32}));
+}
+
 /// The runtime's f32 micro-GEMM (runtime/lib/step/Gemm.cpp).
 
 func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from) {

@@ -23,6 +23,7 @@
 namespace mlir::qcc::detail {
 
 constexpr StringLiteral kGemmFn = "qcc_rt_gemm_f32";
+constexpr StringLiteral kCarryUpdateFn = "qcc_rt_carry_update";
 
 Value cIndex(OpBuilder &b, Location loc, int64_t v);
 
@@ -75,7 +76,15 @@ Value toF32Buffer(OpBuilder &b, Location loc, Value tensor);
 Value elementPointer(OpBuilder &b, Location loc, Value memref, Value row,
                      Value col, Value ld);
 
+/// The address `byteOffset` bytes into an identity-layout memref, as an
+/// !llvm.ptr.
+Value bytePointer(OpBuilder &b, Location loc, Value memref, Value byteOffset);
+
 func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from);
+
+/// qcc_rt_carry_update: (ggml type, w_in, carry_in, delta, w_out, carry_out,
+/// rows, row_len, carry_bf16, jl_dim, jl_chunk, jl_seed) -> i32.
+func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from);
 
 /// C += op(A) · op(B) through the runtime's micro-GEMM; `a`, `b`, `c` are
 /// element pointers, the leading dimensions index values.
@@ -92,6 +101,8 @@ void populateRuntimeCallPatterns(TypeConverter &converter,
                                  RewritePatternSet &patterns);
 void populateHadamardToLoopsPatterns(TypeConverter &converter,
                                      RewritePatternSet &patterns);
+void populateWeightUpdateToLoopsPatterns(TypeConverter &converter,
+                                         RewritePatternSet &patterns);
 /// Whether `op` is a 2-D f32 contraction that becomes a micro-GEMM call.
 bool isGemmCandidate(Operation *op);
 

@@ -45,6 +45,7 @@ void mlir::qcc::populateQccToLoopsPatterns(TypeConverter &converter,
   mlir::qcc::detail::populateQMatmulToLoopsPatterns(converter, patterns);
   mlir::qcc::detail::populateRuntimeCallPatterns(converter, patterns);
   mlir::qcc::detail::populateHadamardToLoopsPatterns(converter, patterns);
+  mlir::qcc::detail::populateWeightUpdateToLoopsPatterns(converter, patterns);
 }
 
 namespace {

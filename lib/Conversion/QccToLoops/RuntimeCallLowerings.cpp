@@ -74,17 +74,6 @@ struct RequantLowering : public OpConversionPattern<RequantOp> {
 // carry_update
 //===----------------------------------------------------------------------===//
 
-constexpr StringLiteral kCarryUpdateFn = "qcc_rt_carry_update";
-
-func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from) {
-  Type ptr = LLVM::LLVMPointerType::get(b.getContext());
-  Type i32 = b.getI32Type(), i64 = b.getI64Type();
-  return getOrDeclareRuntimeFunction(
-      b, from, kCarryUpdateFn,
-      b.getFunctionType(
-          {i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i32, i64, i64, i64}, {i32}));
-}
-
 /// The carry update is runtime code: it re-encodes blocks, which needs the
 /// encoders (docs/spec.md §3.5, runtime/lib/step/CarryUpdate.cpp).
 struct CarryUpdateLowering : public OpConversionPattern<CarryUpdateOp> {

@@ -286,3 +286,75 @@ func.func @qmatmul_bad_orientation(%x: tensor<8x512xf32>, %w: !qcc.qtensor<256x5
   %0 = "qcc.qmatmul"(%x, %w) <{orientation = 5 : i32}> : (tensor<8x512xf32>, !qcc.qtensor<256x512xq4_K>) -> tensor<8x256xf32>
   return
 }
+
+// -----
+
+// weight_update_c1: the weight is 2-D.
+func.func @weight_update_c1_rank(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<2x4x256xq4_K>, %c: tensor<2x4x256xf32>) {
+  // expected-error @below {{'qcc.weight_update' op weight_update_c1: the weight must be 2-D, got [2, 4, 256]}}
+  %0, %1 = qcc.weight_update %gy, %x, %w, %c : tensor<8x4xf32>, tensor<8x256xf32>, !qcc.qtensor<2x4x256xq4_K>, tensor<2x4x256xf32> {
+  ^bb0(%g: f32, %wv: f32):
+    qcc.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+// weight_update_c1: gy is [M, N] and x is [M, K].
+func.func @weight_update_c1_shapes(%gy: tensor<8x4xf32>, %x: tensor<6x256xf32>, %w: !qcc.qtensor<4x256xq4_K>, %c: tensor<4x256xf32>) {
+  // expected-error @below {{'qcc.weight_update' op weight_update_c1: gy [8, 4] and x [6, 256] must be [M, N] and [M, K] for the weight's [N, K] = [4, 256]}}
+  %0, %1 = qcc.weight_update %gy, %x, %w, %c : tensor<8x4xf32>, tensor<6x256xf32>, !qcc.qtensor<4x256xq4_K>, tensor<4x256xf32> {
+  ^bb0(%g: f32, %wv: f32):
+    qcc.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+// weight_update_c2: elementwise operands have the weight's shape.
+func.func @weight_update_c2(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<4x256xq4_K>, %c: tensor<4x256xf32>, %m: tensor<4x128xf32>) {
+  // expected-error @below {{'qcc.weight_update' op weight_update_c2: elementwise operand or result shape [4, 128] differs from the weight shape [4, 256]}}
+  %0, %1 = qcc.weight_update %gy, %x, %w, %c ins(%m : tensor<4x128xf32>) : tensor<8x4xf32>, tensor<8x256xf32>, !qcc.qtensor<4x256xq4_K>, tensor<4x256xf32> {
+  ^bb0(%g: f32, %wv: f32, %mi: f32):
+    qcc.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+// weight_update_c3: the carry rules of carry_update.
+func.func @weight_update_c3(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<4x256xq4_K>, %c: tensor<4x16xf32>) {
+  // expected-error @below {{'qcc.weight_update' op weight_update_c3: dense carry shape [4, 16] differs from the weight shape [4, 256]}}
+  %0, %1 = qcc.weight_update %gy, %x, %w, %c : tensor<8x4xf32>, tensor<8x256xf32>, !qcc.qtensor<4x256xq4_K>, tensor<4x16xf32> {
+  ^bb0(%g: f32, %wv: f32):
+    qcc.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+// weight_update_c4: the body takes (f32, f32, element of each ins).
+func.func @weight_update_c4_args(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<4x256xq4_K>, %c: tensor<4x256xf32>) {
+  // expected-error @below {{'qcc.weight_update' op weight_update_c4: the body takes (f32 gradient, f32 weight, one element per ins tensor), i.e. 2 arguments of types 'f32', 'f32'}}
+  %0, %1 = qcc.weight_update %gy, %x, %w, %c : tensor<8x4xf32>, tensor<8x256xf32>, !qcc.qtensor<4x256xq4_K>, tensor<4x256xf32> {
+  ^bb0(%g: f32):
+    qcc.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+// weight_update_c4: the body yields (f32 delta, element of each extra result).
+func.func @weight_update_c4_yield(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<4x256xq4_K>, %c: tensor<4x256xf32>) {
+  // expected-error @below {{'qcc.weight_update' op weight_update_c4: the body must yield (f32 delta, one element per extra result), i.e. 2 values of types 'f32', 'bf16'}}
+  %0, %1, %2 = qcc.weight_update %gy, %x, %w, %c : tensor<8x4xf32>, tensor<8x256xf32>, !qcc.qtensor<4x256xq4_K>, tensor<4x256xf32> -> tensor<4x256xbf16> {
+  ^bb0(%g: f32, %wv: f32):
+    qcc.yield %g : f32
+  }
+  return
+}

@@ -213,38 +213,125 @@ LogicalResult SteGradOp::verify() {
 // CarryUpdateOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult CarryUpdateOp::verify() {
-  QTensorType weightType = getWeight().getType();
+/// The carry rules shared by carry_update and weight_update: a dense carry
+/// has the weight's shape; a JL carry's chunk is a multiple of the block
+/// length dividing K, and its shape is the weight's with K replaced by
+/// (K / chunk) * dim. `dense` and `sketch` are the constraint labels.
+static LogicalResult verifyCarry(Operation *op, QTensorType weightType,
+                                 Type carryType, JLCarryAttr jl,
+                                 StringRef dense, StringRef sketch) {
   ArrayRef<int64_t> weight = weightType.getShape();
-  ArrayRef<int64_t> delta =
-      cast<RankedTensorType>(getDelta().getType()).getShape();
-  ArrayRef<int64_t> carry =
-      cast<RankedTensorType>(getCarry().getType()).getShape();
-  if (!shapesCompatible(delta, weight))
-    return emitOpError("carry_update_c1: delta shape ")
-           << shapeString(delta) << " differs from the weight shape "
-           << shapeString(weight);
-
-  JLCarryAttr jl = getJlAttr();
+  ArrayRef<int64_t> carry = cast<RankedTensorType>(carryType).getShape();
   if (!jl) {
     if (!shapesCompatible(carry, weight))
-      return emitOpError("carry_update_c2: dense carry shape ")
-             << shapeString(carry) << " differs from the weight shape "
-             << shapeString(weight);
+      return op->emitOpError(dense)
+             << ": dense carry shape " << shapeString(carry)
+             << " differs from the weight shape " << shapeString(weight);
     return success();
   }
   int64_t chunk = jl.getChunk(), blockElems = weightType.getBlockElems();
   int64_t inner = weight.back();
   if (chunk % blockElems != 0 ||
       (!ShapedType::isDynamic(inner) && inner % chunk != 0))
-    return emitOpError("carry_update_c3: JL chunk ")
-           << chunk << " must be a multiple of the block length "
-           << blockElems << " and divide the innermost dimension " << inner;
+    return op->emitOpError(sketch)
+           << ": JL chunk " << chunk
+           << " must be a multiple of the block length " << blockElems
+           << " and divide the innermost dimension " << inner;
   SmallVector<int64_t> expected = scaledInnerShape(weight, chunk, jl.getDim());
   if (!shapesCompatible(carry, expected))
-    return emitOpError("carry_update_c3: JL carry shape ")
-           << shapeString(carry) << " must be " << shapeString(expected)
-           << " (innermost = K / chunk * dim)";
+    return op->emitOpError(sketch)
+           << ": JL carry shape " << shapeString(carry) << " must be "
+           << shapeString(expected) << " (innermost = K / chunk * dim)";
+  return success();
+}
+
+LogicalResult CarryUpdateOp::verify() {
+  QTensorType weightType = getWeight().getType();
+  ArrayRef<int64_t> weight = weightType.getShape();
+  ArrayRef<int64_t> delta =
+      cast<RankedTensorType>(getDelta().getType()).getShape();
+  if (!shapesCompatible(delta, weight))
+    return emitOpError("carry_update_c1: delta shape ")
+           << shapeString(delta) << " differs from the weight shape "
+           << shapeString(weight);
+  return verifyCarry(*this, weightType, getCarry().getType(), getJlAttr(),
+                     "carry_update_c2", "carry_update_c3");
+}
+
+//===----------------------------------------------------------------------===//
+// WeightUpdateOp
+//===----------------------------------------------------------------------===//
+
+void WeightUpdateOp::build(OpBuilder &builder, OperationState &state,
+                           Value gradOut, Value input, Value weight,
+                           Value carry, ValueRange ins,
+                           TypeRange extraResultTypes, JLCarryAttr jl) {
+  state.addOperands({gradOut, input, weight, carry});
+  state.addOperands(ins);
+  if (jl)
+    state.addAttribute(getJlAttrName(state.name), jl);
+  state.addTypes({weight.getType(), carry.getType()});
+  state.addTypes(extraResultTypes);
+  Region *body = state.addRegion();
+  SmallVector<Type> argTypes(2, builder.getF32Type());
+  SmallVector<Location> argLocs(2, state.location);
+  for (Value v : ins) {
+    argTypes.push_back(getElementTypeOrSelf(v.getType()));
+    argLocs.push_back(v.getLoc());
+  }
+  OpBuilder::InsertionGuard guard(builder);
+  builder.createBlock(body, body->end(), argTypes, argLocs);
+}
+
+LogicalResult WeightUpdateOp::verify() {
+  QTensorType weightType = getWeight().getType();
+  ArrayRef<int64_t> weight = weightType.getShape();
+  ArrayRef<int64_t> gy =
+      cast<RankedTensorType>(getGradOut().getType()).getShape();
+  ArrayRef<int64_t> x = cast<RankedTensorType>(getInput().getType()).getShape();
+  if (weight.size() != 2)
+    return emitOpError("weight_update_c1: the weight must be 2-D, got ")
+           << shapeString(weight);
+  if (gy.size() != 2 || x.size() != 2 || !dimsCompatible(gy[0], x[0]) ||
+      !dimsCompatible(gy[1], weight[0]) || !dimsCompatible(x[1], weight[1]))
+    return emitOpError("weight_update_c1: gy ")
+           << shapeString(gy) << " and x " << shapeString(x)
+           << " must be [M, N] and [M, K] for the weight's [N, K] = "
+           << shapeString(weight);
+  for (Value v : llvm::concat<Value>(getIns(), getExtraResults())) {
+    ArrayRef<int64_t> shape = cast<RankedTensorType>(v.getType()).getShape();
+    if (!shapesCompatible(shape, weight))
+      return emitOpError("weight_update_c2: elementwise operand or result "
+                         "shape ")
+             << shapeString(shape) << " differs from the weight shape "
+             << shapeString(weight);
+  }
+  return verifyCarry(*this, weightType, getCarry().getType(), getJlAttr(),
+                     "weight_update_c3", "weight_update_c3");
+}
+
+LogicalResult WeightUpdateOp::verifyRegions() {
+  Block &block = getBody().front();
+  Type f32 = Float32Type::get(getContext());
+  SmallVector<Type> expectedArgs{f32, f32};
+  for (Value v : getIns())
+    expectedArgs.push_back(getElementTypeOrSelf(v.getType()));
+  if (TypeRange(block.getArgumentTypes()) != TypeRange(expectedArgs))
+    return emitOpError("weight_update_c4: the body takes (f32 gradient, f32 "
+                       "weight, one element per ins tensor), i.e. ")
+           << expectedArgs.size() << " arguments of types "
+           << TypeRange(expectedArgs);
+  auto yield = dyn_cast<YieldOp>(block.getTerminator());
+  if (!yield)
+    return emitOpError("weight_update_c4: the body must end in qcc.yield");
+  SmallVector<Type> expectedYield{f32};
+  for (Value v : getExtraResults())
+    expectedYield.push_back(getElementTypeOrSelf(v.getType()));
+  if (yield.getValues().getTypes() != TypeRange(expectedYield))
+    return emitOpError("weight_update_c4: the body must yield (f32 delta, one "
+                       "element per extra result), i.e. ")
+           << expectedYield.size() << " values of types "
+           << TypeRange(expectedYield);
   return success();
 }
 

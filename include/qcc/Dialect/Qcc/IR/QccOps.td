@@ -11,6 +11,7 @@
 
 include "qcc/Dialect/Qcc/IR/QccTypes.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/IR/OpBase.td"
 
@@ -305,6 +306,98 @@ def Qcc_HadamardOp : Qcc_Op<"hadamard", [Pure, SameOperandsAndResultType]> {
   }];
   let hasVerifier = 1;
   let hasFolder = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// weight_update
+//===----------------------------------------------------------------------===//
+
+def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
+    RecursiveMemoryEffects, SingleBlock,
+    AllTypesMatch<["weight", "new_weight"]>,
+    AllTypesMatch<["carry", "new_carry"]>]> {
+  let summary = "weight gradient, update rule and carry update in one pass over W";
+  let description = [{
+    The fused form of a full-weight update of a quantized `[N, K]` weight
+    (built by `qcc-fuse-weight-update`). With `gy` the gradient of the loss
+    with respect to the layer's output (`[M, N]`) and `x` its input
+    (`[M, K]`), it computes for every element `(n, k)` of the weight
+
+        g[n, k]      = Σ_m gy[m, n] · x[m, k]          (the weight gradient)
+        delta[n, k], r_1[n, k], … = body(g[n, k], Ŵ[n, k], a_1[n, k], …)
+
+    where `Ŵ = dequant(weight)`, `a_i` are the `ins` tensors (each of the
+    weight's shape: optimizer moments, a dense carry read by an estimator)
+    and `body` is the region: its block arguments are `g` (f32), `Ŵ` (f32)
+    and one element of each `ins` tensor; it yields `delta` (f32) and one
+    element of each extra result `r_i`. Then, exactly as `qcc.carry_update`,
+
+        new_weight, new_carry = carry_update(weight, carry, delta)
+
+    The op never needs `g` or `delta` as whole tensors: the lowering forms
+    them a tile of rows at a time (a GEMM of the tile, the body, the carry
+    update of the tile's blocks), so the f32 gradient of W is never
+    materialized. Values the body uses from above (a learning rate, a clip
+    factor) are read as they are.
+
+    ```mlir
+    %w2, %c2, %m2 = qcc.weight_update %gy, %x, %w, %c ins(%m : tensor<256x512xbf16>)
+        : tensor<8x256xf32>, tensor<8x512xf32>, !qcc.qtensor<256x512xq4_K>,
+          tensor<256x512xbf16> -> tensor<256x512xbf16> {
+    ^bb0(%g: f32, %wv: f32, %mi: bf16):
+      %m32 = arith.extf %mi : bf16 to f32
+      %mb = arith.mulf %m32, %beta : f32
+      %mn = arith.addf %mb, %g : f32
+      %d = arith.mulf %mn, %neg_lr : f32
+      %mo = arith.truncf %mn : f32 to bf16
+      qcc.yield %d, %mo : f32, bf16
+    }
+    ```
+
+    The verifier rejects:
+    - `weight_update_c1`: a weight that is not 2-D, or `gy`/`x` whose shapes
+      are not `[M, N]` / `[M, K]` for the weight's `[N, K]`;
+    - `weight_update_c2`: an `ins` tensor or extra result whose shape is not
+      the weight's;
+    - `weight_update_c3`: a carry that does not fit the weight, with the
+      rules of `carry_update_c2` / `carry_update_c3`;
+    - `weight_update_c4`: block arguments that are not `(f32, f32, element
+      type of each ins)`, or a yield that is not `(f32, element type of each
+      extra result)`.
+  }];
+  let arguments = (ins Qcc_F32Tensor:$grad_out, Qcc_F32Tensor:$input,
+                       Qcc_QTensorType:$weight, Qcc_CarryTensor:$carry,
+                       Variadic<AnyRankedTensor>:$ins,
+                       OptionalAttr<Qcc_JLCarryAttr>:$jl);
+  let results = (outs Qcc_QTensorType:$new_weight,
+                      Qcc_CarryTensor:$new_carry,
+                      Variadic<AnyRankedTensor>:$extra_results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $grad_out `,` $input `,` $weight `,` $carry
+    (`ins` `(` $ins^ `:` type($ins) `)`)? attr-dict
+    `:` type($grad_out) `,` type($input) `,` qualified(type($weight)) `,`
+    type($carry) (`->` type($extra_results)^)? $body
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [
+    OpBuilder<(ins "Value":$gradOut, "Value":$input, "Value":$weight,
+                   "Value":$carry, "ValueRange":$ins,
+                   "TypeRange":$extraResultTypes, "JLCarryAttr":$jl)>
+  ];
+}
+
+def Qcc_YieldOp : Qcc_Op<"yield", [Pure, ReturnLike, Terminator,
+                                   HasParent<"WeightUpdateOp">]> {
+  let summary = "yield the elementwise results of a qcc.weight_update body";
+  let description = [{
+    Ends the body of `qcc.weight_update`: the first operand is the element of
+    `delta`, the others the elements of the extra results, in order.
+  }];
+  let arguments = (ins Variadic<AnyType>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
 }
 
 #endif // QCC_DIALECT_QCC_IR_QCCOPS_TD

@@ -90,4 +90,63 @@ def LowerSte : Pass<"qcc-lower-ste"> {
   ];
 }
 
+def FuseWeightUpdate : Pass<"qcc-fuse-weight-update"> {
+  let summary = "Fuse the weight gradient, the update rule and carry_update";
+  let description = [{
+    Turns the full-weight update of a quantized weight into one
+    `qcc.weight_update`, whose lowering makes a single pass over W tile by
+    tile and never materializes the f32 weight gradient. It matches a
+    `qcc.carry_update` of a 2-D weight whose `delta` is computed from
+
+    - exactly one weight-gradient contraction `g[n, k] = Σ_m gy[m, n] ·
+      x[m, k]` (any linalg contraction with those maps on f32 tensors and a
+      zero-filled init), whose result has no other user;
+    - elementwise `linalg.generic` ops over the weight's shape (identity
+      maps; 0-d tensor operands are read as scalars) that do not read their
+      `outs` — the lowered straight-through estimator (run `qcc-lower-ste`
+      first) and the update rule, e.g. SGD with momentum or AdamW;
+    - `qcc.dequant` of the same weight (the estimators' `Ŵ`), and other
+      tensors of the weight's shape (optimizer moments, a carry) read
+      elementwise.
+
+    The elementwise bodies are cloned into the fused op's body in program
+    order. A value of the chain that is also used elsewhere (the new
+    momentum, returned as state) becomes an extra result. A carry_update
+    whose delta does not have this form is left alone and counted.
+
+    Before:
+    ```mlir
+    %g0 = linalg.fill ins(%zero : f32) outs(%e : tensor<64x256xf32>) -> tensor<64x256xf32>
+    %g = linalg.matmul indexing_maps = [affine_map<(n, k, m) -> (m, n)>,
+                                        affine_map<(n, k, m) -> (m, k)>,
+                                        affine_map<(n, k, m) -> (n, k)>]
+        ins(%gy, %x : tensor<8x64xf32>, tensor<8x256xf32>)
+        outs(%g0 : tensor<64x256xf32>) -> tensor<64x256xf32>
+    %d = linalg.generic {...} ins(%g : tensor<64x256xf32>) outs(%e : tensor<64x256xf32>) {
+    ^bb0(%gi: f32, %o: f32):
+      %di = arith.mulf %gi, %neg_lr : f32
+      linalg.yield %di : f32
+    } -> tensor<64x256xf32>
+    %w2, %c2 = qcc.carry_update %w, %c, %d
+        : !qcc.qtensor<64x256xq4_K>, tensor<64x256xbf16>, tensor<64x256xf32>
+    ```
+    After:
+    ```mlir
+    %w2, %c2 = qcc.weight_update %gy, %x, %w, %c
+        : tensor<8x64xf32>, tensor<8x256xf32>, !qcc.qtensor<64x256xq4_K>, tensor<64x256xbf16> {
+    ^bb0(%gi: f32, %wi: f32):
+      %di = arith.mulf %gi, %neg_lr : f32
+      qcc.yield %di : f32
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::tensor::TensorDialect",
+                           "::mlir::qcc::QccDialect"];
+  let statistics = [
+    Statistic<"numFused", "fused", "carry_updates fused into qcc.weight_update">,
+    Statistic<"numNotFused", "not-fused",
+              "carry_updates left alone (their delta has another form)">
+  ];
+}
+
 #endif // QCC_DIALECT_QCC_TRANSFORMS_PASSES_TD
