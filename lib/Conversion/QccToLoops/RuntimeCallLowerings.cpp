@@ -195,10 +195,56 @@ struct SteLsqLowering : public OpConversionPattern<SteGradOp> {
   }
 };
 
+//===----------------------------------------------------------------------===//
+// scale_update
+//===----------------------------------------------------------------------===//
+
+constexpr StringLiteral kScaleUpdateFn = "qcc_rt_scale_update";
+
+/// Writing a scale field needs the format's header layout and its encoding,
+/// which the runtime has (runtime/lib/step/LsqScaleGrad.cpp).
+struct ScaleUpdateLowering : public OpConversionPattern<ScaleUpdateOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(ScaleUpdateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getWeight().getType();
+    Value weight = adaptor.getWeight();
+    Value delta = toBuffer(rewriter, loc, op.getDelta());
+    Value out =
+        allocBuffer(rewriter, loc, cast<MemRefType>(weight.getType()), weight);
+    int64_t rowLen = qtype.getShape().back();
+    Value rows = arith::MulIOp::create(
+        rewriter, loc, numElements(rewriter, loc, delta),
+        cIndex(rewriter, loc, qtype.getBlockElems()));
+    rows = arith::DivUIOp::create(rewriter, loc, rows,
+                                  cIndex(rewriter, loc, rowLen));
+    Type ptr = LLVM::LLVMPointerType::get(getContext());
+    Type i32 = rewriter.getI32Type(), i64 = rewriter.getI64Type();
+    func::FuncOp fn = getOrDeclareRuntimeFunction(
+        rewriter, op, kScaleUpdateFn,
+        rewriter.getFunctionType({i32, ptr, ptr, ptr, i64, i64}, {i32}));
+    func::CallOp::create(
+        rewriter, loc, fn,
+        ValueRange{
+            arith::ConstantIntOp::create(
+                rewriter, loc, i32, getFormatInfo(qtype.getFormat()).ggmlId),
+            dataPointer(rewriter, loc, weight),
+            dataPointer(rewriter, loc, delta), dataPointer(rewriter, loc, out),
+            arith::IndexCastOp::create(rewriter, loc, i64, rows),
+            arith::ConstantIntOp::create(rewriter, loc, i64, rowLen)});
+    rewriter.replaceOp(op, out);
+    return success();
+  }
+};
+
 } // namespace
 
 void mlir::qcc::detail::populateRuntimeCallPatterns(
     TypeConverter &converter, RewritePatternSet &patterns) {
-  patterns.add<RequantLowering, CarryUpdateLowering, SteLsqLowering>(
+  patterns.add<RequantLowering, CarryUpdateLowering, SteLsqLowering,
+               ScaleUpdateLowering>(
       converter, patterns.getContext());
 }

@@ -134,3 +134,104 @@ extern "C" int32_t qcc_rt_lsq_scale_grad(uint32_t ggmlType, const void *w,
   }
   return 0;
 }
+
+namespace {
+
+/// e8m0 exponent of the power of two nearest to `d` (> 0) by log2.
+int e8m0Nearest(float d) {
+  int e = int(std::lround(std::log2(double(d)))) + 127;
+  return e < 0 ? 0 : e > 254 ? 254 : e;
+}
+
+/// Writes scale `d` into the block's field; false if it cannot be encoded.
+bool storeScale(const ScaleField &field, uint8_t *block, float d) {
+  switch (field.kind) {
+  case ScaleKind::F16: {
+    uint16_t h = qcc::floatToHalf(d);
+    if (!std::isfinite(qcc::halfToFloat(h)))
+      return false;
+    std::memcpy(block + field.offset, &h, 2);
+    return true;
+  }
+  case ScaleKind::E8M0:
+    block[field.offset] = uint8_t(e8m0Nearest(d));
+    return true;
+  case ScaleKind::IQ1M: {
+    uint16_t h = qcc::floatToHalf(d);
+    if (!std::isfinite(qcc::halfToFloat(h)))
+      return false;
+    for (int i = 0; i < 4; ++i) {
+      uint16_t sc = loadU16(block + field.offset + 2 * i);
+      sc = uint16_t((sc & 0x0fff) | (((h >> (4 * i)) & 0xf) << 12));
+      std::memcpy(block + field.offset + 2 * i, &sc, 2);
+    }
+    return true;
+  }
+  case ScaleKind::Relative:
+  case ScaleKind::None:
+    break;
+  }
+  return false;
+}
+
+/// The block's current scale d_b, as qcc_rt_lsq_scale_grad reads it.
+float loadScale(const ScaleField &field, const uint8_t *block) {
+  switch (field.kind) {
+  case ScaleKind::F16:
+    return qcc::halfToFloat(loadU16(block + field.offset));
+  case ScaleKind::E8M0:
+    return std::ldexp(1.0f, int(block[field.offset]) - 127);
+  case ScaleKind::IQ1M: {
+    uint16_t sc[4];
+    for (int i = 0; i < 4; ++i)
+      sc[i] = loadU16(block + field.offset + 2 * i);
+    return qcc::halfToFloat(uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
+                                     ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
+  }
+  case ScaleKind::Relative:
+  case ScaleKind::None:
+    break;
+  }
+  return 1.0f;
+}
+
+} // namespace
+
+extern "C" int32_t qcc_rt_scale_update(uint32_t ggmlType, const void *wIn,
+                                       const float *delta, void *wOut,
+                                       int64_t rows, int64_t rowLen) {
+  const qcc::FormatInfo *info = qcc::lookupFormat(ggmlType);
+  const ScaleField field = info ? scaleField(info->format)
+                                : ScaleField{ScaleKind::None, 0};
+  if (!info || field.kind == ScaleKind::None ||
+      field.kind == ScaleKind::Relative || rows < 0 || rowLen < 0 ||
+      rowLen % info->blockElems != 0) {
+    qcc::step::recordError("qcc.scale_update: no block scale field for ggml "
+                           "type " + std::to_string(ggmlType));
+    return 1;
+  }
+  const size_t B = info->blockElems, S = info->blockBytes;
+  const size_t blocks = size_t(rows) * size_t(rowLen) / B;
+  if (wOut != wIn)
+    std::memmove(wOut, wIn, blocks * S);
+  auto *bytes = static_cast<uint8_t *>(wOut);
+  int32_t status = 0;
+  for (size_t b = 0; b < blocks; ++b) {
+    uint8_t *block = bytes + b * S;
+    float old = loadScale(field, block);
+    float d = old + delta[b];
+    // A scale may shrink towards zero but not cross it: that would negate
+    // the block rather than rescale it.
+    bool flips = (old > 0 && d <= 0) || (old < 0 && d >= 0);
+    if (!std::isfinite(d) || flips || !storeScale(field, block, d)) {
+      if (status == 0)
+        qcc::step::recordError(
+            "qcc.scale_update: block " + std::to_string(b) +
+            " (row " + std::to_string(b * B / size_t(rowLen)) +
+            "): the new scale " + std::to_string(d) +
+            " cannot be stored; the block keeps its scale");
+      status = 1;
+    }
+  }
+  return status;
+}

@@ -358,3 +358,21 @@ func.func @weight_update_c4_yield(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %
   }
   return
 }
+
+// -----
+
+// scale_update_c1: one delta per block.
+func.func @scale_update_c1(%w: !qcc.qtensor<4x512xq4_K>, %d: tensor<4x512xf32>) {
+  // expected-error @below {{'qcc.scale_update' op scale_update_c1: delta shape [4, 512] is not the block grid [4, 2]}}
+  %0 = qcc.scale_update %w, %d : !qcc.qtensor<4x512xq4_K>, tensor<4x512xf32>
+  return
+}
+
+// -----
+
+// scale_update_c2: only formats with a block scale field.
+func.func @scale_update_c2(%w: !qcc.qtensor<4x64xnvfp4>, %d: tensor<4x1xf32>) {
+  // expected-error @below {{'qcc.scale_update' op scale_update_c2: format 'nvfp4' has no block scale field}}
+  %0 = qcc.scale_update %w, %d : !qcc.qtensor<4x64xnvfp4>, tensor<4x1xf32>
+  return
+}

@@ -259,6 +259,27 @@ LogicalResult CarryUpdateOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// ScaleUpdateOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ScaleUpdateOp::verify() {
+  QTensorType weightType = getWeight().getType();
+  QuantFormat format = weightType.getFormat();
+  if (weightType.getBlockElems() == 1 || format == QuantFormat::NVFP4)
+    return emitOpError("scale_update_c2: format '")
+           << stringifyQuantFormat(format) << "' has no block scale field";
+  SmallVector<int64_t> grid =
+      scaledInnerShape(weightType.getShape(), weightType.getBlockElems(), 1);
+  ArrayRef<int64_t> got =
+      cast<RankedTensorType>(getDelta().getType()).getShape();
+  if (!shapesCompatible(got, grid))
+    return emitOpError("scale_update_c1: delta shape ")
+           << shapeString(got) << " is not the block grid "
+           << shapeString(grid);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // WeightUpdateOp
 //===----------------------------------------------------------------------===//
 

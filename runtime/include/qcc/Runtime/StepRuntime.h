@@ -52,6 +52,15 @@ int32_t qcc_rt_lsq_scale_grad(uint32_t ggml_type, const void *w,
                               const float *grad, float *out, int64_t rows,
                               int64_t row_len);
 
+/* qcc.scale_update (docs/spec.md): copies the `rows` x `row_len` weights
+ * `w_in` to `w_out` (which may alias) and sets every block's scale field to
+ * d_b + delta[b], rounded to the field's encoding (f16, iq1_m's spread f16,
+ * e8m0). A block whose new scale is not finite, out of the field's range
+ * or of the other sign (or zero) keeps its scale; the error is recorded and 1 returned. */
+int32_t qcc_rt_scale_update(uint32_t ggml_type, const void *w_in,
+                            const float *delta, void *w_out, int64_t rows,
+                            int64_t row_len);
+
 /* C[m x n] += op(A) · op(B) in f32, row-major with leading dimensions
  * lda/ldb/ldc; op(A) = A (m x k) or, when `a_transposed`, Aᵀ with A k x m;
  * op(B) = B (k x n) or, when `b_transposed`, Bᵀ with B n x k. The micro-GEMM

@@ -400,4 +400,50 @@ def Qcc_YieldOp : Qcc_Op<"yield", [Pure, ReturnLike, Terminator,
   let assemblyFormat = "$values attr-dict `:` type($values)";
 }
 
+//===----------------------------------------------------------------------===//
+// scale_update
+//===----------------------------------------------------------------------===//
+
+def Qcc_ScaleUpdateOp : Qcc_Op<"scale_update", [Pure,
+    AllTypesMatch<["weight", "result"]>]> {
+  let summary = "move each block's scale field, in the format's own encoding";
+  let description = [{
+    The update half of LSQ (learned step size): `ste_grad lsq` gives the
+    gradient with respect to every block's scale field `d_b`; an optimizer
+    turns it into `delta` (one value per block, the shape of that
+    `scale_grad`), and this op writes `d_b + delta[b]` back into the block
+    header, rounded to the field's encoding:
+
+    - an f16 `d` (the legacy, K- and most i-quant formats): round to nearest
+      even f16;
+    - iq1_m's f16 spread over the top nibbles of its four scale words: the
+      same, re-spread;
+    - mxfp4's e8m0 exponent: the nearest power of two (by log2), so a block
+      scale moves only once the accumulated change crosses half an octave.
+
+    Codes, sub-block scales and minimums are left as they are, so every
+    element of the block is rescaled by `(d_b + delta[b]) / d_b` (up to the
+    rounding of the field). A block whose new scale is not finite, or would
+    reach zero or change sign, keeps its old one, and the error is reported
+    to the host.
+
+    ```mlir
+    %w2 = qcc.scale_update %w, %ds : !qcc.qtensor<256x512xq4_K>, tensor<256x2xf32>
+    ```
+
+    The verifier rejects:
+    - `scale_update_c1`: a delta whose shape is not the block grid (the
+      weight's shape with the innermost dimension divided by the block
+      length);
+    - `scale_update_c2`: a format without a block scale field (f32, f16,
+      bf16; nvfp4, whose scales are per 16-element sub-block).
+  }];
+  let arguments = (ins Qcc_QTensorType:$weight, Qcc_F32Tensor:$delta);
+  let results = (outs Qcc_QTensorType:$result);
+  let assemblyFormat = [{
+    $weight `,` $delta attr-dict `:` qualified(type($weight)) `,` type($delta)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // QCC_DIALECT_QCC_IR_QCCOPS_TD
