@@ -11,6 +11,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <map>
+#include <set>
+
 using namespace mlir;
 using namespace mlir::qcc;
 using json = nlohmann::json;
@@ -85,6 +89,123 @@ static FailureOr<json> describeValue(Location loc, Type type,
   return v;
 }
 
+/// Reads the attributes of a `param` argument (initializer, LoRA role) into
+/// its manifest entry `v`, rejecting combinations the runtime cannot honour.
+static LogicalResult describeParam(Location loc, Type type,
+                                   DictionaryAttr attrs, json &v) {
+  auto get = [&](StringRef key) { return attrs ? attrs.get(key) : Attribute(); };
+  std::string name = v["name"];
+  std::string role = v["role"];
+  Attribute init = get("qcc.init");
+  Attribute base = get("qcc.lora.base"), part = get("qcc.lora.part"),
+            alpha = get("qcc.lora.alpha");
+  bool isParam = role == "param";
+  if (!isParam) {
+    for (auto [key, attr] : {std::pair<StringRef, Attribute>{"qcc.init", init},
+                             {"qcc.lora.base", base},
+                             {"qcc.lora.part", part},
+                             {"qcc.lora.alpha", alpha}})
+      if (attr)
+        return emitError(loc) << "argument '" << name << "' has " << key
+                              << " but role '" << role
+                              << "'; only role \"param\" takes it";
+    return success();
+  }
+  auto t = dyn_cast<RankedTensorType>(type);
+  if (!t || !t.getElementType().isIntOrFloat() ||
+      !(t.getElementType().isF32() || t.getElementType().isF16() ||
+        t.getElementType().isBF16()))
+    return emitError(loc) << "param '" << name << "' must be a tensor of "
+                          << "f32, f16 or bf16, not " << type;
+  std::string initName = "zeros";
+  if (init) {
+    auto s = dyn_cast<StringAttr>(init);
+    if (!s || (s.getValue() != "zeros" && s.getValue() != "kaiming_uniform"))
+      return emitError(loc) << "param '" << name << "': qcc.init must be "
+                            << "\"zeros\" or \"kaiming_uniform\", not "
+                            << init;
+    initName = s.str();
+  }
+  if (initName == "kaiming_uniform" && t.getRank() < 2)
+    return emitError(loc) << "param '" << name << "': kaiming_uniform needs "
+                          << "a tensor of rank 2 or more (its fan-in is the "
+                          << "product of the dimensions after the first)";
+  v["init"] = initName;
+  if (!base && !part && !alpha)
+    return success();
+  auto baseName = dyn_cast_if_present<StringAttr>(base);
+  auto partName = dyn_cast_if_present<StringAttr>(part);
+  auto alphaValue = dyn_cast_if_present<FloatAttr>(alpha);
+  if (!baseName || !partName || !alphaValue)
+    return emitError(loc) << "param '" << name << "': a LoRA matrix needs "
+                          << "qcc.lora.base (string), qcc.lora.part (string) "
+                          << "and qcc.lora.alpha (float)";
+  if (partName.getValue() != "a" && partName.getValue() != "b")
+    return emitError(loc) << "param '" << name << "': qcc.lora.part must be "
+                          << "\"a\" or \"b\", not \"" << partName.getValue()
+                          << "\"";
+  double a = alphaValue.getValueAsDouble();
+  if (!(a > 0) || !std::isfinite(a))
+    return emitError(loc) << "param '" << name << "': qcc.lora.alpha must be "
+                          << "a positive finite number, not " << a;
+  if (t.getRank() != 2)
+    return emitError(loc) << "param '" << name << "': a LoRA matrix must be "
+                          << "2-D, not " << type;
+  v["lora"] = {{"base", baseName.str()},
+               {"part", partName.str()},
+               {"alpha", a}};
+  return success();
+}
+
+/// Checks that every LoRA matrix of an entry names a 2-D weight argument and
+/// comes in an (A [r, in], B [out, r]) pair with one alpha.
+static LogicalResult checkLoraPairs(func::FuncOp func, const json &args) {
+  std::map<std::string, std::pair<const json *, const json *>> pairs;
+  for (const json &a : args) {
+    if (!a.contains("lora"))
+      continue;
+    std::string base = a["lora"]["base"], part = a["lora"]["part"];
+    auto &slot = part == "a" ? pairs[base].first : pairs[base].second;
+    if (slot)
+      return emitError(func.getArgument(a["index"].get<unsigned>()).getLoc())
+             << "params '" << (*slot)["name"].get<std::string>() << "' and '"
+             << a["name"].get<std::string>() << "' are both LoRA part \""
+             << part << "\" of '" << base << "'";
+    slot = &a;
+  }
+  for (auto &[base, ab] : pairs) {
+    const json *w = nullptr;
+    for (const json &a : args)
+      if (a["name"] == base && a["role"] == "weight")
+        w = &a;
+    const json *some = ab.first ? ab.first : ab.second;
+    Location loc = func.getArgument((*some)["index"].get<unsigned>()).getLoc();
+    if (!w)
+      return emitError(loc) << "param '" << (*some)["name"].get<std::string>()
+                            << "' is a LoRA matrix of '" << base
+                            << "', which is not a weight argument of @"
+                            << func.getSymName();
+    if (!ab.first || !ab.second)
+      return emitError(loc) << "LoRA of '" << base << "' has no part \""
+                            << (ab.first ? "b" : "a")
+                            << "\": give both A [r, in] and B [out, r]";
+    std::vector<int64_t> ws = (*w)["shape"], as = (*ab.first)["shape"],
+                         bs = (*ab.second)["shape"];
+    if (ws.size() != 2)
+      return emitError(loc) << "LoRA base '" << base << "' must be 2-D";
+    if (as[1] != ws[1] || bs[0] != ws[0] || as[0] != bs[1])
+      return emitError(loc)
+             << "LoRA of '" << base << "' [" << ws[0] << ", " << ws[1]
+             << "] needs A [r, " << ws[1] << "] and B [" << ws[0]
+             << ", r]; got A [" << as[0] << ", " << as[1] << "] and B ["
+             << bs[0] << ", " << bs[1] << "]";
+    if ((*ab.first)["lora"]["alpha"] != (*ab.second)["lora"]["alpha"])
+      return emitError(loc) << "LoRA A and B of '" << base
+                            << "' disagree on qcc.lora.alpha";
+  }
+  return success();
+}
+
 FailureOr<std::string> mlir::qcc::buildStepManifest(ModuleOp module) {
   json manifest;
   manifest["qcc_abi"] = kStepAbiVersion;
@@ -98,13 +219,28 @@ FailureOr<std::string> mlir::qcc::buildStepManifest(ModuleOp module) {
     entry["args"] = json::array();
     entry["results"] = json::array();
     FunctionType type = func.getFunctionType();
+    std::set<std::string> names;
     for (auto [i, t] : llvm::enumerate(type.getInputs())) {
+      Location loc = func.getArgument(i).getLoc();
       FailureOr<json> v =
           describeValue(func.getLoc(), t, func.getArgAttrDict(i), false, i);
       if (failed(v))
         return failure();
+      std::string role = (*v)["role"], name = (*v)["name"];
+      if (role != "input" && role != "weight" && role != "state" &&
+          role != "param")
+        return emitError(loc) << "argument " << i << " ('" << name
+                              << "') has role '" << role << "'; the roles "
+                              << "are input, weight, state and param";
+      if (!names.insert(name).second)
+        return emitError(loc) << "two arguments of @" << func.getSymName()
+                              << " are named '" << name << "'";
+      if (failed(describeParam(loc, t, func.getArgAttrDict(i), *v)))
+        return failure();
       entry["args"].push_back(*v);
     }
+    if (failed(checkLoraPairs(func, entry["args"])))
+      return failure();
     for (auto [i, t] : llvm::enumerate(type.getResults())) {
       FailureOr<json> v =
           describeValue(func.getLoc(), t, func.getResultAttrDict(i), true, i);
@@ -115,12 +251,20 @@ FailureOr<std::string> mlir::qcc::buildStepManifest(ModuleOp module) {
     manifest["entries"].push_back(entry);
     // The attributes have been read into the manifest; LLVM would not know
     // what to make of them.
+    auto consumed = [](DictionaryAttr attrs) {
+      SmallVector<StringAttr> keys;
+      if (attrs)
+        for (NamedAttribute a : attrs)
+          if (a.getName().getValue().starts_with("qcc."))
+            keys.push_back(a.getName());
+      return keys;
+    };
     for (unsigned i = 0; i < func.getNumArguments(); ++i)
-      for (StringRef attr : {"qcc.name", "qcc.role"})
-        func.removeArgAttr(i, StringAttr::get(module.getContext(), attr));
+      for (StringAttr key : consumed(func.getArgAttrDict(i)))
+        func.removeArgAttr(i, key);
     for (unsigned i = 0; i < func.getNumResults(); ++i)
-      for (StringRef attr : {"qcc.name", "qcc.role"})
-        func.removeResultAttr(i, StringAttr::get(module.getContext(), attr));
+      for (StringAttr key : consumed(func.getResultAttrDict(i)))
+        func.removeResultAttr(i, key);
   }
   return manifest.dump(2);
 }

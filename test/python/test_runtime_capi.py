@@ -32,6 +32,19 @@ def capi():
     lib.qcc_session_steps.argtypes = [ctypes.c_void_p]
     lib.qcc_session_save.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
                                      ctypes.POINTER(ctypes.c_void_p)]
+    lib.qcc_session_argument.restype = ctypes.c_void_p
+    lib.qcc_session_argument.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                                         ctypes.POINTER(ctypes.c_size_t)]
+    lib.qcc_session_runs.restype = ctypes.c_uint64
+    lib.qcc_session_runs.argtypes = [ctypes.c_void_p]
+    lib.qcc_session_seed.argtypes = [ctypes.c_void_p, ctypes.c_uint64,
+                                     ctypes.POINTER(ctypes.c_void_p)]
+    lib.qcc_session_random.restype = ctypes.c_uint64
+    lib.qcc_session_random.argtypes = [ctypes.c_void_p]
+    for name in ("save_checkpoint", "load_checkpoint", "save_lora",
+                 "save_merged"):
+        getattr(lib, "qcc_session_" + name).argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.qcc_session_close.argtypes = [ctypes.c_void_p]
     lib.qcc_free_error.argtypes = [ctypes.c_void_p]
     return lib
@@ -126,3 +139,60 @@ func.func @forward(%x: tensor<2x256xf32> {qcc.name = "x"},
     w = dequantize(t.data, t.tensor_type).reshape(512, 256).astype(np.float64)
     ref = x.astype(np.float64) @ w.T
     assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_checkpoint_through_the_c_api(capi, tmp_path):
+    """save/load_checkpoint: a second session that loads the first one's
+    checkpoint has its step and run counters and RNG state (the host's next
+    draw is the same) and, one run later, the same loss and carry bit for
+    bit; a failed load leaves it unchanged."""
+    with open(os.path.join(ROOT, "examples", "train_linear.mlir")) as f:
+        step = compile_step(f.read(), tmp_path / "step").path
+    model = q4k_model(tmp_path, "blk.0.ffn_up.weight", (512, 256), seed=5)
+    rng = np.random.default_rng(1)
+    inputs = {"x": rng.standard_normal((8, 256)).astype(np.float32),
+              "target": rng.normal(0, 0.3, (8, 512)).astype(np.float32),
+              "lr": np.array([0.02], np.float32)}
+    err = ctypes.c_void_p()
+
+    def open_session():
+        s = capi.qcc_session_open(step.encode(), None, str(model).encode(),
+                                  ctypes.byref(err))
+        assert s, message(capi, err)
+        for name, arr in inputs.items():
+            assert capi.qcc_session_set_input(s, name.encode(), arr.ctypes.data,
+                                              arr.nbytes, ctypes.byref(err)) == 0
+        return s
+
+    def value(s, fn, name):
+        size = ctypes.c_size_t()
+        ptr = fn(s, name.encode(), ctypes.byref(size))
+        return ctypes.string_at(ptr, size.value)
+
+    first = open_session()
+    assert capi.qcc_session_seed(first, 42, ctypes.byref(err)) == 0
+    capi.qcc_session_random(first)
+    for _ in range(3):
+        assert capi.qcc_session_run(first, ctypes.byref(err)) == 0
+    ckpt = str(tmp_path / "c.ckpt").encode()
+    assert capi.qcc_session_save_checkpoint(first, ckpt, ctypes.byref(err)) == 0
+
+    second = open_session()
+    assert capi.qcc_session_load_checkpoint(
+        second, b"/nonexistent.ckpt", ctypes.byref(err)) != 0
+    assert "cannot read checkpoint /nonexistent.ckpt" in message(capi, err)
+    assert capi.qcc_session_steps(second) == 0
+    assert capi.qcc_session_load_checkpoint(second, ckpt, ctypes.byref(err)) == 0
+    assert capi.qcc_session_steps(second) == 3
+    assert capi.qcc_session_runs(second) == 3
+    assert capi.qcc_session_random(second) == capi.qcc_session_random(first)
+    for s in (first, second):
+        assert capi.qcc_session_run(s, ctypes.byref(err)) == 0
+    assert (value(first, capi.qcc_session_result, "loss")
+            == value(second, capi.qcc_session_result, "loss"))
+    assert (value(first, capi.qcc_session_argument, "carry")
+            == value(second, capi.qcc_session_argument, "carry"))
+    assert (value(first, capi.qcc_session_argument, "blk.0.ffn_up.weight")
+            == value(second, capi.qcc_session_argument, "blk.0.ffn_up.weight"))
+    capi.qcc_session_close(first)
+    capi.qcc_session_close(second)

@@ -1,24 +1,31 @@
 //===- qcc-run.cpp - Run a compiled step over a GGUF model ----------------===//
 //
 //   qcc-run step.so --weights model.gguf [--entry NAME] [--inputs FILE]
-//           [--steps N] [--save OUT.gguf]
+//           [--steps N] [--seed N] [--save OUT.gguf]
+//           [--checkpoint CKPT.gguf [--save-every K]] [--resume CKPT.gguf]
+//           [--save-lora ADAPTER.gguf] [--save-merged OUT.gguf]
 //
 // Binds the entry's weights to the model's tensors (checked by name, type and
 // shape), its inputs to the tensors of the same name in --inputs (a GGUF
 // file), runs it N times feeding results back into the arguments of the same
-// name, shows progress, and saves the updated weights as a new GGUF.
+// name, shows progress, and saves the updated weights as a new GGUF, the
+// training state as a checkpoint, and LoRA params as a llama.cpp adapter or
+// merged into the model.
 //
 //===----------------------------------------------------------------------===//
 
 #include "qcc/Runtime/Gguf.h"
 #include "qcc/Runtime/Session.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <unistd.h>
 
 using namespace qcc;
@@ -26,8 +33,12 @@ using namespace qcc;
 static void usage(FILE *out) {
   std::fprintf(out,
                "usage: qcc-run STEP.so --weights MODEL.gguf [--entry NAME]\n"
-               "               [--inputs FILE.gguf] [--steps N] "
+               "               [--inputs FILE.gguf] [--steps N] [--seed N] "
                "[--save OUT.gguf]\n"
+               "               [--checkpoint CKPT.gguf [--save-every K]] "
+               "[--resume CKPT.gguf]\n"
+               "               [--save-lora ADAPTER.gguf] "
+               "[--save-merged OUT.gguf]\n"
                "\n"
                "Runs entry NAME (default: the library's only entry, or "
                "train_step) of a\n"
@@ -35,7 +46,9 @@ static void usage(FILE *out) {
                "tensors of\n"
                "MODEL.gguf and its inputs to the tensors of FILE.gguf; "
                "results replace\n"
-               "the arguments of the same name after each step. See "
+               "the arguments of the same name after each step. With "
+               "--resume, --steps\n"
+               "counts the steps to run after the checkpoint's. See "
                "docs/qcc-run.md.\n");
 }
 
@@ -44,9 +57,27 @@ static int die(const std::string &message) {
   return 1;
 }
 
+/// A positive (or, with `allowZero`, non-negative) decimal integer, or exit
+/// with status 2.
+static unsigned long long integerFlag(const char *flag, const char *v,
+                                      bool allowZero) {
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long n = std::strtoull(v, &end, 10);
+  if (!*v || *end || *v == '-' || errno || (!allowZero && n == 0)) {
+    std::fprintf(stderr,
+                 "qcc-run: error: %s expects a %s integer, got '%s'\n", flag,
+                 allowZero ? "non-negative" : "positive", v);
+    std::exit(2);
+  }
+  return n;
+}
+
 int main(int argc, char **argv) {
   std::string stepPath, weights, entryName, inputs, savePath;
+  std::string checkpointPath, resumePath, loraPath, mergedPath;
   long long steps = 1;
+  unsigned long long seed = 0, saveEvery = 0;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char *flag) -> const char * {
@@ -64,6 +95,18 @@ int main(int argc, char **argv) {
       inputs = value("--inputs");
     else if (arg == "--save")
       savePath = value("--save");
+    else if (arg == "--checkpoint")
+      checkpointPath = value("--checkpoint");
+    else if (arg == "--resume")
+      resumePath = value("--resume");
+    else if (arg == "--save-lora")
+      loraPath = value("--save-lora");
+    else if (arg == "--save-merged")
+      mergedPath = value("--save-merged");
+    else if (arg == "--seed")
+      seed = integerFlag("--seed", value("--seed"), /*allowZero=*/true);
+    else if (arg == "--save-every")
+      saveEvery = integerFlag("--save-every", value("--save-every"), false);
     else if (arg == "--steps") {
       const char *v = value("--steps");
       char *end = nullptr;
@@ -94,6 +137,10 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  if (saveEvery && checkpointPath.empty()) {
+    std::fprintf(stderr, "qcc-run: error: --save-every needs --checkpoint\n");
+    return 2;
+  }
 
   std::string error;
   auto library = rt::StepLibrary::load(stepPath, &error);
@@ -105,9 +152,33 @@ int main(int argc, char **argv) {
   auto model = gguf::File::open(weights, &error);
   if (!model)
     return die(weights + ": " + error);
-  auto session = rt::Session::create(*library, entryName, *model, &error);
+  auto session =
+      rt::Session::create(*library, entryName, *model, &error, seed);
   if (!session)
     return die(error + " (model " + weights + ")");
+  if (!resumePath.empty()) {
+    if (!session->loadCheckpoint(resumePath, &error))
+      return die(error);
+    std::fprintf(stderr, "qcc-run: resumed from %s after step %llu\n",
+                 resumePath.c_str(),
+                 static_cast<unsigned long long>(session->runs()));
+  }
+  // Tests kill qcc-run while a checkpoint is being saved: with
+  // QCC_TEST_SAVE_STALL_MS set, every save announces that its temporary is
+  // complete and waits that long before renaming it over the checkpoint.
+  std::function<void()> beforeRename;
+  if (const char *stall = std::getenv("QCC_TEST_SAVE_STALL_MS"))
+    beforeRename = [ms = std::atol(stall)] {
+      std::fprintf(stderr, "qcc-run: test: checkpoint temporary written, "
+                   "stalling %ld ms before the rename\n", ms);
+      std::fflush(stderr);
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    };
+  auto saveCheckpoint = [&]() {
+    if (!session->saveCheckpoint(checkpointPath, &error, beforeRename))
+      return false;
+    return true;
+  };
 
   std::unique_ptr<gguf::File> inputFile;
   if (!inputs.empty()) {
@@ -138,12 +209,24 @@ int main(int argc, char **argv) {
   const bool tty = isatty(fileno(stderr));
   const bool hasLoss = session->result("loss") != nullptr;
   std::fprintf(stderr, "qcc-run: %s: entry '%s', %zu trainable weight(s), "
-               "%lld step(s)\n",
+               "%zu param(s), %lld step(s)\n",
                stepPath.c_str(), entryName.c_str(),
-               session->trainableWeights().size(), steps);
+               session->trainableWeights().size(), session->params().size(),
+               steps);
+  // Steps are numbered from the start of training, across resumes.
+  const long long first = static_cast<long long>(session->runs());
+  const long long total = first + steps;
   auto start = std::chrono::steady_clock::now();
   long long skipped = 0;
   for (long long s = 1; s <= steps; ++s) {
+    const long long global = first + s;
+    if (saveEvery && s > 1 && (global - 1) % saveEvery == 0) {
+      // The checkpoint after step global-1, unless that was the resume.
+      if (!saveCheckpoint())
+        return die(error);
+      std::fprintf(stderr, "%sqcc-run: checkpoint %s after step %lld\n",
+                   tty ? "\n" : "", checkpointPath.c_str(), global - 1);
+    }
     switch (session->run(&error)) {
     case rt::Session::Outcome::Applied:
       break;
@@ -177,21 +260,38 @@ int main(int argc, char **argv) {
       std::fprintf(stderr,
                    "\r[%.*s%*s] step %lld/%lld%s%s  %.1f steps/s  ETA %.0fs ",
                    filled, "==============================", width - filled, "",
-                   s, steps, loss, tokens, rate, eta);
+                   global, total, loss, tokens, rate, eta);
       if (s == steps)
         std::fputc('\n', stderr);
     } else {
-      std::fprintf(stderr, "step %lld/%lld%s%s  %.1f steps/s  ETA %.0fs\n", s,
-                   steps, loss, tokens, rate, eta);
+      std::fprintf(stderr, "step %lld/%lld%s%s  %.1f steps/s  ETA %.0fs\n",
+                   global, total, loss, tokens, rate, eta);
     }
   }
   if (skipped)
     std::fprintf(stderr, "qcc-run: %lld of %lld step(s) skipped for non-finite "
                  "values\n", skipped, steps);
+  if (!checkpointPath.empty()) {
+    if (!saveCheckpoint())
+      return die(error);
+    std::fprintf(stderr, "qcc-run: checkpoint %s after step %lld\n",
+                 checkpointPath.c_str(), total);
+  }
   if (!savePath.empty()) {
     if (!session->save(savePath, &error))
       return die(error);
     std::fprintf(stderr, "qcc-run: saved %s\n", savePath.c_str());
+  }
+  if (!loraPath.empty()) {
+    if (!session->saveLoraAdapter(loraPath, &error))
+      return die(error);
+    std::fprintf(stderr, "qcc-run: saved LoRA adapter %s\n", loraPath.c_str());
+  }
+  if (!mergedPath.empty()) {
+    if (!session->saveMerged(mergedPath, &error))
+      return die(error);
+    std::fprintf(stderr, "qcc-run: saved merged model %s\n",
+                 mergedPath.c_str());
   }
   return 0;
 }

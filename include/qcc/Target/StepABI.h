@@ -32,9 +32,11 @@ inline constexpr int kStepAbiVersion = 1;
 
 /// Builds the JSON manifest of `module`'s public functions (before
 /// lowering, while qtensor types and argument attributes are still there),
-/// and removes the `qcc.name` / `qcc.role` argument attributes it consumed.
-/// Fails with a diagnostic on an argument the ABI cannot pass (a dynamic
-/// shape, an unsupported element type).
+/// and removes the `qcc.*` argument and result attributes it consumed
+/// (`qcc.name`, `qcc.role`, `qcc.init`, `qcc.lora.*`). Fails with a
+/// diagnostic on an argument the ABI cannot pass (a dynamic shape, an
+/// unsupported element type) and on role and param attributes the runtime
+/// could not honour (docs/runtime.md).
 FailureOr<std::string> buildStepManifest(ModuleOp module);
 
 /// Adds `qcc_entry_<f>` for every entry named in `manifestJson` and the

@@ -136,7 +136,8 @@ bool AtomicFile::write(const void *data, size_t size, std::string *error) {
   return true;
 }
 
-bool AtomicFile::commit(std::string *error) {
+bool AtomicFile::commit(std::string *error,
+                        const std::function<void()> &beforeRename) {
   if (Fd < 0) {
     if (error)
       *error = "commit of a file that is not open";
@@ -160,6 +161,8 @@ bool AtomicFile::commit(std::string *error) {
     return false;
   }
   Fd = -1;
+  if (beforeRename)
+    beforeRename();
   if (::rename(TempPath.c_str(), Path.c_str()) != 0) {
     if (error)
       *error = errnoText("cannot rename the temporary onto", Path);
@@ -188,9 +191,13 @@ Writer Writer::fromFile(const File &file) {
     w.addTensor(ti.name, ti.ggmlType, dims, ti.data,
                 static_cast<size_t>(ti.nbytes));
   }
-  if (file.inode() != 0)
-    w.Sources.emplace_back(file.device(), file.inode());
+  w.protect(file);
   return w;
+}
+
+void Writer::protect(const File &file) {
+  if (file.inode() != 0)
+    Sources.emplace_back(file.device(), file.inode());
 }
 
 void Writer::set(const std::string &key, Value value) {
@@ -440,7 +447,8 @@ bool Writer::writeToMemory(std::vector<uint8_t> &out,
   return emit(sink, error);
 }
 
-bool Writer::write(const std::string &path, std::string *error) const {
+bool Writer::write(const std::string &path, std::string *error,
+                   const std::function<void()> &beforeRename) const {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0)
     for (const auto &src : Sources)
@@ -458,7 +466,7 @@ bool Writer::write(const std::string &path, std::string *error) const {
     file.abort();
     return false;
   }
-  return file.commit(error);
+  return file.commit(error, beforeRename);
 }
 
 } // namespace qcc::gguf

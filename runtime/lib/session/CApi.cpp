@@ -102,6 +102,68 @@ extern "C" int qcc_session_save(const qcc_session *s, const char *path,
   return s->session->save(path, &message) ? 0 : report(error, message);
 }
 
+extern "C" const void *qcc_session_argument(const qcc_session *s,
+                                            const char *name, size_t *bytes) {
+  const std::vector<uint8_t> *a =
+      s && name ? s->session->argument(name) : nullptr;
+  if (bytes)
+    *bytes = a ? a->size() : 0;
+  return a ? a->data() : nullptr;
+}
+
+extern "C" uint64_t qcc_session_runs(const qcc_session *s) {
+  return s ? s->session->runs() : 0;
+}
+
+extern "C" int qcc_session_seed(qcc_session *s, uint64_t seed, char **error) {
+  std::string message;
+  if (!s)
+    return report(error, "qcc_session_seed: null session");
+  return s->session->reseed(seed, &message) ? 0 : report(error, message);
+}
+
+extern "C" uint64_t qcc_session_random(qcc_session *s) {
+  return s ? s->session->rng().next() : 0;
+}
+
+/// Calls a Session member that writes or reads `path`.
+template <typename S, typename F>
+static int withPath(S *s, const char *path, char **error, const char *what,
+                    F f) {
+  std::string message;
+  if (!s || !path)
+    return report(error, std::string(what) + ": null argument");
+  return f(*s->session, path, &message) ? 0 : report(error, message);
+}
+
+extern "C" int qcc_session_save_checkpoint(const qcc_session *s,
+                                           const char *path, char **error) {
+  return withPath(s, path, error, "qcc_session_save_checkpoint",
+                  [](const qcc::rt::Session &session, const char *p,
+                     std::string *m) { return session.saveCheckpoint(p, m); });
+}
+
+extern "C" int qcc_session_load_checkpoint(qcc_session *s, const char *path,
+                                           char **error) {
+  return withPath(s, path, error, "qcc_session_load_checkpoint",
+                  [](qcc::rt::Session &session, const char *p,
+                     std::string *m) { return session.loadCheckpoint(p, m); });
+}
+
+extern "C" int qcc_session_save_lora(const qcc_session *s, const char *path,
+                                     char **error) {
+  return withPath(s, path, error, "qcc_session_save_lora",
+                  [](const qcc::rt::Session &session, const char *p,
+                     std::string *m) { return session.saveLoraAdapter(p, m); });
+}
+
+extern "C" int qcc_session_save_merged(const qcc_session *s, const char *path,
+                                       char **error) {
+  return withPath(s, path, error, "qcc_session_save_merged",
+                  [](const qcc::rt::Session &session, const char *p,
+                     std::string *m) { return session.saveMerged(p, m); });
+}
+
 extern "C" void qcc_session_close(qcc_session *s) { delete s; }
 
 extern "C" void qcc_free_error(char *error) { std::free(error); }

@@ -2,9 +2,12 @@
 
 #include "qcc/Runtime/Session.h"
 
+#include "qcc/Runtime/Codecs.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
 #include <sstream>
@@ -29,6 +32,22 @@ static bool fail(std::string *error, std::string message) {
   return false;
 }
 
+/// FNV-1a, 64 bits: identifies manifests and models in checkpoints (an
+/// accident detector, not a defence against forgery).
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+  const uint8_t *p = static_cast<const uint8_t *>(data);
+  for (size_t i = 0; i < n; ++i)
+    h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+static constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull;
+
+static std::string hex16(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
 //===----------------------------------------------------------------------===//
 // StepLibrary
 //===----------------------------------------------------------------------===//
@@ -44,6 +63,13 @@ static bool parseValue(const nlohmann::json &j, ValueDesc &v,
                                  : j.at("dtype").get<std::string>();
     v.shape = j.at("shape").get<std::vector<int64_t>>();
     v.bytes = j.at("bytes").get<uint64_t>();
+    v.init = j.value("init", "");
+    if (j.contains("lora")) {
+      const nlohmann::json &l = j.at("lora");
+      v.loraBase = l.at("base").get<std::string>();
+      v.loraPart = l.at("part").get<std::string>();
+      v.loraAlpha = l.at("alpha").get<double>();
+    }
     if (const FormatInfo *info = gguf::lookupTensorType(v.type))
       v.ggmlType = info->ggmlId;
   } catch (const nlohmann::json::exception &e) {
@@ -85,6 +111,9 @@ std::unique_ptr<StepLibrary> StepLibrary::load(const std::string &path,
     EntryDesc entry;
     entry.name = e.value("name", "");
     entry.symbol = e.value("symbol", "");
+    std::string canonical = e.dump(); // keys sorted: a canonical form
+    entry.fingerprint =
+        hex16(fnv1a(kFnvBasis, canonical.data(), canonical.size()));
     for (const auto &a : e.value("args", nlohmann::json::array())) {
       entry.args.emplace_back();
       if (!parseValue(a, entry.args.back(), error))
@@ -136,7 +165,7 @@ std::string StepLibrary::takeError() const {
 std::unique_ptr<Session> Session::create(const StepLibrary &library,
                                          const std::string &entryName,
                                          const gguf::File &model,
-                                         std::string *error) {
+                                         std::string *error, uint64_t seed) {
   const EntryDesc *entry = library.findEntry(entryName);
   if (!entry) {
     std::string names;
@@ -190,14 +219,88 @@ std::unique_ptr<Session> Session::create(const StepLibrary &library,
       slot.hasValue = true;
     } else {
       slot.owned.assign(arg.bytes, 0);
-      // State starts at zero; inputs must be given.
-      slot.hasValue = arg.role == "state";
+      // State starts at zero, params are drawn below; inputs must be given.
+      slot.hasValue = arg.role == "state" || arg.role == "param";
     }
     s->Args.push_back(std::move(slot));
   }
   for (const ValueDesc &r : entry->results)
     s->Results.emplace_back(r.bytes, 0);
+  std::vector<std::pair<const Slot *, const Slot *>> pairs;
+  if (!s->loraPairs(pairs, error))
+    return nullptr;
+  s->Rng.setState(seed);
+  s->initParams();
+
+  // The model's identity: its tensor table and a sample of every tensor's
+  // bytes (hashing whole multi-gigabyte models would cost seconds per
+  // save; the sample tells different models and quantizations apart).
+  uint64_t h = kFnvBasis;
+  for (const gguf::TensorInfo &t : model.tensors()) {
+    h = fnv1a(h, t.name.data(), t.name.size() + 1);
+    h = fnv1a(h, &t.ggmlType, sizeof t.ggmlType);
+    h = fnv1a(h, &t.nDims, sizeof t.nDims);
+    h = fnv1a(h, t.ne, sizeof t.ne);
+    const uint64_t sample = 4096;
+    h = fnv1a(h, t.data, std::min(t.nbytes, sample));
+    if (t.nbytes > sample)
+      h = fnv1a(h, t.data + t.nbytes - std::min(t.nbytes - sample, sample),
+                std::min(t.nbytes - sample, sample));
+  }
+  s->ModelFingerprint = hex16(h);
   return s;
+}
+
+void Session::initParams() {
+  for (Slot &slot : Args) {
+    const ValueDesc &d = *slot.desc;
+    if (d.role != "param")
+      continue;
+    std::fill(slot.owned.begin(), slot.owned.end(), 0);
+    if (d.init != "kaiming_uniform")
+      continue;
+    // PyTorch's default for nn.Linear (and PEFT's for lora_A):
+    // kaiming_uniform_(a=√5), i.e. U(-1/√fan_in, 1/√fan_in).
+    int64_t fanIn = 1, count = 1;
+    for (size_t i = 0; i < d.shape.size(); ++i) {
+      count *= d.shape[i];
+      if (i > 0)
+        fanIn *= d.shape[i];
+    }
+    float bound = 1.0f / std::sqrt(float(fanIn));
+    for (int64_t i = 0; i < count; ++i) {
+      float v = (2.0f * Rng.uniform() - 1.0f) * bound;
+      if (d.type == "f32") {
+        std::memcpy(slot.owned.data() + 4 * i, &v, 4);
+      } else {
+        uint16_t h = d.type == "f16" ? floatToHalf(v) : floatToBF16(v);
+        std::memcpy(slot.owned.data() + 2 * i, &h, 2);
+      }
+    }
+  }
+}
+
+bool Session::reseed(uint64_t seed, std::string *error) {
+  if (Runs)
+    return fail(error, "cannot re-seed a session that has run");
+  Rng.setState(seed);
+  initParams();
+  return true;
+}
+
+const std::vector<uint8_t> *Session::argument(const std::string &name) const {
+  for (const Slot &slot : Args)
+    if (slot.desc->name == name && !slot.frozen)
+      return &slot.owned;
+  return nullptr;
+}
+
+std::vector<std::string> Session::params() const {
+  std::vector<std::string> names;
+  for (const Slot &slot : Args)
+    if (slot.desc->role == "param")
+      names.push_back(slot.desc->name);
+  return names;
 }
 
 bool Session::setArgument(const std::string &name, const void *data,
@@ -326,6 +429,332 @@ bool Session::save(const std::string &path, std::string *error) const {
       return fail(error, "cannot replace tensor '" + slot.desc->name + "'");
   writer.set("qcc.train.steps", gguf::Value::makeU64(Steps));
   return writer.write(path, error);
+}
+
+
+//===----------------------------------------------------------------------===//
+// Checkpoints
+//===----------------------------------------------------------------------===//
+
+namespace {
+constexpr uint32_t kCheckpointVersion = 1;
+constexpr const char *kKeyVersion = "qcc.checkpoint.version";
+constexpr const char *kKeyEntry = "qcc.checkpoint.entry";
+constexpr const char *kKeyStep = "qcc.checkpoint.step_fingerprint";
+constexpr const char *kKeyModel = "qcc.checkpoint.model_fingerprint";
+constexpr const char *kKeySteps = "qcc.checkpoint.steps";
+constexpr const char *kKeyRuns = "qcc.checkpoint.runs";
+constexpr const char *kKeyRng = "qcc.checkpoint.rng_state";
+constexpr const char *kKeyRoles = "qcc.checkpoint.roles";
+} // namespace
+
+/// GGUF ne[] of an argument: its shape reversed (a 0-d value as [1], more
+/// than four dimensions folded into the outermost).
+static std::vector<int64_t> ggufDims(const ValueDesc &d) {
+  std::vector<int64_t> ne(d.shape.rbegin(), d.shape.rend());
+  if (ne.empty())
+    ne.push_back(1);
+  while (ne.size() > gguf::kMaxDims) {
+    int64_t last = ne.back();
+    ne.pop_back();
+    ne.back() *= last;
+  }
+  return ne;
+}
+
+/// The GGUF type an argument is stored as: its format or dtype; raw bytes
+/// (i8) for a dtype GGUF has no type for.
+static uint32_t ggufType(const ValueDesc &d, std::vector<int64_t> &ne) {
+  if (const FormatInfo *info = gguf::lookupTensorType(d.type))
+    return info->ggmlId;
+  ne = {int64_t(d.bytes)};
+  return gguf::lookupTensorType("i8")->ggmlId;
+}
+
+bool Session::checkpointed(const Slot &slot) {
+  const std::string &role = slot.desc->role;
+  return (role == "weight" && !slot.frozen) || role == "param" ||
+         role == "state";
+}
+
+bool Session::saveCheckpoint(const std::string &path, std::string *error,
+                             const std::function<void()> &beforeRename) const {
+  gguf::Writer writer;
+  writer.protect(Model);
+  writer.set(kKeyVersion, gguf::Value::makeU32(kCheckpointVersion));
+  writer.set(kKeyEntry, gguf::Value::makeString(Entry.name));
+  writer.set(kKeyStep, gguf::Value::makeString(Entry.fingerprint));
+  writer.set(kKeyModel, gguf::Value::makeString(ModelFingerprint));
+  writer.set(kKeySteps, gguf::Value::makeU64(Steps));
+  writer.set(kKeyRuns, gguf::Value::makeU64(Runs));
+  writer.set(kKeyRng, gguf::Value::makeU64(Rng.state()));
+  std::vector<gguf::Value> roles;
+  for (const Slot &slot : Args) {
+    if (!checkpointed(slot))
+      continue;
+    std::vector<int64_t> ne = ggufDims(*slot.desc);
+    uint32_t type = ggufType(*slot.desc, ne);
+    // Referenced, not copied: the slots outlive write().
+    writer.addTensor(slot.desc->name, type, ne, slot.owned.data(),
+                     slot.owned.size());
+    roles.push_back(gguf::Value::makeString(slot.desc->role));
+  }
+  writer.set(kKeyRoles,
+             gguf::Value::makeArray(gguf::ValueType::String, std::move(roles)));
+  std::string message;
+  if (!writer.write(path, &message, beforeRename))
+    return fail(error, "cannot save checkpoint " + path + ": " + message);
+  return true;
+}
+
+bool Session::loadCheckpoint(const std::string &path, std::string *error) {
+  std::string message;
+  std::unique_ptr<gguf::File> file = gguf::File::open(path, &message);
+  if (!file)
+    return fail(error, "cannot read checkpoint " + path + ": " + message);
+  auto bad = [&](const std::string &why) {
+    return fail(error, "checkpoint " + path + ": " + why);
+  };
+  const gguf::Value *version = file->find(kKeyVersion);
+  if (!version)
+    return bad("not a qcc checkpoint (no " + std::string(kKeyVersion) + ")");
+  uint64_t v = 0;
+  if (!version->asUInt(v) || v != kCheckpointVersion)
+    return bad("checkpoint format version " + version->toString() +
+               "; this runtime reads version " +
+               std::to_string(kCheckpointVersion));
+  auto string = [&](const char *key, std::string &out) {
+    const gguf::Value *value = file->find(key);
+    if (!value || value->type != gguf::ValueType::String)
+      return bad("malformed: " + std::string(key) +
+                 " is missing or not a string");
+    out = value->str;
+    return true;
+  };
+  auto u64 = [&](const char *key, uint64_t &out) {
+    const gguf::Value *value = file->find(key);
+    if (!value || value->type != gguf::ValueType::U64)
+      return bad("malformed: " + std::string(key) +
+                 " is missing or not a u64");
+    out = value->u;
+    return true;
+  };
+  std::string entry, stepPrint, modelPrint;
+  uint64_t steps, runs, rng;
+  if (!string(kKeyEntry, entry) || !string(kKeyStep, stepPrint) ||
+      !string(kKeyModel, modelPrint) || !u64(kKeySteps, steps) ||
+      !u64(kKeyRuns, runs) || !u64(kKeyRng, rng))
+    return false;
+  if (entry != Entry.name)
+    return bad("it was saved from entry '" + entry + "'; this session runs '" +
+               Entry.name + "'");
+  if (stepPrint != Entry.fingerprint)
+    return bad("it was saved by a different step (manifest fingerprint " +
+               stepPrint + ", this step's is " + Entry.fingerprint +
+               "): resume with the step library that wrote it");
+  if (modelPrint != ModelFingerprint)
+    return bad("it was trained on a different model (fingerprint " +
+               modelPrint + ", this model's is " + ModelFingerprint +
+               "): resume with the same --weights");
+  if (steps > runs)
+    return bad("malformed: " + std::to_string(steps) + " steps applied in " +
+               std::to_string(runs) + " runs");
+  // Check every tensor before changing anything.
+  std::vector<std::pair<Slot *, const gguf::TensorInfo *>> restore;
+  size_t expected = 0;
+  for (Slot &slot : Args) {
+    if (!checkpointed(slot))
+      continue;
+    ++expected;
+    const ValueDesc &d = *slot.desc;
+    const gguf::TensorInfo *t = file->findTensor(d.name);
+    if (!t)
+      return bad("malformed: it has no tensor '" + d.name + "'");
+    std::vector<int64_t> ne = ggufDims(d);
+    uint32_t type = ggufType(d, ne);
+    if (t->ggmlType != type || t->nbytes != slot.owned.size() ||
+        std::vector<int64_t>(t->ne, t->ne + t->nDims) != ne)
+      return bad("malformed: tensor '" + d.name + "' is " +
+                 (t->format ? std::string(t->format->name) : "?") + " ne " +
+                 join(std::vector<int64_t>(t->ne, t->ne + t->nDims)) +
+                 "; the step expects " + d.type + " ne " + join(ne));
+    restore.emplace_back(&slot, t);
+  }
+  if (file->tensors().size() != expected)
+    return bad("malformed: it holds " +
+               std::to_string(file->tensors().size()) +
+               " tensors; the step saves " + std::to_string(expected));
+  for (auto &[slot, t] : restore) {
+    slot->owned.assign(t->data, t->data + t->nbytes);
+    slot->hasValue = true;
+  }
+  Steps = steps;
+  Runs = runs;
+  Rng.setState(rng);
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// LoRA: adapters and merging
+//===----------------------------------------------------------------------===//
+
+bool Session::loraPairs(
+    std::vector<std::pair<const Slot *, const Slot *>> &pairs,
+    std::string *error) const {
+  pairs.clear();
+  for (const Slot &a : Args) {
+    if (a.desc->loraPart != "a")
+      continue;
+    const Slot *b = nullptr, *w = nullptr;
+    for (const Slot &other : Args) {
+      if (other.desc->loraPart == "b" &&
+          other.desc->loraBase == a.desc->loraBase)
+        b = &other;
+      if (other.desc->role == "weight" && other.desc->name == a.desc->loraBase)
+        w = &other;
+    }
+    // The compiler checks all of this (StepABI.cpp); a hand-edited manifest
+    // must not make the runtime read out of bounds.
+    const std::string &base = a.desc->loraBase;
+    if (!b || !w)
+      return fail(error, "LoRA matrix '" + a.desc->name + "' of '" + base +
+                             "' has no " + (b ? "base weight" : "part b"));
+    const std::vector<int64_t> &ws = w->desc->shape, &as = a.desc->shape,
+                               &bs = b->desc->shape;
+    if (ws.size() != 2 || as.size() != 2 || bs.size() != 2 ||
+        as[1] != ws[1] || bs[0] != ws[0] || as[0] != bs[1])
+      return fail(error, "LoRA matrices of '" + base + "' have shapes " +
+                             join(as) + " and " + join(bs) + "; base " +
+                             join(ws) + " needs [r, in] and [out, r]");
+    pairs.emplace_back(&a, b);
+  }
+  for (const Slot &b : Args)
+    if (b.desc->loraPart == "b") {
+      bool paired = false;
+      for (auto &p : pairs)
+        paired |= p.second == &b;
+      if (!paired)
+        return fail(error, "LoRA matrix '" + b.desc->name + "' of '" +
+                               b.desc->loraBase + "' has no part a");
+    }
+  return true;
+}
+
+/// A param's values as f32.
+static std::vector<float> toF32(const ValueDesc &d,
+                                const std::vector<uint8_t> &bytes) {
+  size_t width = d.type == "f32" ? 4 : 2;
+  std::vector<float> out(bytes.size() / width);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (width == 4) {
+      std::memcpy(&out[i], bytes.data() + 4 * i, 4);
+      continue;
+    }
+    uint16_t h;
+    std::memcpy(&h, bytes.data() + 2 * i, 2);
+    out[i] = d.type == "f16" ? halfToFloat(h) : bf16ToFloat(h);
+  }
+  return out;
+}
+
+bool Session::saveLoraAdapter(const std::string &path,
+                              std::string *error) const {
+  std::vector<std::pair<const Slot *, const Slot *>> pairs;
+  if (!loraPairs(pairs, error))
+    return false;
+  if (pairs.empty())
+    return fail(error, "the entry '" + Entry.name + "' has no LoRA params "
+                       "(qcc.lora.*): there is no adapter to save");
+  double alpha = pairs[0].first->desc->loraAlpha;
+  for (auto &[a, b] : pairs)
+    if (a->desc->loraAlpha != alpha || b->desc->loraAlpha != alpha)
+      return fail(error, "the LoRA pairs have different alphas; a llama.cpp "
+                         "adapter holds one adapter.lora.alpha per file");
+  const gguf::Value *arch = Model.find("general.architecture");
+  if (!arch || arch->type != gguf::ValueType::String)
+    return fail(error, "the model has no general.architecture, which a "
+                       "llama.cpp adapter must repeat");
+  gguf::Writer writer;
+  writer.protect(Model);
+  writer.set("general.architecture", *arch);
+  writer.set("general.type", gguf::Value::makeString("adapter"));
+  writer.set("adapter.type", gguf::Value::makeString("lora"));
+  writer.set("adapter.lora.alpha", gguf::Value::makeF32(float(alpha)));
+  writer.set("qcc.train.steps", gguf::Value::makeU64(Steps));
+  for (auto &[a, b] : pairs) {
+    const std::string &base = a->desc->loraBase;
+    if (base == "token_embd.weight")
+      return fail(error, "a LoRA of token_embd.weight is not supported: "
+                         "llama.cpp expects its pair transposed");
+    // A [r, in] row-major is ne [in, r]; B [out, r] is ne [r, out]: the
+    // shapes llama.cpp checks (a->ne[0] == W->ne[0], b->ne[1] == W->ne[1],
+    // a->ne[1] == b->ne[0]).
+    for (const Slot *m : {a, b}) {
+      std::vector<int64_t> ne = ggufDims(*m->desc);
+      writer.addTensor(base + (m == a ? ".lora_a" : ".lora_b"),
+                       ggufType(*m->desc, ne), ne, m->owned.data(),
+                       m->owned.size());
+    }
+  }
+  std::string message;
+  if (!writer.write(path, &message))
+    return fail(error, "cannot save the LoRA adapter " + path + ": " +
+                           message);
+  return true;
+}
+
+bool Session::saveMerged(const std::string &path, std::string *error) const {
+  std::vector<std::pair<const Slot *, const Slot *>> pairs;
+  if (!loraPairs(pairs, error))
+    return false;
+  if (pairs.empty())
+    return fail(error, "the entry '" + Entry.name + "' has no LoRA params "
+                       "(qcc.lora.*): there is nothing to merge (use save)");
+  gguf::Writer writer = gguf::Writer::fromFile(Model);
+  for (const Slot &slot : Args)
+    if (slot.desc->role == "weight" && !slot.frozen &&
+        !writer.replaceTensor(slot.desc->name, slot.desc->ggmlType,
+                              slot.owned))
+      return fail(error, "cannot replace tensor '" + slot.desc->name + "'");
+  for (auto &[a, b] : pairs) {
+    const std::string &base = a->desc->loraBase;
+    const Slot *w = nullptr;
+    for (const Slot &slot : Args)
+      if (slot.desc->role == "weight" && slot.desc->name == base)
+        w = &slot;
+    uint32_t type = w->desc->ggmlType;
+    if (gguf::isStorageType(type) || !lookupFormat(type))
+      return fail(error, "cannot merge into '" + base + "': its type " +
+                             w->desc->type + " is not a float or block "
+                             "format");
+    Format format = Format(type);
+    int64_t n = w->desc->shape[0], k = w->desc->shape[1];
+    int64_t r = a->desc->shape[0];
+    std::vector<float> merged(size_t(n * k));
+    decodeToF32(format, w->data(), merged.data(), merged.size());
+    std::vector<float> av = toF32(*a->desc, a->owned),
+                       bv = toF32(*b->desc, b->owned);
+    const double scale = a->desc->loraAlpha / double(r);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        double acc = 0;
+        for (int64_t t = 0; t < r; ++t)
+          acc += double(bv[i * r + t]) * av[t * k + j];
+        merged[i * k + j] += float(scale * acc);
+      }
+    std::vector<uint8_t> blocks(encodedBytes(format, merged.size()));
+    std::string message;
+    if (!encodeFromF32(format, merged.data(), blocks.data(), size_t(n),
+                       size_t(k), nullptr, &message))
+      return fail(error, "cannot re-encode '" + base + "' as " +
+                             w->desc->type + ": " + message);
+    writer.replaceTensor(base, type, std::move(blocks));
+  }
+  std::string message;
+  if (!writer.write(path, &message))
+    return fail(error, "cannot save the merged model " + path + ": " +
+                           message);
+  return true;
 }
 
 } // namespace qcc::rt

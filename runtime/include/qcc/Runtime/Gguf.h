@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -194,7 +195,11 @@ public:
 
   bool open(const std::string &path, std::string *error);
   bool write(const void *data, size_t size, std::string *error);
-  bool commit(std::string *error);
+  /// `beforeRename`, when set, runs once the temporary is complete and
+  /// fsynced, just before it replaces the destination (tests use it to kill
+  /// a writer at the worst moment).
+  bool commit(std::string *error,
+              const std::function<void()> &beforeRename = {});
   /// Removes the temporary without touching the destination.
   void abort();
 
@@ -240,8 +245,14 @@ public:
 
   size_t numTensors() const { return Tensors.size(); }
 
-  /// Validates everything (same rules as the reader) and writes atomically.
-  bool write(const std::string &path, std::string *error) const;
+  /// Makes write() refuse to replace `file` (as for the source of
+  /// fromFile()), e.g. the model a checkpoint or adapter is derived from.
+  void protect(const File &file);
+
+  /// Validates everything (same rules as the reader) and writes atomically;
+  /// `beforeRename` as for AtomicFile::commit().
+  bool write(const std::string &path, std::string *error,
+             const std::function<void()> &beforeRename = {}) const;
 
   /// Serializes to memory (same validation); used by tests and the fuzzer's
   /// seed generation.

@@ -3,11 +3,13 @@
 // Loads a step library (docs/runtime.md), checks its manifest against a GGUF
 // model and binds each argument: frozen weights point straight into the
 // read-only mapping, trainable weights (those a result of the same name
-// replaces) get a private copy, state starts at zero, inputs are supplied by
-// the caller. Each run calls the entry and feeds results back into the
-// arguments of the same name, so `train_step(w, carry, x) -> (w, carry,
-// loss)` trains when run repeatedly. The model file is never written; save()
-// writes a new GGUF atomically.
+// replaces) get a private copy, state starts at zero, float parameters
+// (role "param", e.g. LoRA matrices) are initialized from the session's
+// seeded RNG, inputs are supplied by the caller. Each run calls the entry and
+// feeds results back into the arguments of the same name, so
+// `train_step(w, carry, x) -> (w, carry, loss)` trains when run repeatedly.
+// The model file is never written; save(), saveCheckpoint(),
+// saveLoraAdapter() and saveMerged() write new GGUFs atomically.
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,8 +17,10 @@
 #define QCC_RUNTIME_SESSION_H
 
 #include "qcc/Runtime/Gguf.h"
+#include "qcc/Runtime/SplitMix64.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,11 +35,18 @@ struct ValueDesc {
   uint32_t ggmlType = 0;        ///< GGUF type id of `type`
   std::vector<int64_t> shape;   ///< MLIR order, outermost first
   uint64_t bytes = 0;
+  std::string init;             ///< param: "zeros" | "kaiming_uniform"
+  std::string loraBase;         ///< param: the weight a LoRA matrix adapts
+  std::string loraPart;         ///< "a" ([r, in]) | "b" ([out, r])
+  double loraAlpha = 0;
 };
 
 struct EntryDesc {
   std::string name, symbol;
   std::vector<ValueDesc> args, results;
+  /// 16 hex digits identifying the entry's manifest (its arguments and
+  /// results, in order, with every attribute): checkpoints record it.
+  std::string fingerprint;
 };
 
 /// A loaded step library (dlopen'ed, closed on destruction).
@@ -64,15 +75,28 @@ private:
 class Session {
 public:
   /// Checks the entry's weights against `model` (names, types, shapes) and
-  /// binds every argument. `model` must outlive the session.
+  /// binds every argument; params are initialized from an RNG seeded with
+  /// `seed`. `model` must outlive the session.
   static std::unique_ptr<Session> create(const StepLibrary &library,
                                          const std::string &entry,
                                          const gguf::File &model,
-                                         std::string *error);
+                                         std::string *error,
+                                         uint64_t seed = 0);
 
-  /// Sets an input or state argument from raw bytes (its exact size).
+  /// Re-seeds the RNG and initializes the params again from it; only
+  /// before the first run.
+  bool reseed(uint64_t seed, std::string *error);
+  /// The session's random stream (splitmix64). Params are drawn from it at
+  /// creation; hosts draw from it for data sampling so that a checkpoint,
+  /// which saves its state, resumes the same sequence.
+  SplitMix64Stream &rng() { return Rng; }
+
+  /// Sets an input, state or param argument from raw bytes (its exact size).
   bool setArgument(const std::string &name, const void *data, size_t bytes,
                    std::string *error);
+  /// The current value of a trainable weight (its GGUF bytes), param,
+  /// state or input, or nullptr (frozen weights and unknown names).
+  const std::vector<uint8_t> *argument(const std::string &name) const;
   /// Arguments that still need a value before run() (inputs).
   std::vector<std::string> missingArguments() const;
 
@@ -95,12 +119,42 @@ public:
   const EntryDesc &entry() const { return Entry; }
   /// Names of the weights the step updates.
   std::vector<std::string> trainableWeights() const;
+  /// Names of the float parameters (role "param").
+  std::vector<std::string> params() const;
   /// Steps applied so far (skipped ones not counted).
   uint64_t steps() const { return Steps; }
+  /// Runs attempted so far, skipped ones included.
+  uint64_t runs() const { return Runs; }
 
   /// Writes the model with every trainable weight replaced by its current
   /// value, through the atomic writer (never onto the model itself).
   bool save(const std::string &path, std::string *error) const;
+
+  /// Writes a checkpoint (docs/qcc-run.md): every trainable weight (its own
+  /// GGUF type), param and state, the step and run counters, the RNG state,
+  /// the entry's name and manifest fingerprint and the model's fingerprint.
+  /// Atomic; `beforeRename` as for gguf::AtomicFile::commit().
+  bool saveCheckpoint(const std::string &path, std::string *error,
+                      const std::function<void()> &beforeRename = {}) const;
+  /// Restores everything saveCheckpoint() wrote, after checking that it
+  /// was written for this entry, step manifest and model; on any error the
+  /// session is left unchanged.
+  bool loadCheckpoint(const std::string &path, std::string *error);
+
+  /// Writes the LoRA matrices as a llama.cpp adapter: general.type
+  /// "adapter", adapter.type "lora", adapter.lora.alpha, the base's
+  /// general.architecture, tensors `<base>.lora_a` (ne [in, r]) and
+  /// `<base>.lora_b` (ne [r, out]) in the params' own dtype.
+  bool saveLoraAdapter(const std::string &path, std::string *error) const;
+  /// Writes the model with every LoRA base replaced by
+  /// W + (alpha / r)·B·A, re-encoded in the base's own format, and every
+  /// trainable weight by its current value; all else (tensors, metadata)
+  /// unchanged.
+  bool saveMerged(const std::string &path, std::string *error) const;
+
+  /// 16 hex digits identifying the model: its tensor table (names, types,
+  /// ne) and the first and last 4 KiB of every tensor's data.
+  const std::string &modelFingerprint() const { return ModelFingerprint; }
 
 private:
   struct Slot {
@@ -114,6 +168,15 @@ private:
   Slot *fedBy(size_t result);
   /// "" or why the latest results are unusable (a non-finite f32 `loss`).
   std::string nonFiniteLoss() const;
+  /// Whether checkpoints hold this argument (trainable weights, params,
+  /// state).
+  static bool checkpointed(const Slot &slot);
+  /// Draws every param from Rng, in argument order.
+  void initParams();
+  /// (A slot, B slot) of every LoRA pair, in argument order of A; false
+  /// when a pair is incomplete or its shapes disagree with its base.
+  bool loraPairs(std::vector<std::pair<const Slot *, const Slot *>> &pairs,
+                 std::string *error) const;
   Session(const StepLibrary &library, const EntryDesc &entry,
           const gguf::File &model)
       : Library(library), Entry(entry), Model(model) {}
@@ -125,6 +188,8 @@ private:
   std::vector<std::vector<uint8_t>> Results;
   uint64_t Steps = 0; ///< applied
   uint64_t Runs = 0;  ///< attempted, skipped ones included
+  SplitMix64Stream Rng;
+  std::string ModelFingerprint;
 };
 
 } // namespace qcc::rt

@@ -52,6 +52,39 @@ QCC_RUNTIME_API uint64_t qcc_session_steps(const qcc_session *session);
 QCC_RUNTIME_API int qcc_session_save(const qcc_session *session, const char *path,
                      char **error);
 
+/* The current value of argument `name` (a trainable weight, param, state or
+ * input; valid until the next call that changes the session), or null. */
+QCC_RUNTIME_API const void *qcc_session_argument(const qcc_session *session,
+                                 const char *name, size_t *bytes);
+
+/* Runs applied so far, and attempted (skipped ones included). */
+QCC_RUNTIME_API uint64_t qcc_session_runs(const qcc_session *session);
+
+/* Re-seeds the session's RNG (splitmix64; seed 0 at open) and draws the
+ * params (qcc.role "param") again from it. Only before the first run. */
+QCC_RUNTIME_API int qcc_session_seed(qcc_session *session, uint64_t seed,
+                     char **error);
+
+/* The next 64 random bits of the session's RNG, for the host's own sampling
+ * (its state is part of checkpoints). */
+QCC_RUNTIME_API uint64_t qcc_session_random(qcc_session *session);
+
+/* Checkpoints (docs/qcc-run.md): trainable weights, params, state, step and
+ * run counters and the RNG state, written atomically; loading checks that
+ * the checkpoint belongs to this entry, step library and model, and
+ * changes nothing when it does not. */
+QCC_RUNTIME_API int qcc_session_save_checkpoint(const qcc_session *session,
+                                const char *path, char **error);
+QCC_RUNTIME_API int qcc_session_load_checkpoint(qcc_session *session,
+                                const char *path, char **error);
+
+/* LoRA: the adapter in llama.cpp's GGUF layout (loads with --lora), and the
+ * model with W + (alpha/r)·B·A re-encoded in each base's own format. */
+QCC_RUNTIME_API int qcc_session_save_lora(const qcc_session *session,
+                          const char *path, char **error);
+QCC_RUNTIME_API int qcc_session_save_merged(const qcc_session *session,
+                            const char *path, char **error);
+
 QCC_RUNTIME_API void qcc_session_close(qcc_session *session);
 QCC_RUNTIME_API void qcc_free_error(char *error);
 
