@@ -16,8 +16,8 @@
 
 using namespace mlir;
 
-void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
-                                        const LowerToCPUOptions &options) {
+void mlir::qcc::buildQccTensorPipeline(OpPassManager &pm,
+                                       const LowerToCPUOptions &options) {
   // qcc level: keep weights quantized through matmuls, lower the estimators.
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createFuseDequantIntoMatmul());
@@ -25,8 +25,13 @@ void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
   pm.addPass(createCanonicalizerPass());
   if (options.fuseWeightUpdate) {
     pm.addPass(createFuseWeightUpdate());
+    pm.addNestedPass<func::FuncOp>(createGuardUpdates());
     pm.addPass(createCanonicalizerPass());
   }
+}
+
+void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
+                                         const LowerToCPUOptions &options) {
   pm.addPass(createLowerQccToLoops());
 
   // Tensors to buffers. Entry points return through out-parameters so the
@@ -68,6 +73,12 @@ void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
   pm.addPass(createConvertControlFlowToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
   pm.addPass(createCanonicalizerPass());
+}
+
+void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
+                                        const LowerToCPUOptions &options) {
+  buildQccTensorPipeline(pm, options);
+  buildQccLoweringPipeline(pm, options);
 }
 
 void mlir::qcc::registerQccPipelines() {

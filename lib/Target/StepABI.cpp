@@ -2,9 +2,12 @@
 
 #include "qcc/Target/StepABI.h"
 
+#include "qcc/Dialect/Qcc/IR/QccOps.h"
 #include "qcc/Dialect/Qcc/IR/QccTypes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/Module.h"
@@ -206,6 +209,61 @@ static LogicalResult checkLoraPairs(func::FuncOp func, const json &args) {
   return success();
 }
 
+/// Whether `use` only reads its tensor, keeping nothing that aliases it
+/// (bufferized, a DPS input or a qcc op's operand is read, never viewed).
+static bool readsWithoutView(OpOperand &use) {
+  Operation *user = use.getOwner();
+  if (isa<QMatmulOp, DequantOp, SteGradOp, HadamardOp, tensor::ExtractOp>(
+          user))
+    return true;
+  if (auto linalgOp = dyn_cast<linalg::LinalgOp>(user))
+    return linalgOp.isDpsInput(&use);
+  return false;
+}
+
+/// Whether result `res` of `func` may be written straight into the buffer
+/// of argument `arg` (docs/runtime.md, in-place results): the result comes
+/// from a guarded qcc.weight_update that updates that very argument element
+/// by element (rows of a tile are read before they are written, nothing
+/// else is), every other use of the argument only reads it and comes
+/// before the update, and a non-finite loss writes nothing at all.
+static bool canUpdateInPlace(func::FuncOp func, unsigned res, unsigned arg) {
+  if (!llvm::hasSingleElement(func.getBody()))
+    return false;
+  Block &body = func.getBody().front();
+  auto ret = dyn_cast<func::ReturnOp>(body.getTerminator());
+  if (!ret)
+    return false;
+  Value result = ret.getOperand(res);
+  BlockArgument a = func.getArgument(arg);
+  if (result.getType() != a.getType() ||
+      llvm::count(ret.getOperands(), result) != 1 ||
+      llvm::is_contained(ret.getOperands(), a))
+    return false;
+  auto update = result.getDefiningOp<WeightUpdateOp>();
+  if (!update || update->getBlock() != &body || !update.getGuard() ||
+      update.getGradOut() == a || update.getInput() == a)
+    return false;
+  if (result == update.getNewWeight()) {
+    if (update.getWeight() != a)
+      return false;
+  } else if (result == update.getNewCarry()) {
+    if (update.getCarry() != a)
+      return false;
+  } else if (!llvm::is_contained(update.getIns(), a)) {
+    return false;
+  }
+  for (OpOperand &use : a.getUses()) {
+    Operation *user = use.getOwner();
+    if (user == update.getOperation())
+      continue;
+    if (user->getBlock() != &body || !user->isBeforeInBlock(update) ||
+        !readsWithoutView(use))
+      return false;
+  }
+  return true;
+}
+
 FailureOr<std::string> mlir::qcc::buildStepManifest(ModuleOp module) {
   json manifest;
   manifest["qcc_abi"] = kStepAbiVersion;
@@ -246,6 +304,10 @@ FailureOr<std::string> mlir::qcc::buildStepManifest(ModuleOp module) {
           describeValue(func.getLoc(), t, func.getResultAttrDict(i), true, i);
       if (failed(v))
         return failure();
+      for (const json &argDesc : entry["args"])
+        if (argDesc["name"] == (*v)["name"] &&
+            canUpdateInPlace(func, i, argDesc["index"].get<unsigned>()))
+          (*v)["inplace"] = true;
       entry["results"].push_back(*v);
     }
     manifest["entries"].push_back(entry);

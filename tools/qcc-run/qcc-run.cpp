@@ -38,7 +38,7 @@ static void usage(FILE *out) {
                "               [--checkpoint CKPT.gguf [--save-every K]] "
                "[--resume CKPT.gguf]\n"
                "               [--save-lora ADAPTER.gguf] "
-               "[--save-merged OUT.gguf]\n"
+               "[--save-merged OUT.gguf] [--no-in-place]\n"
                "\n"
                "Runs entry NAME (default: the library's only entry, or "
                "train_step) of a\n"
@@ -78,6 +78,7 @@ int main(int argc, char **argv) {
   std::string checkpointPath, resumePath, loraPath, mergedPath;
   long long steps = 1;
   unsigned long long seed = 0, saveEvery = 0;
+  bool inPlace = true;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char *flag) -> const char * {
@@ -105,6 +106,8 @@ int main(int argc, char **argv) {
       mergedPath = value("--save-merged");
     else if (arg == "--seed")
       seed = integerFlag("--seed", value("--seed"), /*allowZero=*/true);
+    else if (arg == "--no-in-place")
+      inPlace = false;
     else if (arg == "--save-every")
       saveEvery = integerFlag("--save-every", value("--save-every"), false);
     else if (arg == "--steps") {
@@ -156,6 +159,8 @@ int main(int argc, char **argv) {
       rt::Session::create(*library, entryName, *model, &error, seed);
   if (!session)
     return die(error + " (model " + weights + ")");
+  if (!inPlace)
+    session->disableInPlace();
   if (!resumePath.empty()) {
     if (!session->loadCheckpoint(resumePath, &error))
       return die(error);

@@ -285,15 +285,21 @@ int main(int argc, char **argv) {
   if (!module)
     return 1;
 
+  // The tensor-level passes first: the manifest records which results the
+  // fused, guarded updates let the host write in place.
+  qcc::LowerToCPUOptions options;
+  options.threads = threads;
+  options.fuseWeightUpdate = fuseWeightUpdate;
+  PassManager tensorPm(&context);
+  qcc::buildQccTensorPipeline(tensorPm, options);
+  if (failed(tensorPm.run(*module)))
+    return 1;
   FailureOr<std::string> manifest = qcc::buildStepManifest(*module);
   if (failed(manifest))
     return 1;
 
   PassManager pm(&context);
-  qcc::LowerToCPUOptions options;
-  options.threads = threads;
-  options.fuseWeightUpdate = fuseWeightUpdate;
-  qcc::buildLowerToCPUPipeline(pm, options);
+  qcc::buildQccLoweringPipeline(pm, options);
   if (failed(pm.run(*module)))
     return 1;
   if (emit == Emit::Mlir) {

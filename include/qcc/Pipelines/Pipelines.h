@@ -34,6 +34,17 @@ struct LowerToCPUOptions : public PassPipelineOptions<LowerToCPUOptions> {
 void buildLowerToCPUPipeline(OpPassManager &pm,
                              const LowerToCPUOptions &options);
 
+/// The first part of qcc-lower-to-cpu, on tensors: fusion (dequant into
+/// matmuls, weight updates), estimators lowered, updates guarded by the
+/// loss. What a step computes and which results can reuse their arguments'
+/// buffers is decided here (the driver reads it off before lowering).
+void buildQccTensorPipeline(OpPassManager &pm,
+                            const LowerToCPUOptions &options);
+
+/// The rest: qcc ops to loops, bufferization, LLVM.
+void buildQccLoweringPipeline(OpPassManager &pm,
+                              const LowerToCPUOptions &options);
+
 /// Registers the pipelines with the global pass registry (for qcc-opt).
 void registerQccPipelines();
 

@@ -31,7 +31,9 @@ namespace mlir::qcc {
 inline constexpr int kStepAbiVersion = 1;
 
 /// Builds the JSON manifest of `module`'s public functions (before
-/// lowering, while qtensor types and argument attributes are still there),
+/// lowering, while qtensor types and argument attributes are still there;
+/// after the tensor-level passes, whose fused, guarded updates decide
+/// which results can be marked `inplace`),
 /// and removes the `qcc.*` argument and result attributes it consumed
 /// (`qcc.name`, `qcc.role`, `qcc.init`, `qcc.lora.*`). Fails with a
 /// diagnostic on an argument the ABI cannot pass (a dynamic shape, an

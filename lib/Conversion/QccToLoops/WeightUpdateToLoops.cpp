@@ -11,7 +11,11 @@
 #include "LoweringUtils.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/IRMapping.h"
+
+#include <limits>
 
 using namespace mlir;
 using namespace mlir::qcc;
@@ -118,6 +122,42 @@ struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
     Value c0 = cIndex(rewriter, loc, 0), c1 = cIndex(rewriter, loc, 1);
     Value nTotal = cIndex(rewriter, loc, n), kTotal = cIndex(rewriter, loc, k);
     OpBuilder::InsertionGuard guard(rewriter);
+    // With a guard, everything below happens only when it is finite
+    // (|guard| < inf is false for NaN too).
+    // The gradient's inputs join the check: v - v is 0 for a finite v and
+    // NaN otherwise, so one pass over gy and x tells whether any tile's
+    // gradient could be non-finite before any tile is written.
+    scf::IfOp guarded;
+    if (Value g = op.getGuard()) {
+      Value v = tensor::ExtractOp::create(rewriter, loc, g, ValueRange{});
+      for (Value buffer : {gy, x}) {
+        Value flat = flatten(rewriter, loc, buffer);
+        auto loop = scf::ForOp::create(
+            rewriter, loc, c0, numElements(rewriter, loc, flat), c1,
+            ValueRange{v});
+        OpBuilder::InsertionGuard inLoop(rewriter);
+        rewriter.setInsertionPointToStart(loop.getBody());
+        Value e =
+            memref::LoadOp::create(rewriter, loc, flat, loop.getInductionVar());
+        Value zeroOrNan = arith::SubFOp::create(rewriter, loc, e, e);
+        scf::YieldOp::create(
+            rewriter, loc,
+            ValueRange{arith::AddFOp::create(rewriter, loc,
+                                             loop.getRegionIterArg(0),
+                                             zeroOrNan)
+                           .getResult()});
+        rewriter.setInsertionPointAfter(loop);
+        v = loop.getResult(0);
+      }
+      Value inf = arith::ConstantOp::create(
+          rewriter, loc,
+          rewriter.getF32FloatAttr(std::numeric_limits<float>::infinity()));
+      Value finite = arith::CmpFOp::create(
+          rewriter, loc, arith::CmpFPredicate::OLT,
+          math::AbsFOp::create(rewriter, loc, v), inf);
+      guarded = scf::IfOp::create(rewriter, loc, finite, /*withElse=*/false);
+      rewriter.setInsertionPointToStart(guarded.thenBlock());
+    }
     auto par = scf::ParallelOp::create(rewriter, loc, ValueRange{c0},
                                        ValueRange{nTotal},
                                        ValueRange{cIndex(rewriter, loc, tileRows)});
@@ -210,7 +250,10 @@ struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
                    i64(k), i32(carryBf16 ? 1 : 0), i64(jl ? jl.getDim() : 0),
                    i64(jl ? jl.getChunk() : 0), i64(jl ? jl.getSeed() : 0)});
 
-    rewriter.setInsertionPointAfter(par);
+    if (guarded)
+      rewriter.setInsertionPointAfter(guarded);
+    else
+      rewriter.setInsertionPointAfter(par);
     SmallVector<Value> results{newWeight,
                                toTensor(rewriter, loc, newCarry, carryType)};
     for (auto [buffer, result] : llvm::zip_equal(extras, op.getExtraResults()))

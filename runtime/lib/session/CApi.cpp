@@ -122,6 +122,11 @@ extern "C" int qcc_session_seed(qcc_session *s, uint64_t seed, char **error) {
   return s->session->reseed(seed, &message) ? 0 : report(error, message);
 }
 
+extern "C" void qcc_session_disable_in_place(qcc_session *s) {
+  if (s)
+    s->session->disableInPlace();
+}
+
 extern "C" uint64_t qcc_session_random(qcc_session *s) {
   return s ? s->session->rng().next() : 0;
 }

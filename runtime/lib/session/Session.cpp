@@ -11,6 +11,8 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <sstream>
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace qcc::rt {
 
@@ -42,6 +44,35 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 }
 static constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull;
 
+/// Drops the pages of [data, data + n) of the model's read-only mapping
+/// from memory once a trainable tensor has its private copy: they would
+/// otherwise stay resident (counted in RSS) for the whole run. The file
+/// is untouched; a later read simply faults them in again.
+static void releasePages(const uint8_t *data, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
+  uintptr_t end = (reinterpret_cast<uintptr_t>(data) + n) & ~(page - 1);
+  if (end > begin)
+    madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+}
+
+/// The private copy of a trainable tensor, made a megabyte at a time with
+/// the mapped source released behind it, so the tensor is never resident
+/// twice (peak RSS: one copy, not the file's pages plus the copy).
+static void copyReleasing(const uint8_t *src, size_t n,
+                          std::vector<uint8_t> &dst, bool mapped) {
+  constexpr size_t kChunk = size_t(1) << 20;
+  dst.resize(n);
+  for (size_t done = 0; done < n; done += kChunk) {
+    size_t len = std::min(kChunk, n - done);
+    std::memcpy(dst.data() + done, src + done, len);
+    if (mapped)
+      releasePages(src + done, len);
+  }
+  if (mapped) // the pages straddling chunk boundaries
+    releasePages(src, n);
+}
+
 static std::string hex16(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
@@ -64,6 +95,7 @@ static bool parseValue(const nlohmann::json &j, ValueDesc &v,
     v.shape = j.at("shape").get<std::vector<int64_t>>();
     v.bytes = j.at("bytes").get<uint64_t>();
     v.init = j.value("init", "");
+    v.inplace = j.value("inplace", false);
     if (j.contains("lora")) {
       const nlohmann::json &l = j.at("lora");
       v.loraBase = l.at("base").get<std::string>();
@@ -213,7 +245,7 @@ std::unique_ptr<Session> Session::create(const StepLibrary &library,
         return nullptr;
       }
       if (producedByResult(arg.name))
-        slot.owned.assign(t->data, t->data + t->nbytes); // trainable copy
+        copyReleasing(t->data, t->nbytes, slot.owned, model.mapped());
       else
         slot.frozen = t->data; // zero-copy, read-only
       slot.hasValue = true;
@@ -224,8 +256,12 @@ std::unique_ptr<Session> Session::create(const StepLibrary &library,
     }
     s->Args.push_back(std::move(slot));
   }
-  for (const ValueDesc &r : entry->results)
-    s->Results.emplace_back(r.bytes, 0);
+  for (size_t i = 0; i < entry->results.size(); ++i) {
+    const ValueDesc &r = entry->results[i];
+    bool inPlace = r.inplace && s->fedBy(i);
+    s->InPlace.push_back(inPlace);
+    s->Results.emplace_back(inPlace ? 0 : r.bytes, 0);
+  }
   std::vector<std::pair<const Slot *, const Slot *>> pairs;
   if (!s->loraPairs(pairs, error))
     return nullptr;
@@ -341,8 +377,8 @@ Session::Outcome Session::run(std::string *message) {
   std::vector<void *> pointers;
   for (Slot &slot : Args)
     pointers.push_back(const_cast<uint8_t *>(slot.data()));
-  for (std::vector<uint8_t> &r : Results)
-    pointers.push_back(r.data());
+  for (size_t i = 0; i < Results.size(); ++i)
+    pointers.push_back(InPlace[i] ? fedBy(i)->owned.data() : Results[i].data());
   Library.call(Entry, pointers.data());
   ++Runs;
   // A non-finite loss explains more than the update it poisoned, so it is
@@ -358,11 +394,21 @@ Session::Outcome Session::run(std::string *message) {
   // Results feed the arguments of the same name (weights, state). The
   // buffers are swapped, not copied: the entry writes every byte of its
   // results, so the argument's old buffer is simply the next call's output.
+  // In-place results are there already; a skipped step wrote nothing into
+  // them (its updates are guarded by the loss, docs/runtime.md).
   for (size_t i = 0; i < Results.size(); ++i)
-    if (Slot *slot = fedBy(i))
+    if (Slot *slot = fedBy(i); slot && !InPlace[i])
       std::swap(slot->owned, Results[i]);
   ++Steps;
   return Outcome::Applied;
+}
+
+void Session::disableInPlace() {
+  for (size_t i = 0; i < Results.size(); ++i)
+    if (InPlace[i]) {
+      InPlace[i] = false;
+      Results[i].assign(Entry.results[i].bytes, 0);
+    }
 }
 
 std::string Session::nonFiniteLoss() const {
@@ -383,7 +429,7 @@ std::string Session::nonFiniteLoss() const {
 Session::Slot *Session::fedBy(size_t result) {
   for (Slot &slot : Args)
     if (slot.desc->name == Entry.results[result].name && !slot.frozen &&
-        slot.owned.size() == Results[result].size())
+        slot.desc->bytes == Entry.results[result].bytes)
       return &slot;
   return nullptr;
 }
@@ -392,8 +438,9 @@ const std::vector<uint8_t> *Session::result(const std::string &name) const {
   for (size_t i = 0; i < Results.size(); ++i) {
     if (Entry.results[i].name != name)
       continue;
-    // A result fed back into its argument lives there after a run.
-    if (Steps > 0)
+    // A result fed back into its argument lives there after a run (and
+    // always, when written in place).
+    if (Steps > 0 || InPlace[i])
       if (Slot *slot = const_cast<Session *>(this)->fedBy(i))
         return &slot->owned;
     return &Results[i];

@@ -56,3 +56,28 @@ func.func @sgd(%gy: tensor<8x512xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<5
   }
   return %w2, %c2 : !qcc.qtensor<512x256xq8_0>, tensor<512x256xf32>
 }
+
+// -----
+
+// A guard: one pass over gy and x adds v - v (0, or NaN for a non-finite v)
+// to it, and the whole update runs only when the sum is finite.
+// CHECK-LABEL: func.func @guarded
+// CHECK: %[[L:.+]] = tensor.extract %{{.+}}[] : tensor<f32>
+// CHECK: %[[S1:.+]] = scf.for {{.+}} iter_args(%[[A1:.+]] = %[[L]]) -> (f32)
+// CHECK: arith.subf
+// CHECK: %[[S2:.+]] = scf.for {{.+}} iter_args(%{{.+}} = %[[S1]]) -> (f32)
+// CHECK: %[[ABS:.+]] = math.absf %[[S2]] : f32
+// CHECK: %[[OK:.+]] = arith.cmpf olt, %[[ABS]], %{{.+}} : f32
+// CHECK: scf.if %[[OK]] {
+// CHECK: scf.parallel
+// CHECK: call @qcc_rt_carry_update
+func.func @guarded(%gy: tensor<8x512xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<512x256xq8_0>,
+                   %c: tensor<512x256xf32>, %lr: f32, %loss: tensor<f32>) -> (!qcc.qtensor<512x256xq8_0>, tensor<512x256xf32>) {
+  %w2, %c2 = qcc.weight_update %gy, %x, %w, %c guard(%loss : tensor<f32>)
+      : tensor<8x512xf32>, tensor<8x256xf32>, !qcc.qtensor<512x256xq8_0>, tensor<512x256xf32> {
+  ^bb0(%g: f32, %wv: f32):
+    %d = arith.mulf %g, %lr : f32
+    qcc.yield %d : f32
+  }
+  return %w2, %c2 : !qcc.qtensor<512x256xq8_0>, tensor<512x256xf32>
+}

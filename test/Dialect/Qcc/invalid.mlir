@@ -376,3 +376,15 @@ func.func @scale_update_c2(%w: !qcc.qtensor<4x64xnvfp4>, %d: tensor<4x1xf32>) {
   %0 = qcc.scale_update %w, %d : !qcc.qtensor<4x64xnvfp4>, tensor<4x1xf32>
   return
 }
+
+// -----
+
+// weight_update_c5: the guard is a 0-d tensor.
+func.func @weight_update_c5(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<4x256xq4_K>, %c: tensor<4x256xf32>, %l: tensor<2xf32>) {
+  // expected-error @below {{'qcc.weight_update' op weight_update_c5: the guard must be a 0-d tensor}}
+  %0, %1 = qcc.weight_update %gy, %x, %w, %c guard(%l : tensor<2xf32>) : tensor<8x4xf32>, tensor<8x256xf32>, !qcc.qtensor<4x256xq4_K>, tensor<4x256xf32> {
+  ^bb0(%g: f32, %wv: f32):
+    qcc.yield %g : f32
+  }
+  return
+}

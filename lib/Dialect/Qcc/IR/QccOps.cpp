@@ -289,6 +289,8 @@ void WeightUpdateOp::build(OpBuilder &builder, OperationState &state,
                            TypeRange extraResultTypes, JLCarryAttr jl) {
   state.addOperands({gradOut, input, weight, carry});
   state.addOperands(ins);
+  state.getOrAddProperties<Properties>().operandSegmentSizes = {
+      1, 1, 1, 1, static_cast<int32_t>(ins.size()), 0};
   if (jl)
     state.addAttribute(getJlAttrName(state.name), jl);
   state.addTypes({weight.getType(), carry.getType()});
@@ -327,6 +329,9 @@ LogicalResult WeightUpdateOp::verify() {
              << shapeString(shape) << " differs from the weight shape "
              << shapeString(weight);
   }
+  if (Value guard = getGuard();
+      guard && cast<RankedTensorType>(guard.getType()).getRank() != 0)
+    return emitOpError("weight_update_c5: the guard must be a 0-d tensor");
   return verifyCarry(*this, weightType, getCarry().getType(), getJlAttr(),
                      "weight_update_c3", "weight_update_c3");
 }

@@ -147,6 +147,9 @@ public:
   File &operator=(const File &) = delete;
 
   uint32_t version() const { return Version; }
+  /// Whether the bytes are a read-only file mapping (open), not the
+  /// caller's buffer (openMemory).
+  bool mapped() const { return Mapped; }
   size_t alignment() const { return Alignment; }
   uint64_t dataOffset() const { return DataOffset; }
   uint64_t fileSize() const { return Size; }

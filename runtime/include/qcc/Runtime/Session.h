@@ -36,6 +36,7 @@ struct ValueDesc {
   std::vector<int64_t> shape;   ///< MLIR order, outermost first
   uint64_t bytes = 0;
   std::string init;             ///< param: "zeros" | "kaiming_uniform"
+  bool inplace = false; ///< result: may be written into its argument's buffer
   std::string loraBase;         ///< param: the weight a LoRA matrix adapts
   std::string loraPart;         ///< "a" ([r, in]) | "b" ([out, r])
   double loraAlpha = 0;
@@ -97,6 +98,14 @@ public:
   /// The current value of a trainable weight (its GGUF bytes), param,
   /// state or input, or nullptr (frozen weights and unknown names).
   const std::vector<uint8_t> *argument(const std::string &name) const;
+  /// Results the manifest marks `inplace` are written straight into the
+  /// buffer of their argument (one copy of each trainable weight, carry and
+  /// moment instead of two). This turns that off, e.g. to compare; call it
+  /// before the first run.
+  void disableInPlace();
+  /// Whether result `i` is written into its argument's buffer.
+  bool resultInPlace(size_t i) const { return i < InPlace.size() && InPlace[i]; }
+
   /// Arguments that still need a value before run() (inputs).
   std::vector<std::string> missingArguments() const;
 
@@ -185,7 +194,8 @@ private:
   const EntryDesc &Entry;
   const gguf::File &Model;
   std::vector<Slot> Args;
-  std::vector<std::vector<uint8_t>> Results;
+  std::vector<std::vector<uint8_t>> Results; ///< empty where in place
+  std::vector<bool> InPlace;
   uint64_t Steps = 0; ///< applied
   uint64_t Runs = 0;  ///< attempted, skipped ones included
   SplitMix64Stream Rng;

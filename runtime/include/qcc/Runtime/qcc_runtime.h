@@ -60,6 +60,12 @@ QCC_RUNTIME_API const void *qcc_session_argument(const qcc_session *session,
 /* Runs applied so far, and attempted (skipped ones included). */
 QCC_RUNTIME_API uint64_t qcc_session_runs(const qcc_session *session);
 
+/* Results the step library marks in-place (docs/runtime.md) are written
+ * straight into their arguments' buffers: one copy of each trainable
+ * weight and state instead of two. This turns that off (before the first
+ * run), e.g. to compare. */
+QCC_RUNTIME_API void qcc_session_disable_in_place(qcc_session *session);
+
 /* Re-seeds the session's RNG (splitmix64; seed 0 at open) and draws the
  * params (qcc.role "param") again from it. Only before the first run. */
 QCC_RUNTIME_API int qcc_session_seed(qcc_session *session, uint64_t seed,

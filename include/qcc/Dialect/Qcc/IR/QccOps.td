@@ -313,7 +313,7 @@ def Qcc_HadamardOp : Qcc_Op<"hadamard", [Pure, SameOperandsAndResultType]> {
 //===----------------------------------------------------------------------===//
 
 def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
-    RecursiveMemoryEffects, SingleBlock,
+    RecursiveMemoryEffects, SingleBlock, AttrSizedOperandSegments,
     AllTypesMatch<["weight", "new_weight"]>,
     AllTypesMatch<["carry", "new_carry"]>]> {
   let summary = "weight gradient, update rule and carry update in one pass over W";
@@ -340,6 +340,13 @@ def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
     materialized. Values the body uses from above (a learning rate, a clip
     factor) are read as they are.
 
+    An optional `guard` (a 0-d f32 tensor, normally the step's loss) makes
+    the update conditional: when the guard or any element of `gy` or `x` is
+    not finite, nothing is computed or written — the results are then
+    unspecified, and a host that reuses the inputs' buffers for the results
+    (docs/runtime.md, in-place results) keeps the weights, carry and state
+    exactly as they were.
+
     ```mlir
     %w2, %c2, %m2 = qcc.weight_update %gy, %x, %w, %c ins(%m : tensor<256x512xbf16>)
         : tensor<8x256xf32>, tensor<8x512xf32>, !qcc.qtensor<256x512xq4_K>,
@@ -363,11 +370,13 @@ def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
       rules of `carry_update_c2` / `carry_update_c3`;
     - `weight_update_c4`: block arguments that are not `(f32, f32, element
       type of each ins)`, or a yield that is not `(f32, element type of each
-      extra result)`.
+      extra result)`;
+    - `weight_update_c5`: a guard that is not a 0-d tensor.
   }];
   let arguments = (ins Qcc_F32Tensor:$grad_out, Qcc_F32Tensor:$input,
                        Qcc_QTensorType:$weight, Qcc_CarryTensor:$carry,
                        Variadic<AnyRankedTensor>:$ins,
+                       Optional<Qcc_F32Tensor>:$guard,
                        OptionalAttr<Qcc_JLCarryAttr>:$jl);
   let results = (outs Qcc_QTensorType:$new_weight,
                       Qcc_CarryTensor:$new_carry,
@@ -375,7 +384,8 @@ def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = [{
     $grad_out `,` $input `,` $weight `,` $carry
-    (`ins` `(` $ins^ `:` type($ins) `)`)? attr-dict
+    (`ins` `(` $ins^ `:` type($ins) `)`)?
+    (`guard` `(` $guard^ `:` type($guard) `)`)? attr-dict
     `:` type($grad_out) `,` type($input) `,` qualified(type($weight)) `,`
     type($carry) (`->` type($extra_results)^)? $body
   }];

@@ -149,4 +149,23 @@ def FuseWeightUpdate : Pass<"qcc-fuse-weight-update"> {
   ];
 }
 
+def GuardUpdates : Pass<"qcc-guard-updates", "::mlir::func::FuncOp"> {
+  let summary = "Make a step's weight updates conditional on a finite loss";
+  let description = [{
+    In a function that returns a 0-d f32 tensor named `loss` (result
+    attribute `qcc.name = "loss"`), every `qcc.weight_update` without a guard
+    that the loss dominates gets the loss as its `guard`: a step whose loss
+    is NaN or infinite then writes nothing. This is what lets a host update
+    weights, carries and optimizer state in place and still skip such a
+    step without a trace (docs/runtime.md).
+
+    ```mlir
+    %w2, %c2 = qcc.weight_update %gy, %x, %w, %c guard(%loss : tensor<f32>) : ...
+    ```
+  }];
+  let statistics = [
+    Statistic<"numGuarded", "guarded", "weight_update ops guarded by the loss">
+  ];
+}
+
 #endif // QCC_DIALECT_QCC_TRANSFORMS_PASSES_TD
