@@ -9,9 +9,18 @@ namespace mlir {
 namespace arith {
 class ArithDialect;
 } // namespace arith
+namespace func {
+class FuncDialect;
+} // namespace func
+namespace LLVM {
+class LLVMDialect;
+} // namespace LLVM
 namespace linalg {
 class LinalgDialect;
 } // namespace linalg
+namespace memref {
+class MemRefDialect;
+} // namespace memref
 namespace math {
 class MathDialect;
 } // namespace math
@@ -20,6 +29,10 @@ class TensorDialect;
 } // namespace tensor
 namespace qcc {
 class QccDialect;
+
+/// The unit attribute that marks the private functions qcc-outline-kernels
+/// creates.
+constexpr llvm::StringLiteral kKernelAttrName = "qcc.kernel";
 
 #define GEN_PASS_DECL
 #include "qcc/Dialect/Qcc/Transforms/Passes.h.inc"
