@@ -23,6 +23,10 @@ void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
   pm.addPass(createFuseDequantIntoMatmul());
   pm.addPass(createLowerSte());
   pm.addPass(createCanonicalizerPass());
+  // One function per distinct op before anything is lowered, so that the
+  // layers of a stack share their lowered code (compile time).
+  if (options.outlineKernels)
+    pm.addPass(createOutlineKernels());
   pm.addPass(createLowerQccToLoops());
 
   // Tensors to buffers. Entry points return through out-parameters so the
@@ -32,6 +36,10 @@ void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
   bufferize.functionBoundaryTypeConversion =
       bufferization::LayoutMapOption::IdentityLayoutMap;
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  // Kernels first, so that their callers return the kernels' buffers
+  // without a copy.
+  if (options.outlineKernels)
+    pm.addPass(createKernelResultsToOutParams());
   bufferization::BufferResultsToOutParamsPassOptions outParams;
   outParams.hoistStaticAllocs = true;
   outParams.modifyPublicFunctions = true;

@@ -64,6 +64,11 @@ static cl::opt<std::string> target("target", cl::desc("Target: cpu"),
 static cl::opt<unsigned> optLevel("O", cl::desc("Optimization level 0-3"),
                                   cl::Prefix, cl::init(2),
                                   cl::cat(qccCategory));
+static cl::opt<bool> outlineKernels(
+    "outline-kernels",
+    cl::desc("Share one function among identical ops (qcc-outline-kernels; "
+             "default true); false lowers every op in place"),
+    cl::init(true), cl::cat(qccCategory));
 // `--threads N` is parsed by hand: libLLVM already registers a global
 // option named "threads", so a cl::opt of that name would abort at startup.
 static unsigned threads = 0;
@@ -286,6 +291,7 @@ int main(int argc, char **argv) {
   PassManager pm(&context);
   qcc::LowerToCPUOptions options;
   options.threads = threads;
+  options.outlineKernels = outlineKernels;
   qcc::buildLowerToCPUPipeline(pm, options);
   if (failed(pm.run(*module)))
     return 1;
