@@ -32,6 +32,10 @@ void mlir::qcc::buildQccTensorPipeline(OpPassManager &pm,
 
 void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
                                          const LowerToCPUOptions &options) {
+  // One function per distinct op before anything is lowered, so that the
+  // layers of a stack share their lowered code (compile time).
+  if (options.outlineKernels)
+    pm.addPass(createOutlineKernels());
   pm.addPass(createLowerQccToLoops());
 
   // Tensors to buffers. Entry points return through out-parameters so the
@@ -41,6 +45,10 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   bufferize.functionBoundaryTypeConversion =
       bufferization::LayoutMapOption::IdentityLayoutMap;
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  // Kernels first, so that their callers return the kernels' buffers
+  // without a copy.
+  if (options.outlineKernels)
+    pm.addPass(createKernelResultsToOutParams());
   bufferization::BufferResultsToOutParamsPassOptions outParams;
   outParams.hoistStaticAllocs = true;
   outParams.modifyPublicFunctions = true;

@@ -70,6 +70,11 @@ static cl::opt<bool> fuseWeightUpdate(
              "pass over each weight (default true; false keeps the unfused "
              "form, e.g. as a reference)"),
     cl::init(true), cl::cat(qccCategory));
+static cl::opt<bool> outlineKernels(
+    "outline-kernels",
+    cl::desc("Share one function among identical ops (qcc-outline-kernels; "
+             "default true); false lowers every op in place"),
+    cl::init(true), cl::cat(qccCategory));
 // `--threads N` is parsed by hand: libLLVM already registers a global
 // option named "threads", so a cl::opt of that name would abort at startup.
 static unsigned threads = 0;
@@ -290,6 +295,7 @@ int main(int argc, char **argv) {
   qcc::LowerToCPUOptions options;
   options.threads = threads;
   options.fuseWeightUpdate = fuseWeightUpdate;
+  options.outlineKernels = outlineKernels;
   PassManager tensorPm(&context);
   qcc::buildQccTensorPipeline(tensorPm, options);
   if (failed(tensorPm.run(*module)))

@@ -24,13 +24,20 @@ struct LowerToCPUOptions : public PassPipelineOptions<LowerToCPUOptions> {
       llvm::cl::desc("Fuse weight gradients, update rules and carry updates "
                      "into qcc.weight_update (qcc-fuse-weight-update)"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> outlineKernels{
+      *this, "outline-kernels",
+      llvm::cl::desc("Move each qcc and linalg op into a private function "
+                     "shared by identical ops (qcc-outline-kernels) before "
+                     "lowering; false lowers every op in place"),
+      llvm::cl::init(true)};
 };
 
 /// `qcc-lower-to-cpu`: qcc + linalg on tensors -> LLVM dialect. Fusion,
-/// STE lowering, qcc ops to loops, one-shot bufferization (results become
-/// out-parameters), deallocation, scf.parallel to OpenMP, and conversion of
-/// everything to LLVM with the bare-pointer calling convention (statically
-/// shaped memref arguments are plain pointers, see docs/runtime.md).
+/// STE lowering, outlining of ops into shared kernels, qcc ops to loops,
+/// one-shot bufferization (results become out-parameters), deallocation,
+/// scf.parallel to OpenMP, and conversion of everything to LLVM with the
+/// bare-pointer calling convention (statically shaped memref arguments are
+/// plain pointers, see docs/runtime.md).
 void buildLowerToCPUPipeline(OpPassManager &pm,
                              const LowerToCPUOptions &options);
 

@@ -11,10 +11,17 @@ class ArithDialect;
 } // namespace arith
 namespace func {
 class FuncOp;
+class FuncDialect;
 } // namespace func
+namespace LLVM {
+class LLVMDialect;
+} // namespace LLVM
 namespace linalg {
 class LinalgDialect;
 } // namespace linalg
+namespace memref {
+class MemRefDialect;
+} // namespace memref
 namespace math {
 class MathDialect;
 } // namespace math
@@ -23,6 +30,10 @@ class TensorDialect;
 } // namespace tensor
 namespace qcc {
 class QccDialect;
+
+/// The unit attribute that marks the private functions qcc-outline-kernels
+/// creates.
+constexpr llvm::StringLiteral kKernelAttrName = "qcc.kernel";
 
 #define GEN_PASS_DECL
 #include "qcc/Dialect/Qcc/Transforms/Passes.h.inc"

@@ -168,4 +168,89 @@ def GuardUpdates : Pass<"qcc-guard-updates", "::mlir::func::FuncOp"> {
   ];
 }
 
+def OutlineKernels : Pass<"qcc-outline-kernels", "::mlir::ModuleOp"> {
+  let summary = "Move each qcc and linalg op into a private function shared "
+                "by identical ops";
+  let description = [{
+    Replaces every qcc op and every linalg op on tensors by a `func.call` of
+    a private function (a kernel, named `__qcc_kernel_<op>_<n>` and marked
+    `qcc.kernel`) that holds the op alone. Kernels are marked for LLVM as
+    `noinline` (inlining them back into every caller would undo the
+    sharing) with internal linkage (they are no symbols of the step
+    library). Ops that are the
+    same up to their operands — same op, attributes, types and region — call
+    one kernel: in a stack of identical transformer layers, each projection,
+    elementwise op and update of a layer becomes one kernel called once per
+    layer.
+
+    The point is compile time. Lowered in place, every op becomes its own
+    loop nest in the one entry function, and the conversions to LLVM and
+    LLVM itself grow faster than linearly with that function's size. With
+    kernels, each distinct op is lowered and compiled once, and the entry
+    function is a sequence of calls.
+
+    The kernel takes the op's operands and the values its regions capture,
+    except values cheaper to recreate inside it: scalar constants,
+    `tensor.empty` with a static shape and `linalg.fill` of such values (a
+    fill used only by outlined ops is recreated in each of them rather than
+    outlined itself). The op's results are the kernel's results, which
+    become out-parameters with the rest of the function boundaries in
+    bufferization. Ops with dynamic shapes, or operands of other than
+    tensor, qtensor or scalar type, stay where they are.
+
+    Before:
+    ```mlir
+    func.func @step(%x: tensor<8x256xf32>, %w0: !qcc.qtensor<256x256xq4_K>,
+                    %w1: !qcc.qtensor<256x256xq4_K>) -> tensor<8x256xf32> {
+      %0 = qcc.qmatmul fwd %x, %w0 : tensor<8x256xf32>, !qcc.qtensor<256x256xq4_K> -> tensor<8x256xf32>
+      %1 = qcc.qmatmul fwd %0, %w1 : tensor<8x256xf32>, !qcc.qtensor<256x256xq4_K> -> tensor<8x256xf32>
+      return %1 : tensor<8x256xf32>
+    }
+    ```
+    After:
+    ```mlir
+    func.func @step(%x: tensor<8x256xf32>, %w0: !qcc.qtensor<256x256xq4_K>,
+                    %w1: !qcc.qtensor<256x256xq4_K>) -> tensor<8x256xf32> {
+      %0 = call @__qcc_kernel_qcc_qmatmul_0(%x, %w0) : (tensor<8x256xf32>, !qcc.qtensor<256x256xq4_K>) -> tensor<8x256xf32>
+      %1 = call @__qcc_kernel_qcc_qmatmul_0(%0, %w1) : (tensor<8x256xf32>, !qcc.qtensor<256x256xq4_K>) -> tensor<8x256xf32>
+      return %1 : tensor<8x256xf32>
+    }
+    func.func private @__qcc_kernel_qcc_qmatmul_0(%arg0: tensor<8x256xf32>, %arg1: !qcc.qtensor<256x256xq4_K>) -> tensor<8x256xf32>
+        attributes {llvm.linkage = #llvm.linkage<internal>,
+                    passthrough = ["noinline"], qcc.kernel} {
+      %0 = qcc.qmatmul fwd %arg0, %arg1 : tensor<8x256xf32>, !qcc.qtensor<256x256xq4_K> -> tensor<8x256xf32>
+      return %0 : tensor<8x256xf32>
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect",
+                           "::mlir::LLVM::LLVMDialect"];
+  let statistics = [
+    Statistic<"numOutlined", "outlined", "Ops replaced by a kernel call">,
+    Statistic<"numKernels", "kernels", "Kernel functions created">,
+    Statistic<"numShared", "shared",
+              "Ops that call a kernel created for an identical op">
+  ];
+}
+
+def KernelResultsToOutParams
+    : Pass<"qcc-kernel-results-to-out-params", "::mlir::ModuleOp"> {
+  let summary = "Turn the buffer results of outlined kernels into "
+                "out-parameters, before those of their callers";
+  let description = [{
+    Runs upstream `buffer-results-to-out-params` (with static allocations
+    hoisted into the out-parameter) on the kernels of `qcc-outline-kernels`
+    (functions marked `qcc.kernel`) and their call sites only. Each call then
+    writes into a `memref.alloc` of its caller.
+
+    The order matters: when the caller's own results are converted later,
+    a returned buffer is that `memref.alloc`, which is hoisted into the
+    caller's out-parameter, so the kernel writes straight into the buffer
+    the step's host provides. Converted in one go, the caller sees a call
+    result instead, and copies it into its out-parameter: every updated
+    weight and carry would be copied once per step.
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect"];
+}
+
 #endif // QCC_DIALECT_QCC_TRANSFORMS_PASSES_TD
