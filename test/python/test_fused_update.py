@@ -1,6 +1,7 @@
 """qcc-fuse-weight-update: a full-weight training step compiled with the
-fused qcc.weight_update (the default) gives the same weights, carry and
-optimizer state as the same step compiled unfused
+fused qcc.weight_update (the default) gives the same weights, carry,
+optimizer state and (lsq) block-scale gradients as the same step compiled
+unfused
 (`--fuse-weight-update=false`: the whole f32 gradient, elementwise ops,
 then carry_update), for every estimator, carry kind and optimizer; and the
 optimizer arithmetic agrees with numpy.
@@ -18,6 +19,7 @@ from qcc_step import compile_step, find_tool
 import qcc.optim as optim
 
 N, K, M = 320, 256, 8
+BLOCK = {"q4_K": 256, "q6_K": 256, "q8_0": 32, "iq4_nl": 32}
 JL = (16, 256, 7)  # dim, chunk, seed
 
 
@@ -63,7 +65,11 @@ def step_text(fmt, ste, carry, opt):
             f"ins(%gy, %x : tensor<{M}x{N}xf32>, tensor<{M}x{K}xf32>) "
             f"outs(%g0 : {g_t}) -> {g_t}")
     residual = f" residual(%c : {c_t})" if carry != "jl" else ""
-    if ste == "identity":
+    if ste == "lsq":
+        blocks = K // BLOCK[fmt]
+        sg_t = f"tensor<{N}x{blocks}xf32>"
+        em.emit(f"%s, %sg = qcc.ste_grad lsq %g, %w : {g_t}, {w_t} -> {g_t}, {sg_t}")
+    elif ste == "identity":
         em.emit(f"%s = qcc.ste_grad identity %g, %w : {g_t}, {w_t} -> {g_t}")
     elif ste == "clipped":
         em.emit(f"%s = qcc.ste_grad clipped %g, %w{residual} "
@@ -86,6 +92,9 @@ def step_text(fmt, ste, carry, opt):
     jl = (f" {{jl = #qcc.jl<dim = {JL[0]}, chunk = {JL[1]}, seed = {JL[2]}>}}"
           if carry == "jl" else "")
     em.emit(f"%w2, %c2 = qcc.carry_update %w, %c, {d}{jl} : {w_t}, {c_t}, {g_t}")
+    if ste == "lsq":
+        returns.append("%sg")
+        results.append(sg_t)
     ret_types = ", ".join(results)
     em.emit(f"return {', '.join(returns)} : {ret_types}")
     body = "\n".join(em.lines)
@@ -127,6 +136,9 @@ CASES = [
     ("q8_0", "identity", "bf16", "adamw"),
     ("q6_K", "clipped", "f32", "sgd"),
     ("iq4_nl", "ewgs", "bf16", "momentum"),
+    ("q4_K", "lsq", "f32", "sgd"),
+    ("q4_K", "lsq", "bf16", "adamw"),
+    ("q8_0", "lsq", "jl", "momentum"),
 ]
 
 
@@ -162,6 +174,9 @@ def test_fused_equals_unfused(tmp_path, fmt, ste, carry, opt):
             assert np.array_equal(va, vb), \
                 f"step {t}, result {i}: fused and unfused differ"
         moved |= not np.array_equal(ra[0], a[0])
+        if ste == "lsq":  # the scale gradient is an output, not state
+            assert np.abs(ra[-1]).max() > 0
+            ra, rb = ra[:-1], rb[:-1]
         a, b = list(ra), list(rb)
     assert moved, "the steps should move some codes"
     assert fused.take_error() is None and unfused.take_error() is None

@@ -102,6 +102,10 @@ struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
     Value newWeight =
         allocBuffer(rewriter, loc, cast<MemRefType>(weight.getType()), weight);
     Value newCarry = allocLike(rewriter, loc, carryType, carry);
+    Value scaleGrad;
+    if (Value sg = op.getScaleGrad())
+      scaleGrad = allocLike(rewriter, loc, cast<RankedTensorType>(sg.getType()),
+                            x);
     SmallVector<Value> extras = llvm::map_to_vector(
         op.getExtraResults(), [&](Value r) {
           return allocLike(rewriter, loc, cast<RankedTensorType>(r.getType()),
@@ -185,6 +189,30 @@ struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
              /*aTransposed=*/true, elementPointer(rewriter, loc, x, c0, c0, kTotal),
              kTotal, /*bTransposed=*/false,
              elementPointer(rewriter, loc, grad, c0, c0, kTotal), kTotal);
+    // lsq: the tile's block-scale gradients, from its gradient before the
+    // body turns that into the delta.
+    Type i32Type = rewriter.getI32Type(), i64Type = rewriter.getI64Type();
+    Value wOffset = arith::MulIOp::create(rewriter, loc, r0,
+                                          cIndex(rewriter, loc, rowBytes));
+    if (scaleGrad) {
+      Type ptr = LLVM::LLVMPointerType::get(rewriter.getContext());
+      func::FuncOp lsq = getOrDeclareRuntimeFunction(
+          rewriter, op, "qcc_rt_lsq_scale_grad",
+          rewriter.getFunctionType(
+              {i32Type, ptr, ptr, ptr, i64Type, i64Type}, {i32Type}));
+      int64_t blocksPerRow = k / wType.getBlockElems();
+      Value sgOffset = arith::MulIOp::create(
+          rewriter, loc, r0, cIndex(rewriter, loc, blocksPerRow * 4));
+      func::CallOp::create(
+          rewriter, loc, lsq,
+          ValueRange{arith::ConstantIntOp::create(rewriter, loc, i32Type,
+                                                  format.ggmlId),
+                     bytePointer(rewriter, loc, weight, wOffset),
+                     dataPointer(rewriter, loc, grad),
+                     bytePointer(rewriter, loc, scaleGrad, sgOffset),
+                     arith::IndexCastOp::create(rewriter, loc, i64Type, rows),
+                     arith::ConstantIntOp::create(rewriter, loc, i64Type, k)});
+    }
     Value decoded;
     if (readsWeight) {
       decoded = memref::AllocaOp::create(rewriter, loc, tileType);
@@ -233,8 +261,6 @@ struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
       return arith::ConstantIntOp::create(rewriter, loc, rewriter.getI64Type(),
                                           v);
     };
-    Value wOffset = arith::MulIOp::create(rewriter, loc, r0,
-                                          cIndex(rewriter, loc, rowBytes));
     Value cOffset = arith::MulIOp::create(
         rewriter, loc, r0, cIndex(rewriter, loc, carryRowBytes));
     JLCarryAttr jl = op.getJlAttr();
@@ -256,6 +282,9 @@ struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
       rewriter.setInsertionPointAfter(par);
     SmallVector<Value> results{newWeight,
                                toTensor(rewriter, loc, newCarry, carryType)};
+    if (scaleGrad)
+      results.push_back(
+          toTensor(rewriter, loc, scaleGrad, op.getScaleGrad().getType()));
     for (auto [buffer, result] : llvm::zip_equal(extras, op.getExtraResults()))
       results.push_back(toTensor(rewriter, loc, buffer, result.getType()));
     rewriter.replaceOp(op, results);

@@ -388,3 +388,15 @@ func.func @weight_update_c5(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qc
   }
   return
 }
+
+// -----
+
+// weight_update_c6: an lsq scale gradient has one value per block.
+func.func @weight_update_c6(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<4x256xq4_K>, %c: tensor<4x256xf32>) {
+  // expected-error @below {{'qcc.weight_update' op weight_update_c6: scale_grad shape [4, 2] is not the block grid [4, 1]}}
+  %0, %1, %2 = qcc.weight_update %gy, %x, %w, %c : tensor<8x4xf32>, tensor<8x256xf32>, !qcc.qtensor<4x256xq4_K>, tensor<4x256xf32> lsq(tensor<4x2xf32>) {
+  ^bb0(%g: f32, %wv: f32):
+    qcc.yield %g : f32
+  }
+  return
+}

@@ -286,7 +286,8 @@ LogicalResult ScaleUpdateOp::verify() {
 void WeightUpdateOp::build(OpBuilder &builder, OperationState &state,
                            Value gradOut, Value input, Value weight,
                            Value carry, ValueRange ins,
-                           TypeRange extraResultTypes, JLCarryAttr jl) {
+                           TypeRange extraResultTypes, JLCarryAttr jl,
+                           Type scaleGradType) {
   state.addOperands({gradOut, input, weight, carry});
   state.addOperands(ins);
   state.getOrAddProperties<Properties>().operandSegmentSizes = {
@@ -294,7 +295,11 @@ void WeightUpdateOp::build(OpBuilder &builder, OperationState &state,
   if (jl)
     state.addAttribute(getJlAttrName(state.name), jl);
   state.addTypes({weight.getType(), carry.getType()});
+  if (scaleGradType)
+    state.addTypes(scaleGradType);
   state.addTypes(extraResultTypes);
+  state.getOrAddProperties<Properties>().resultSegmentSizes = {
+      1, 1, scaleGradType ? 1 : 0, static_cast<int32_t>(extraResultTypes.size())};
   Region *body = state.addRegion();
   SmallVector<Type> argTypes(2, builder.getF32Type());
   SmallVector<Location> argLocs(2, state.location);
@@ -332,6 +337,20 @@ LogicalResult WeightUpdateOp::verify() {
   if (Value guard = getGuard();
       guard && cast<RankedTensorType>(guard.getType()).getRank() != 0)
     return emitOpError("weight_update_c5: the guard must be a 0-d tensor");
+  if (Value scaleGrad = getScaleGrad()) {
+    if (weightType.getBlockElems() == 1)
+      return emitOpError("weight_update_c6: format '")
+             << stringifyQuantFormat(weightType.getFormat())
+             << "' has no block scale to learn";
+    SmallVector<int64_t> grid =
+        scaledInnerShape(weight, weightType.getBlockElems(), 1);
+    ArrayRef<int64_t> got =
+        cast<RankedTensorType>(scaleGrad.getType()).getShape();
+    if (!shapesCompatible(got, grid))
+      return emitOpError("weight_update_c6: scale_grad shape ")
+             << shapeString(got) << " is not the block grid "
+             << shapeString(grid);
+  }
   return verifyCarry(*this, weightType, getCarry().getType(), getJlAttr(),
                      "weight_update_c3", "weight_update_c3");
 }

@@ -106,6 +106,9 @@ struct UpdateChain {
   SmallVector<Value> scalars;
   /// Dequants of the weight the chain reads (the body's Ŵ argument).
   SmallVector<DequantOp> dequants;
+  /// An lsq estimator of the gradient itself: its direction is the
+  /// gradient, its scale gradient becomes the fused op's.
+  SteGradOp lsq;
 };
 
 /// Collects the chain that produces `delta`, or fails with a reason.
@@ -127,6 +130,18 @@ FailureOr<UpdateChain> analyzeDelta(CarryUpdateOp update, std::string &why) {
         dequant && dequant.getInput() == weight &&
         getElementTypeOrSelf(dequant.getType()).isF32()) {
       chain.dequants.push_back(dequant);
+      continue;
+    }
+    if (auto ste = dyn_cast_if_present<SteGradOp>(def);
+        ste && ste.getMode() == SteMode::Lsq && ste.getWeight() == weight &&
+        v == ste.getDirection() && ste->getBlock() == block &&
+        getElementTypeOrSelf(v.getType()).isF32()) {
+      if (chain.lsq && chain.lsq != ste) {
+        why = "the delta reads two lsq estimators";
+        return failure();
+      }
+      chain.lsq = ste;
+      worklist.push_back(ste.getGrad());
       continue;
     }
     auto type = cast<RankedTensorType>(v.getType());
@@ -164,8 +179,26 @@ FailureOr<UpdateChain> analyzeDelta(CarryUpdateOp update, std::string &why) {
   }
   // The gradient and every intermediate stay per element only if nothing
   // outside the chain needs the gradient itself.
+  if (chain.lsq && chain.lsq.getGrad() != chain.gradient->getResult(0)) {
+    why = "the lsq estimator does not read the weight gradient itself";
+    return failure();
+  }
+  // The lsq scale gradient comes out of the fused op, at the carry_update:
+  // its users (the scale update) must come after it.
+  if (chain.lsq)
+    for (Operation *user : chain.lsq.getScaleGrad().getUsers())
+      if (user->getBlock() != block || !update->isBeforeInBlock(user)) {
+        why = "the lsq scale gradient is used before the carry_update";
+        return failure();
+      }
+  if (chain.lsq)
+    for (Operation *user : chain.lsq.getDirection().getUsers())
+      if (!ops.contains(user) && user != update.getOperation()) {
+        why = "the lsq direction has a user outside the update";
+        return failure();
+      }
   for (Operation *user : chain.gradient->getResult(0).getUsers())
-    if (!ops.contains(user)) {
+    if (!ops.contains(user) && user != chain.lsq.getOperation()) {
       why = "the weight gradient has a user outside the update";
       return failure();
     }
@@ -240,13 +273,16 @@ struct FuseWeightUpdatePass
     auto fused = WeightUpdateOp::create(
         b, loc, gy, x, weight, update.getCarry(), chain.ins,
         llvm::map_to_vector(escaping, [](Value v) { return v.getType(); }),
-        update.getJlAttr());
+        update.getJlAttr(),
+        chain.lsq ? chain.lsq.getScaleGrad().getType() : Type());
     Block &body = fused.getBody().front();
     Value g = body.getArgument(0), w = body.getArgument(1);
 
     // The element each tensor of the chain stands for in the body.
     DenseMap<Value, Value> elementOf;
     elementOf[linalgOp->getResult(0)] = g;
+    if (chain.lsq)
+      elementOf[chain.lsq.getDirection()] = g;
     for (auto [i, in] : llvm::enumerate(chain.ins))
       elementOf[in] = body.getArgument(2 + i);
     auto element = [&](Value tensor) -> Value {
@@ -284,10 +320,14 @@ struct FuseWeightUpdatePass
         return !inChain.contains(use.getOwner()) &&
                use.getOwner() != update.getOperation();
       });
+    if (chain.lsq)
+      chain.lsq.getScaleGrad().replaceAllUsesWith(fused.getScaleGrad());
     update.erase();
     for (linalg::GenericOp op : llvm::reverse(chain.ops))
       if (op->use_empty())
         op.erase();
+    if (chain.lsq && chain.lsq->use_empty())
+      chain.lsq.erase();
     // What only the chain used: the contraction and its zero fill, the
     // dequants of the weight.
     Value init = chain.gradient.getDpsInitOperand(0)->get();

@@ -161,3 +161,37 @@ func.func @given_delta(%w: !qcc.qtensor<64x256xq4_K>, %c: tensor<64x256xf32>, %d
   %w2, %c2 = qcc.carry_update %w, %c, %d : !qcc.qtensor<64x256xq4_K>, tensor<64x256xf32>, tensor<64x256xf32>
   return %w2, %c2 : !qcc.qtensor<64x256xq4_K>, tensor<64x256xf32>
 }
+
+// -----
+
+#id = affine_map<(i, j) -> (i, j)>
+
+// lsq: the direction is the gradient itself, and the block-scale gradient
+// becomes a result of the fused op (computed tile by tile too).
+// CHECK-LABEL: func.func @lsq
+// CHECK-NOT: qcc.ste_grad
+// CHECK: %{{.+}}, %{{.+}}, %[[SG:.+]] = qcc.weight_update {{.*}} lsq(tensor<64x1xf32>) {
+// CHECK-NEXT: ^bb0(%[[G:.+]]: f32, %{{.+}}: f32):
+// CHECK-NEXT: %[[D:.+]] = arith.mulf %[[G]], %{{.+}} : f32
+// CHECK-NEXT: qcc.yield %[[D]] : f32
+// CHECK: return %{{.+}}, %{{.+}}, %[[SG]]
+func.func @lsq(%gy: tensor<8x64xf32>, %x: tensor<8x256xf32>, %w: !qcc.qtensor<64x256xq4_K>,
+               %c: tensor<64x256xf32>, %neg_lr: f32)
+    -> (!qcc.qtensor<64x256xq4_K>, tensor<64x256xf32>, tensor<64x1xf32>) {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<64x256xf32>
+  %g0 = linalg.fill ins(%zero : f32) outs(%e : tensor<64x256xf32>) -> tensor<64x256xf32>
+  %g = linalg.matmul indexing_maps = [affine_map<(n, k, m) -> (m, n)>,
+                                      affine_map<(n, k, m) -> (m, k)>,
+                                      affine_map<(n, k, m) -> (n, k)>]
+      ins(%gy, %x : tensor<8x64xf32>, tensor<8x256xf32>) outs(%g0 : tensor<64x256xf32>) -> tensor<64x256xf32>
+  %s, %sg = qcc.ste_grad lsq %g, %w : tensor<64x256xf32>, !qcc.qtensor<64x256xq4_K> -> tensor<64x256xf32>, tensor<64x1xf32>
+  %d = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%s : tensor<64x256xf32>) outs(%e : tensor<64x256xf32>) {
+  ^bb0(%gi: f32, %o: f32):
+    %di = arith.mulf %gi, %neg_lr : f32
+    linalg.yield %di : f32
+  } -> tensor<64x256xf32>
+  %w2, %c2 = qcc.carry_update %w, %c, %d : !qcc.qtensor<64x256xq4_K>, tensor<64x256xf32>, tensor<64x256xf32>
+  return %w2, %c2, %sg : !qcc.qtensor<64x256xq4_K>, tensor<64x256xf32>, tensor<64x1xf32>
+}

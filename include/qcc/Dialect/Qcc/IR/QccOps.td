@@ -314,6 +314,7 @@ def Qcc_HadamardOp : Qcc_Op<"hadamard", [Pure, SameOperandsAndResultType]> {
 
 def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
     RecursiveMemoryEffects, SingleBlock, AttrSizedOperandSegments,
+    AttrSizedResultSegments,
     AllTypesMatch<["weight", "new_weight"]>,
     AllTypesMatch<["carry", "new_carry"]>]> {
   let summary = "weight gradient, update rule and carry update in one pass over W";
@@ -339,6 +340,10 @@ def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
     update of the tile's blocks), so the f32 gradient of W is never
     materialized. Values the body uses from above (a learning rate, a clip
     factor) are read as they are.
+
+    With `lsq`, the op also yields `scale_grad`, the block-scale gradient of
+    `qcc.ste_grad lsq` taken of `g` (one value per block), formed tile by
+    tile as well; the direction of that estimator is `g` itself.
 
     An optional `guard` (a 0-d f32 tensor, normally the step's loss) makes
     the update conditional: when the guard or any element of `gy` or `x` is
@@ -371,7 +376,9 @@ def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
     - `weight_update_c4`: block arguments that are not `(f32, f32, element
       type of each ins)`, or a yield that is not `(f32, element type of each
       extra result)`;
-    - `weight_update_c5`: a guard that is not a 0-d tensor.
+    - `weight_update_c5`: a guard that is not a 0-d tensor;
+    - `weight_update_c6`: a `scale_grad` whose shape is not the block grid,
+      or on a format without block scales.
   }];
   let arguments = (ins Qcc_F32Tensor:$grad_out, Qcc_F32Tensor:$input,
                        Qcc_QTensorType:$weight, Qcc_CarryTensor:$carry,
@@ -380,6 +387,7 @@ def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
                        OptionalAttr<Qcc_JLCarryAttr>:$jl);
   let results = (outs Qcc_QTensorType:$new_weight,
                       Qcc_CarryTensor:$new_carry,
+                      Optional<Qcc_F32Tensor>:$scale_grad,
                       Variadic<AnyRankedTensor>:$extra_results);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = [{
@@ -387,7 +395,8 @@ def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
     (`ins` `(` $ins^ `:` type($ins) `)`)?
     (`guard` `(` $guard^ `:` type($guard) `)`)? attr-dict
     `:` type($grad_out) `,` type($input) `,` qualified(type($weight)) `,`
-    type($carry) (`->` type($extra_results)^)? $body
+    type($carry) (`lsq` `(` type($scale_grad)^ `)`)?
+    (`->` type($extra_results)^)? $body
   }];
   let hasVerifier = 1;
   let hasRegionVerifier = 1;
@@ -395,7 +404,8 @@ def Qcc_WeightUpdateOp : Qcc_Op<"weight_update", [
   let builders = [
     OpBuilder<(ins "Value":$gradOut, "Value":$input, "Value":$weight,
                    "Value":$carry, "ValueRange":$ins,
-                   "TypeRange":$extraResultTypes, "JLCarryAttr":$jl)>
+                   "TypeRange":$extraResultTypes, "JLCarryAttr":$jl,
+                   CArg<"Type", "{}">:$scaleGradType)>
   ];
 }
 
