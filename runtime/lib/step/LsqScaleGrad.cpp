@@ -78,6 +78,28 @@ uint16_t loadU16(const uint8_t *p) {
   return v;
 }
 
+/// The block's scale d_b: its f16 d, e8m0 exponent or iq1_m's spread f16;
+/// 1 for nvfp4 (the common factor on its sub-block scales).
+float loadScale(const ScaleField &field, const uint8_t *block) {
+  switch (field.kind) {
+  case ScaleKind::F16:
+    return qcc::halfToFloat(loadU16(block + field.offset));
+  case ScaleKind::E8M0:
+    return std::ldexp(1.0f, int(block[field.offset]) - 127);
+  case ScaleKind::IQ1M: {
+    uint16_t sc[4];
+    for (int i = 0; i < 4; ++i)
+      sc[i] = loadU16(block + field.offset + 2 * i);
+    return qcc::halfToFloat(uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
+                                     ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
+  }
+  case ScaleKind::Relative:
+  case ScaleKind::None:
+    break;
+  }
+  return 1.0f;
+}
+
 } // namespace
 
 extern "C" int32_t qcc_rt_lsq_scale_grad(uint32_t ggmlType, const void *w,
@@ -101,30 +123,13 @@ extern "C" int32_t qcc_rt_lsq_scale_grad(uint32_t ggmlType, const void *w,
     const uint8_t *block = bytes + b * S;
     const float *g = grad + b * B;
     qcc::decodeToF32(info->format, block, value.data(), B);
-    float d = 1.0f;
+    const float d = loadScale(field, block);
     std::fill(offset.begin(), offset.end(), 0.0f);
-    switch (field.kind) {
-    case ScaleKind::F16:
-      d = qcc::halfToFloat(loadU16(block + field.offset));
+    if (field.kind == ScaleKind::F16) {
+      // The offset (dmin·m, m) is what the block decodes to with d = 0.
       std::memcpy(zeroed.data(), block, S);
       std::memset(zeroed.data() + field.offset, 0, 2);
       qcc::decodeToF32(info->format, zeroed.data(), offset.data(), B);
-      break;
-    case ScaleKind::E8M0:
-      d = std::ldexp(1.0f, int(block[field.offset]) - 127);
-      break;
-    case ScaleKind::IQ1M: {
-      // The f16 d is spread over the top nibbles of the four u16 scales.
-      uint16_t sc[4];
-      for (int i = 0; i < 4; ++i)
-        sc[i] = loadU16(block + field.offset + 2 * i);
-      d = qcc::halfToFloat(uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
-                                    ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
-      break;
-    }
-    case ScaleKind::Relative:
-    case ScaleKind::None:
-      break;
     }
     double sum = 0;
     if (d != 0.0f && std::isfinite(d))
@@ -172,27 +177,6 @@ bool storeScale(const ScaleField &field, uint8_t *block, float d) {
     break;
   }
   return false;
-}
-
-/// The block's current scale d_b, as qcc_rt_lsq_scale_grad reads it.
-float loadScale(const ScaleField &field, const uint8_t *block) {
-  switch (field.kind) {
-  case ScaleKind::F16:
-    return qcc::halfToFloat(loadU16(block + field.offset));
-  case ScaleKind::E8M0:
-    return std::ldexp(1.0f, int(block[field.offset]) - 127);
-  case ScaleKind::IQ1M: {
-    uint16_t sc[4];
-    for (int i = 0; i < 4; ++i)
-      sc[i] = loadU16(block + field.offset + 2 * i);
-    return qcc::halfToFloat(uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
-                                     ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000)));
-  }
-  case ScaleKind::Relative:
-  case ScaleKind::None:
-    break;
-  }
-  return 1.0f;
 }
 
 } // namespace

@@ -152,6 +152,28 @@ LogicalResult QMatmulOp::verify() {
 // SteGradOp
 //===----------------------------------------------------------------------===//
 
+/// The rules for a per-block tensor (an lsq scale gradient, a scale
+/// delta): the format has block scales, and `blockTensor` has the weight's
+/// shape with the innermost dimension divided by the block length. `label`
+/// prefixes the messages; `what` names the tensor.
+static LogicalResult verifyBlockGrid(Operation *op, QTensorType weightType,
+                                     Value blockTensor, StringRef label,
+                                     StringRef what) {
+  if (weightType.getBlockElems() == 1)
+    return op->emitOpError(label)
+           << ": format '" << stringifyQuantFormat(weightType.getFormat())
+           << "' has no block scale to learn";
+  SmallVector<int64_t> grid = scaledInnerShape(
+      weightType.getShape(), weightType.getBlockElems(), 1);
+  ArrayRef<int64_t> got =
+      cast<RankedTensorType>(blockTensor.getType()).getShape();
+  if (!shapesCompatible(got, grid))
+    return op->emitOpError(label)
+           << ": " << what << " shape " << shapeString(got)
+           << " is not the block grid " << shapeString(grid);
+  return success();
+}
+
 LogicalResult SteGradOp::verify() {
   QTensorType weightType = getWeight().getType();
   ArrayRef<int64_t> weight = weightType.getShape();
@@ -192,20 +214,9 @@ LogicalResult SteGradOp::verify() {
   if ((mode == SteMode::Lsq) != static_cast<bool>(scaleGrad))
     return emitOpError("ste_grad_c3: mode 'lsq' yields a scale gradient as a "
                        "second result, and only it does");
-  if (mode == SteMode::Lsq) {
-    if (weightType.getBlockElems() == 1)
-      return emitOpError("ste_grad_c4: format '")
-             << stringifyQuantFormat(weightType.getFormat())
-             << "' has no block scale to learn";
-    SmallVector<int64_t> grid =
-        scaledInnerShape(weight, weightType.getBlockElems(), 1);
-    ArrayRef<int64_t> got =
-        cast<RankedTensorType>(scaleGrad.getType()).getShape();
-    if (!shapesCompatible(got, grid))
-      return emitOpError("ste_grad_c4: scale_grad shape ")
-             << shapeString(got) << " is not the block grid "
-             << shapeString(grid);
-  }
+  if (mode == SteMode::Lsq)
+    return verifyBlockGrid(*this, weightType, scaleGrad, "ste_grad_c4",
+                           "scale_grad");
   return success();
 }
 
@@ -268,15 +279,8 @@ LogicalResult ScaleUpdateOp::verify() {
   if (weightType.getBlockElems() == 1 || format == QuantFormat::NVFP4)
     return emitOpError("scale_update_c2: format '")
            << stringifyQuantFormat(format) << "' has no block scale field";
-  SmallVector<int64_t> grid =
-      scaledInnerShape(weightType.getShape(), weightType.getBlockElems(), 1);
-  ArrayRef<int64_t> got =
-      cast<RankedTensorType>(getDelta().getType()).getShape();
-  if (!shapesCompatible(got, grid))
-    return emitOpError("scale_update_c1: delta shape ")
-           << shapeString(got) << " is not the block grid "
-           << shapeString(grid);
-  return success();
+  return verifyBlockGrid(*this, weightType, getDelta(), "scale_update_c1",
+                         "delta");
 }
 
 //===----------------------------------------------------------------------===//
@@ -337,20 +341,10 @@ LogicalResult WeightUpdateOp::verify() {
   if (Value guard = getGuard();
       guard && cast<RankedTensorType>(guard.getType()).getRank() != 0)
     return emitOpError("weight_update_c5: the guard must be a 0-d tensor");
-  if (Value scaleGrad = getScaleGrad()) {
-    if (weightType.getBlockElems() == 1)
-      return emitOpError("weight_update_c6: format '")
-             << stringifyQuantFormat(weightType.getFormat())
-             << "' has no block scale to learn";
-    SmallVector<int64_t> grid =
-        scaledInnerShape(weight, weightType.getBlockElems(), 1);
-    ArrayRef<int64_t> got =
-        cast<RankedTensorType>(scaleGrad.getType()).getShape();
-    if (!shapesCompatible(got, grid))
-      return emitOpError("weight_update_c6: scale_grad shape ")
-             << shapeString(got) << " is not the block grid "
-             << shapeString(grid);
-  }
+  if (Value scaleGrad = getScaleGrad();
+      scaleGrad && failed(verifyBlockGrid(*this, weightType, scaleGrad,
+                                          "weight_update_c6", "scale_grad")))
+    return failure();
   return verifyCarry(*this, weightType, getCarry().getType(), getJlAttr(),
                      "weight_update_c3", "weight_update_c3");
 }
