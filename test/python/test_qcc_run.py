@@ -100,6 +100,16 @@ def test_training_lowers_the_loss_and_saves(train_so, model, inputs, tmp_path):
     assert not np.array_equal(trained.data, old["blk.0.ffn_up.weight"].data)
     assert np.array_equal(new["output_norm.weight"].data,
                           old["output_norm.weight"].data)
+    # Every metadata key of the model is there with its value (qcc adds
+    # qcc.train.steps).
+    def kv(path):
+        fields = gguf.GGUFReader(str(path)).fields
+        return {k: [bytes(p) for p in f.parts] for k, f in fields.items()
+                if not k.startswith("GGUF.")}
+    old_kv, new_kv = kv(model), kv(out)
+    for key, value in old_kv.items():
+        assert new_kv.get(key) == value, key
+    assert set(new_kv) - set(old_kv) == {"qcc.train.steps"}
     # The saved weights fit the targets better than the original ones.
     ins = {t.name: t for t in gguf.GGUFReader(str(inputs)).tensors}
     x = np.asarray(ins["x"].data).reshape(8, K)
