@@ -252,7 +252,10 @@ class FunctionEmitter(Emitter):
     def loc(self, t):
         if t is None or t.loc is None:
             return ""
-        text = t.loc.mlir()
+        return self.loc_text(t.loc)
+
+    def loc_text(self, location):
+        text = location.mlir()
         alias = self.locs.get(text)
         if alias is None:
             alias = f"#loc{len(self.locs)}"

@@ -571,3 +571,15 @@ def concat(xs, axis=0):
 
 def stop_gradient(x):
     return x.detach()
+
+
+def custom(inputs, outs, emit, loc=None):
+    """An op whose MLIR a Python function writes: `emit(emitter, names)`
+    gets the SSA names of `inputs` and returns one name per entry of `outs`
+    ((shape, dtype) pairs). Used for the parameter updates of a training
+    step (optimizer rules from qcc.optim, qcc.ste_grad, qcc.carry_update),
+    which are not differentiated. Returns the result tensors."""
+    g = _graph_of(*inputs)
+    node = g.add("custom", inputs, (), "tuple", loc=loc, emit=emit)
+    return [g.add("tuple_get", (node,), shape, dtype, loc=loc, index=i)
+            for i, (shape, dtype) in enumerate(outs)]
