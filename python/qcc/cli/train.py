@@ -70,6 +70,9 @@ def parse_args(argv):
     ap.add_argument("--checkpoint", metavar="PATH",
                     help="checkpoint file (default OUT.ckpt.gguf)")
     ap.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint")
+    ap.add_argument("--stop-after", type=int, metavar="K", default=None,
+                    help="stop after step K of the --steps schedule (checkpointed; "
+                         "--resume continues it)")
     ap.add_argument("--log", metavar="CSV", help="loss log (default OUT.loss.csv)")
     ap.add_argument("--plot", metavar="PNG", help="loss curve (default OUT.loss.png)")
     ap.add_argument("--target-loss", type=float, default=None,
@@ -243,7 +246,8 @@ def run(a, out=sys.stdout):
     skipped = 0
     t_train = time.monotonic()
     with open(log_path, "a") as log:
-        for step in range(start, a.steps):
+        stop = min(a.steps, a.stop_after) if a.stop_after else a.steps
+        for step in range(start, stop):
             x, y = batch_at(data, step, a.batch, a.seq, a.seed)
             s.set_input("tokens", x)
             s.set_input("targets", y)
@@ -276,7 +280,7 @@ def run(a, out=sys.stdout):
                 prog_bar.message(f"checkpoint after step {step + 1}: {ckpt}")
     prog_bar.close()
     train_s = time.monotonic() - t_train
-    if a.save_every or a.resume or a.checkpoint:
+    if a.save_every or a.resume or a.checkpoint or a.stop_after:
         s.save_checkpoint(ckpt)
         say(f"checkpoint: {ckpt} (step {s.steps})")
     if lora:
