@@ -73,6 +73,10 @@ def parse_args(argv):
     ap.add_argument("--stop-after", type=int, metavar="K", default=None,
                     help="stop after step K of the --steps schedule (checkpointed; "
                          "--resume continues it)")
+    ap.add_argument("--time-limit", type=float, metavar="SECONDS", default=None,
+                    help="fit the run into this much training time: after a few "
+                         "steps, the schedule is shortened to the steps that fit "
+                         "(at most --steps), and training stops at the limit")
     ap.add_argument("--log", metavar="CSV", help="loss log (default OUT.loss.csv)")
     ap.add_argument("--plot", metavar="PNG", help="loss curve (default OUT.loss.png)")
     ap.add_argument("--target-loss", type=float, default=None,
@@ -246,12 +250,14 @@ def run(a, out=sys.stdout):
     skipped = 0
     t_train = time.monotonic()
     with open(log_path, "a") as log:
+        total = a.steps  # the schedule's length
         stop = min(a.steps, a.stop_after) if a.stop_after else a.steps
-        for step in range(start, stop):
+        step = start
+        while step < stop:
             x, y = batch_at(data, step, a.batch, a.seq, a.seed)
             s.set_input("tokens", x)
             s.set_input("targets", y)
-            lr_t = optim.warmup_cosine(step, lr, warmup, a.steps, min_lr)
+            lr_t = optim.warmup_cosine(step, lr, warmup, total, min_lr)
             s.set_input("lr", np.float32(lr_t))
             if opts.optimizer == "adamw":
                 bc1, bc2 = optim.adam_bias_corrections(s.steps)
@@ -278,6 +284,26 @@ def run(a, out=sys.stdout):
             if a.save_every and (step + 1) % a.save_every == 0 and step + 1 < a.steps:
                 s.save_checkpoint(ckpt)
                 prog_bar.message(f"checkpoint after step {step + 1}: {ckpt}")
+            step += 1
+            if a.time_limit and step - start == 4 and step < stop:
+                # Steps 2-4 tell the pace (the first one warms caches up).
+                per = (time.monotonic() - t_second) / 3
+                left = a.time_limit - (time.monotonic() - t_train)
+                fit = step + max(0, int(left / per))
+                if fit < total:
+                    total = stop = fit
+                    warmup = min(warmup, max(1, total // 10))
+                    prog_bar.total = total
+                    prog_bar.message(
+                        f"time limit {a.time_limit:g} s: {per:.2f} s per step, "
+                        f"so the schedule is {total} steps (of {a.steps})")
+            if step - start == 1:
+                t_second = time.monotonic()
+            if a.time_limit and time.monotonic() - t_train >= a.time_limit \
+                    and step < stop:
+                prog_bar.message(f"time limit of {a.time_limit:g} s reached "
+                                 f"after step {step} of {total}")
+                break
     prog_bar.close()
     train_s = time.monotonic() - t_train
     if a.save_every or a.resume or a.checkpoint or a.stop_after:
