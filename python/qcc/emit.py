@@ -244,10 +244,12 @@ class FunctionEmitter(Emitter):
     """Writes the ops of one function. Subclasses optim.Emitter so that the
     update rules of qcc.optim write into the same body."""
 
-    def __init__(self, locs):
+    def __init__(self, locs, inlined=()):
         super().__init__(prefix="u")
         self.names = {}
         self.locs = locs  # Location text -> alias
+        # Elementwise nodes computed inside their single consumer's generic.
+        self.inlined = set(inlined)
 
     def loc(self, t):
         if t is None or t.loc is None:
@@ -316,6 +318,8 @@ class FunctionEmitter(Emitter):
 
     # Nodes ----------------------------------------------------------------
     def node(self, t):
+        if t.index in self.inlined:
+            return
         fn = getattr(self, "_" + t.op)
         r = fn(t, self.loc(t))
         if r is not None:
@@ -336,25 +340,54 @@ class FunctionEmitter(Emitter):
     def _full(self, t, loc):
         return self.filled(t.shape, t.dtype, t.attrs["value"], loc)
 
+    def _fused_operands(self, roots, shape):
+        """Operands of a generic over `shape` that computes `roots`, with
+        the elementwise producers marked for inlining (self.inlined)
+        computed in its body: returns (ins, value) where ins are the
+        (name, type, map) operands and value(b, in_args, node) the body's
+        value of a node."""
+        dom = _dims(len(shape))
+        leaves, order = {}, []
+
+        def collect(x):
+            if x.index in self.inlined:
+                for y in x.inputs:
+                    collect(y)
+            elif not is_bare_scalar(x) and x.index not in leaves:
+                leaves[x.index] = len(order)
+                order.append(x)
+        for r in roots:
+            collect(r)
+        ins = [(self.name(x), tensor_type(x), _broadcast_map(dom, shape, x.shape))
+               for x in order]
+
+        def value(b, in_args, x, memo):
+            if x.index in memo:
+                return memo[x.index]
+            if x.index in self.inlined:
+                _, fn = SCALAR_FNS[x.attrs["fn"]]
+                v = fn(b, [value(b, in_args, y, memo) for y in x.inputs],
+                       x.attrs["consts"])
+            elif is_bare_scalar(x):
+                v = self.name(x)
+            else:
+                v = in_args[leaves[x.index]]
+            memo[x.index] = v
+            return v
+        return ins, value
+
     def _ew(self, t, loc):
         arity, fn = SCALAR_FNS[t.attrs["fn"]]
         assert arity == len(t.inputs), t.attrs["fn"]
         shape = t.shape
         dom = _dims(len(shape))
-        ins, captured, order = [], {}, []
-        for i, x in enumerate(t.inputs):
-            if is_bare_scalar(x):
-                captured[i] = self.name(x)
-            else:
-                ins.append((self.name(x), tensor_type(x),
-                            _broadcast_map(dom, shape, x.shape)))
-            order.append(i)
+        ins, value = self._fused_operands(t.inputs, shape)
         out = self.empty(shape, t.dtype)
         ty = type_str(shape, t.dtype)
 
         def body(b, in_args, out_args):
-            it = iter(in_args)
-            args = [captured[i] if i in captured else next(it) for i in order]
+            memo = {}
+            args = [value(b, in_args, x, memo) for x in t.inputs]
             return [fn(b, args, t.attrs["consts"])]
         return self.generic(len(shape), ["parallel"] * len(shape), ins,
                             [(out, ty, _map(dom, dom), t.dtype)], body, loc)[0]
@@ -367,12 +400,14 @@ class FunctionEmitter(Emitter):
         init = self.filled(t.shape, t.dtype, init_value, loc)
         its = ["reduction" if i in axes else "parallel" for i in range(x.ndim)]
         out_map = _map(dom, [d for i, d in enumerate(dom) if i not in axes])
+        ins, value = self._fused_operands([x], x.shape)
 
         def body(b, ia, oa):
+            v = value(b, ia, x, {})
             if kind == "sum":
-                return [b.add(oa[0], ia[0])]
-            return [b.op("arith.maximumf", oa[0], ia[0])]
-        return self.generic(x.ndim, its, [(self.name(x), tensor_type(x), _map(dom, dom))],
+                return [b.add(oa[0], v)]
+            return [b.op("arith.maximumf", oa[0], v)]
+        return self.generic(x.ndim, its, ins,
                             [(init, tensor_type(t), out_map, t.dtype)], body, loc)[0]
 
     def _sum(self, t, loc):
@@ -693,6 +728,9 @@ def live_nodes(outputs):
     return live
 
 
+FUSE_ELEMENTWISE = True
+
+
 class Function:
     """One func.func: `args` (leaves, in order; by default every live
     argument of the graph in declaration order) and `results`, a list of
@@ -714,8 +752,30 @@ class Function:
             args = [a for a in self.graph.args if a.index in self.live]
         self.args = list(args)
 
+    def fusion(self):
+        """Elementwise nodes to compute inside their consumer: used once, by
+        an elementwise op of the same shape or a sum over their shape, and
+        not a result. Fewer loops and fewer tensors in memory."""
+        uses = {}
+        for t in self.graph.nodes:
+            if t.index in self.live:
+                for x in t.inputs:
+                    uses[x.index] = uses.get(x.index, 0) + 1
+        for t, _, _ in self.results:
+            uses[t.index] = uses.get(t.index, 0) + 2
+        inlined = set()
+        for t in self.graph.nodes:
+            if t.index not in self.live or t.op not in ("ew", "sum", "max"):
+                continue
+            inputs = t.inputs
+            for x in inputs:
+                if (x.op == "ew" and uses.get(x.index) == 1 and x.dtype == t.dtype
+                        and x.shape == (t.shape if t.op == "ew" else t.inputs[0].shape)):
+                    inlined.add(x.index)
+        return inlined
+
     def text(self, locs):
-        em = FunctionEmitter(locs)
+        em = FunctionEmitter(locs, self.fusion() if FUSE_ELEMENTWISE else ())
         sig = []
         for i, a in enumerate(self.args):
             em.names[a.index] = f"%arg{i}"

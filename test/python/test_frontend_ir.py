@@ -71,11 +71,15 @@ CHECK: tensor.extract %{{.*}}[%{{.*}}, %{{.*}}] : tensor<256x64xf32>
 def test_rmsnorm_ir():
     text = layer_ir(nn.RMSNorm(64, 1e-5, name="n.weight"), (4, 64))
     fu.filecheck(text, """
-CHECK: arith.mulf
 CHECK: iterator_types = ["parallel", "reduction"]
+CHECK: arith.mulf %in0, %in0
 CHECK: arith.constant 1.562500000e-02 : f32
 CHECK: arith.constant 1.000000000e-05 : f32
 CHECK: math.rsqrt
+CHECK: linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, 0)>, affine_map<(d0, d1) -> (d1)>, affine_map<(d0, d1) -> (d0, d1)>]
+CHECK-NEXT: ^bb0
+CHECK-NEXT: arith.mulf
+CHECK-NEXT: arith.mulf
 """)
 
 

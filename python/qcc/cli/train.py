@@ -239,6 +239,7 @@ def run(a, out=sys.stdout):
     lr = a.lr if a.lr is not None else (1e-3 if lora else 3e-3)
     min_lr = a.min_lr if a.min_lr is not None else lr / 10
     warmup = a.warmup if a.warmup is not None else min(20, a.steps // 10)
+    warmup0 = warmup
 
     if start == 0 or not os.path.exists(log_path):
         with open(log_path, "w") as f:
@@ -285,18 +286,24 @@ def run(a, out=sys.stdout):
                 s.save_checkpoint(ckpt)
                 prog_bar.message(f"checkpoint after step {step + 1}: {ckpt}")
             step += 1
-            if a.time_limit and step - start == 4 and step < stop:
-                # Steps 2-4 tell the pace (the first one warms caches up).
-                per = (time.monotonic() - t_second) / 3
+            if a.time_limit and step - start >= 4 and (step - start) % 5 == 4 \
+                    and step < stop:
+                # The pace so far (from the second step: the first one warms
+                # caches up) sets how many steps fit; refit every 5 steps, as
+                # a shared machine's pace changes.
+                per = (time.monotonic() - t_second) / (step - start - 1)
                 left = a.time_limit - (time.monotonic() - t_train)
-                fit = step + max(0, int(left / per))
-                if fit < total:
+                fit = min(a.steps, step + max(1, int(left / per)))
+                if fit != total:
+                    first_fit = total == a.steps
                     total = stop = fit
-                    warmup = min(warmup, max(1, total // 10))
+                    warmup = min(warmup0, max(1, total // 10))
                     prog_bar.total = total
-                    prog_bar.message(
-                        f"time limit {a.time_limit:g} s: {per:.2f} s per step, "
-                        f"so the schedule is {total} steps (of {a.steps})")
+                    if first_fit:
+                        prog_bar.message(
+                            f"time limit {a.time_limit:g} s: {per:.2f} s per "
+                            f"step, so the schedule is {total} steps (of at "
+                            f"most {a.steps}); refitted as the pace changes")
             if step - start == 1:
                 t_second = time.monotonic()
             if a.time_limit and time.monotonic() - t_train >= a.time_limit \
