@@ -110,3 +110,78 @@ def test_options_compile_and_train(tmp_path, model_path, name):
     assert all(np.isfinite(losses))
     assert abs(losses[0] - np.log(256)) < 0.2  # a fresh model guesses uniformly
     assert np.mean(losses[-4:]) < losses[0] - 0.3, losses
+
+
+def _write_arch(path, arch, tied, bias, qk_norm, rng):
+    """A 1-layer model of `arch` in f32 with llama.cpp's tensor names."""
+    import gguf
+    d, ff, heads, kv, hd, vocab = 32, 64, 4, 2, 8, 256
+    w = gguf.GGUFWriter(str(path), arch)
+    for k, v in {"context_length": 64, "embedding_length": d,
+                 "feed_forward_length": ff, "block_count": 1,
+                 "attention.head_count": heads, "attention.head_count_kv": kv}.items():
+        w.add_uint32(f"{arch}.{k}", v)
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
+    w.add_float32(f"{arch}.rope.freq_base", 1000000.0)
+
+    def t(name, *shape, scale=0.05):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+    t("token_embd.weight", vocab, d)
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    if not tied:
+        t("output.weight", vocab, d)
+    p = "blk.0."
+    w.add_tensor(p + "attn_norm.weight", np.ones(d, np.float32))
+    w.add_tensor(p + "ffn_norm.weight", np.ones(d, np.float32))
+    t(p + "attn_q.weight", heads * hd, d)
+    t(p + "attn_k.weight", kv * hd, d)
+    t(p + "attn_v.weight", kv * hd, d)
+    t(p + "attn_output.weight", d, heads * hd)
+    if bias:
+        for n, rows in (("attn_q", heads * hd), ("attn_k", kv * hd), ("attn_v", kv * hd)):
+            t(p + n + ".bias", rows)
+    if qk_norm:
+        w.add_tensor(p + "attn_q_norm.weight", np.ones(hd, np.float32))
+        w.add_tensor(p + "attn_k_norm.weight", np.ones(hd, np.float32))
+    t(p + "ffn_gate.weight", ff, d)
+    t(p + "ffn_up.weight", ff, d)
+    t(p + "ffn_down.weight", d, ff)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("arch,tied,bias,qk_norm", [
+    ("qwen2", True, True, False), ("qwen3", True, False, True),
+    ("mistral", False, False, False)])
+def test_architectures_from_metadata(tmp_path, arch, tied, bias, qk_norm):
+    """qwen2 (q/k/v biases, NeoX RoPE, tied output), qwen3 (q/k norms) and
+    mistral are read from their metadata and train (f32 weights)."""
+    path = tmp_path / f"{arch}.gguf"
+    _write_arch(path, arch, tied, bias, qk_norm, np.random.default_rng(5))
+    cfg, model, info = llama.load(str(path))
+    assert cfg.arch == arch and cfg.tied == tied
+    assert cfg.qkv_bias == bias and cfg.qk_norm == qk_norm
+    assert cfg.rope_mode == ("normal" if arch == "mistral" else "neox")
+    assert cfg.rope_theta == 1000000.0 and cfg.n_head_kv == 2
+    prog = train.build_train_step(model, 2, 8)
+    if bias:
+        assert "blk.0.attn_q.bias" in prog.trainable
+    if qk_norm:
+        assert "blk.0.attn_k_norm.weight" in prog.trainable
+    step = fu.qcc.compile_step(prog.text, tmp_path, "-O0")
+    del step
+    s = Session(os.path.join(tmp_path, "step.so"), str(path))
+    tok = np.arange(16, dtype=np.int32).reshape(2, 8) * 7 % 256
+    losses = []
+    for i in range(8):
+        s.set_input("tokens", tok)
+        s.set_input("targets", (tok + 1) % 256)
+        s.set_input("lr", np.float32(1e-2))
+        b1, b2 = optim.adam_bias_corrections(i)
+        s.set_input("adam.bc1", np.float32(b1))
+        s.set_input("adam.bc2", np.float32(b2))
+        s.run()
+        losses.append(float(s.result("loss")[0]))
+    assert losses[-1] < losses[0] - 0.5, losses

@@ -328,7 +328,7 @@ def run(a, out=sys.stdout):
     steps_l, losses_l = read_log(log_path)
     from ..plot import loss_curve_png
     loss_curve_png(plot_path, steps_l, losses_l,
-                   title=f"loss (nats/token): {os.path.basename(a.model)}",
+                   title=f"loss (nats per byte): {os.path.basename(a.model)}",
                    target=a.target_loss)
     say(f"loss log: {log_path}; loss curve: {plot_path}")
     done = [v for v in losses_l if math.isfinite(v)]
