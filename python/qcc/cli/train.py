@@ -202,9 +202,11 @@ def run(a, out=sys.stdout):
         f"{cfg.vocab}, {cfg.num_parameters() / 1e6:.2f}M parameters "
         f"({', '.join(formats)})")
     say(f"data {a.data}: {len(raw):,} bytes; {a.batch} x {a.seq} tokens per step")
+    quantized = [f for f in formats if f != "f32"]
     what = (f"LoRA rank {opts.lora_rank} (alpha {opts.lora_alpha:g}) on "
             f"{', '.join(opts.lora_targets)}" if lora else
-            f"full-weight, {opts.optimizer}, STE {opts.ste}, carry {opts.carry}")
+            f"full-weight, {opts.optimizer}, STE {opts.ste}, carry {opts.carry}"
+            if quantized else f"full-weight, {opts.optimizer} (float weights)")
     say(f"training: {what}; {len(prog.trainable)} tensors train")
 
     t0 = time.monotonic()
@@ -241,9 +243,23 @@ def run(a, out=sys.stdout):
     warmup = a.warmup if a.warmup is not None else min(20, a.steps // 10)
     warmup0 = warmup
 
+    header = "step,loss,lr,tokens_per_s,elapsed_s\n"
     if start == 0 or not os.path.exists(log_path):
         with open(log_path, "w") as f:
-            f.write("step,loss,lr,tokens_per_s,elapsed_s\n")
+            f.write(header)
+    else:
+        # Resuming: keep the log up to the checkpoint's step (a run that
+        # went on past its last checkpoint logged steps that are redone).
+        with open(log_path) as f:
+            rows = f.read().splitlines()[1:]
+        with open(log_path, "w") as f:
+            f.write(header)
+            for row in rows:
+                try:
+                    if int(row.split(",")[0]) <= start:
+                        f.write(row + "\n")
+                except ValueError:
+                    pass
     tokens_per_step = a.batch * a.seq
     prog_bar = Progress(a.steps, start, tokens_per_step,
                         stream=open(os.devnull, "w") if a.quiet else sys.stderr)
