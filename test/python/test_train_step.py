@@ -47,6 +47,11 @@ CHECK: qcc.dequant
 CHECK: math.sqrt
 CHECK: qcc.carry_update %arg2, %{{.*}} : !qcc.qtensor<256x64xq8_0>, tensor<256x64xbf16>, tensor<256x64xf32> loc(#{{loc[0-9]+}})
 """)
+    # Locations: the model's ops point at the model code (qcc/models/llama.py),
+    # their gradients at the same lines as "backward", the updates at qcc.train.
+    assert 'loc("' in text and 'models/llama.py":' in text
+    assert 'loc("backward"("' in text and 'models/llama.py":' in text
+    assert 'loc("update blk.0.ffn_up.weight"("' in text
     n_quant = sum(1 for n in cfg.expected_tensors() if len(cfg.expected_tensors()[n]) == 2)
     assert text.count("qcc.carry_update") == n_quant
     fused = subprocess.run(
