@@ -227,6 +227,9 @@ class _Updater:
 
 
 def _mark_lora(model, opts):
+    if not hasattr(model, "linear_layers"):
+        raise ValueError("LoRA needs a model with linear_layers() (e.g. "
+                         "qcc.models.llama.Llama)")
     keys = set(opts.lora_targets)
     bad = keys - set(LORA_KEYS)
     if bad:
@@ -243,9 +246,11 @@ def _mark_lora(model, opts):
         raise ValueError("no layer matches the LoRA targets")
 
 
-def build_train_step(model, batch, seq, opts=None, entry="train_step"):
-    """The training step of `model` (a qcc.models.llama.Llama or any module
-    mapping tokens [B, T] to logits [B, T, V]) as a StepProgram."""
+def build_train_step(model, batch, seq, opts=None, entry="train_step",
+                     vocab=None):
+    """The training step of `model` (a qcc.models.llama.Llama, or any
+    nn.Module mapping i32 tokens [B, T] to logits [B, T, V]; V is
+    model.cfg.vocab unless `vocab` is given) as a StepProgram."""
     opts = opts or TrainOptions()
     opts.validate()
     if opts.method == "lora":
@@ -254,7 +259,7 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step"):
         for p in model.parameters():
             if len(p.shape) == 1:
                 p.trainable = False
-    vocab = model.cfg.vocab
+    vocab = vocab or model.cfg.vocab
     with ir.Graph("f32") as g:
         tokens = g.input("tokens", (batch, seq), "i32")
         targets = g.input("targets", (batch, seq), "i32")

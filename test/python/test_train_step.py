@@ -190,3 +190,21 @@ def test_architectures_from_metadata(tmp_path, arch, tied, bias, qk_norm):
         s.run()
         losses.append(float(s.result("loss")[0]))
     assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_custom_model_example(tmp_path):
+    """examples/custom_model.py: a model written in Python (not a llama),
+    its weights in a GGUF file, trained through q8_0 blocks."""
+    import sys
+    root = os.path.dirname(os.path.dirname(CORPUS))
+    env = dict(os.environ, QCC_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, os.path.join(root, "examples", "custom_model.py"),
+                        str(tmp_path), "--steps", "25", "-O", "0"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    first, final = (float(v) for v in last.split("loss ")[1].split(" -> "))
+    assert first > 5.3 and final < 3.6, last
+    import gguf
+    rd = gguf.GGUFReader(str(tmp_path / "bytes-mlp-q8_0.trained.gguf"))
+    assert {t.name: t.tensor_type.name for t in rd.tensors}["up.weight"] == "Q8_0"
