@@ -70,6 +70,12 @@ class TrainOptions:
              f"state dtype {self.state_dtype!r}"),
             (self.lora_rank > 0, f"LoRA rank {self.lora_rank}"),
         ]
+        if self.ste == "lsq":
+            raise ValueError(
+                "unsupported training option: ste 'lsq' (the dialect computes "
+                "block-scale gradients, but a stable scale optimizer needs each "
+                "block's scale, which the IR cannot read; use identity, clipped "
+                "or ewgs)")
         for ok, what in checks:
             if not ok:
                 raise ValueError(f"unsupported training option: {what}")
