@@ -110,11 +110,16 @@ bool encodeFromF32(Format format, const float *in, void *blocks, size_t numRows,
   }
 
   // Split rows over a few threads once there is enough work to pay for them.
+  // (hardware_concurrency reads /sys on every call: ask once, and only when
+  // the work is large enough to split; carry updates encode a block at a
+  // time, thousands of times per step.)
   const size_t work = n;
-  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = std::min<unsigned>(threads, 8);
-  if (work < (size_t(1) << 18) || numRows < 2)
-    threads = 1;
+  unsigned threads = 1;
+  if (work >= (size_t(1) << 18) && numRows >= 2) {
+    static const unsigned cores =
+        std::max(1u, std::thread::hardware_concurrency());
+    threads = std::min<unsigned>(cores, 8);
+  }
   threads = unsigned(std::min<size_t>(threads, numRows));
   if (threads <= 1) {
     encodeRows(fn, info, in, out, 0, numRows, rowLength, weights.data());

@@ -1,0 +1,44 @@
+"""Compiling emitted MLIR with the `qcc` driver, with a cache: a step library
+is reused when the same text is compiled with the same flags by the same
+`qcc` binary (a model's step compiles in tens of seconds)."""
+
+import hashlib
+import os
+import subprocess
+import tempfile
+
+from .step import find_tool
+
+
+def cache_dir():
+    d = os.environ.get("QCC_CACHE_DIR")
+    if not d:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+            os.path.expanduser("~"), ".cache")
+        d = os.path.join(base, "qcc", "steps")
+    return d
+
+
+def compile_mlir(text, flags=(), cache=True, out=None):
+    """Path of a step library compiled from `text`. Raises RuntimeError with
+    qcc's diagnostics when it fails. Returns (path, was_cached)."""
+    qcc = find_tool("qcc")
+    st = os.stat(qcc)
+    h = hashlib.sha256()
+    h.update(text.encode())
+    h.update(repr((list(flags), os.path.realpath(qcc), st.st_size,
+                   st.st_mtime_ns)).encode())
+    key = h.hexdigest()[:24]
+    d = cache_dir() if cache else tempfile.mkdtemp(prefix="qcc-step-")
+    os.makedirs(d, exist_ok=True)
+    path = out or os.path.join(d, f"{key}.so")
+    if cache and os.path.exists(path) and not out:
+        return path, True
+    src = os.path.join(d, f"{key}.mlir")
+    with open(src, "w") as f:
+        f.write(text)
+    proc = subprocess.run([qcc, src, "-o", path, *flags], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"qcc failed:\n{proc.stderr}")
+    return path, False

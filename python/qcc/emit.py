@@ -1,0 +1,814 @@
+"""MLIR text for a traced graph.
+
+`Function(name, results=[...])` collects the nodes the results need (in
+trace order, which is a topological order) and writes one `func.func` in
+the func/linalg/tensor/arith/math and qcc dialects, every op carrying the
+location of the Python line that traced it (`loc("model.py":12:9)`; ops of
+the backward pass `loc("backward"("model.py":12:9))`). `module([...])`
+joins functions into a module for the `qcc` driver.
+
+Lowering notes that shape the emitted IR:
+- 2-D f32 contractions are `linalg.matmul` with explicit indexing maps,
+  which the compiler turns into calls of the runtime's micro-GEMM (and a
+  weight gradient gyᵀ·x feeding an update into `qcc.weight_update`);
+- other contractions are `linalg.generic`s whose innermost loop runs over
+  the output's last (contiguous) dimension, operands transposed first where
+  needed, so the loop vectorizes without reassociating a reduction;
+- elementwise ops are `linalg.generic`s over the output shape, broadcast
+  operands read through maps with constant-0 or dropped dimensions.
+"""
+
+import math
+
+from . import ir
+from .ir import Tensor
+from .optim import Emitter
+
+ir.internal_module(__file__)
+
+_QTYPE_ALIASES = {}
+
+
+def type_str(shape, dtype):
+    dims = "x".join(str(d) for d in shape)
+    if dtype in ir.FLOAT_TYPES or dtype in ir.INT_TYPES:
+        return f"tensor<{dims}x{dtype}>" if dims else f"tensor<{dtype}>"
+    return f"!qcc.qtensor<{dims}x{dtype}>"
+
+
+def is_bare_scalar(t):
+    """A scalar function argument (f32, not a 0-d tensor)."""
+    return t.op == "arg" and bool(t.attrs.get("extra", {}).get("scalar"))
+
+
+def tensor_type(t):
+    if is_bare_scalar(t):
+        return t.dtype
+    return type_str(t.shape, t.dtype)
+
+
+def float_literal(value, dtype):
+    if math.isinf(value):
+        bits = {"f32": "0xFF800000", "f64": "0xFFF0000000000000"}[dtype]
+        if value > 0:
+            bits = {"f32": "0x7F800000", "f64": "0x7FF0000000000000"}[dtype]
+        return bits
+    return f"{float(value):.17e}" if dtype == "f64" else f"{float(value):.9e}"
+
+
+class Body:
+    """Scalar code inside a linalg.generic region."""
+
+    def __init__(self, dtype, tag="b"):
+        self.dtype, self.tag, self.n, self.lines = dtype, tag, 0, []
+
+    def v(self):
+        self.n += 1
+        return f"%{self.tag}{self.n}"
+
+    def op(self, name, *operands, ty=None):
+        r = self.v()
+        self.lines.append(f"{r} = {name} {', '.join(operands)} : {ty or self.dtype}")
+        return r
+
+    def const(self, value, ty=None):
+        r = self.v()
+        ty = ty or self.dtype
+        if ty in ("index", "i32", "i64", "i1"):
+            self.lines.append(f"{r} = arith.constant {int(value)} : {ty}")
+        else:
+            self.lines.append(f"{r} = arith.constant {float_literal(value, ty)} : {ty}")
+        return r
+
+    def raw(self, text_fn):
+        r = self.v()
+        self.lines.append(text_fn(r))
+        return r
+
+    def index(self, dim):
+        return self.raw(lambda r: f"{r} = linalg.index {dim} : index")
+
+    def add(self, a, b):
+        return self.op("arith.addf", a, b)
+
+    def sub(self, a, b):
+        return self.op("arith.subf", a, b)
+
+    def mul(self, a, b):
+        return self.op("arith.mulf", a, b)
+
+    def div(self, a, b):
+        return self.op("arith.divf", a, b)
+
+    def neg(self, a):
+        return self.op("arith.negf", a)
+
+    def math(self, fn, a):
+        return self.op(f"math.{fn}", a)
+
+    def sigmoid(self, a):
+        one = self.const(1.0)
+        return self.div(one, self.add(one, self.math("exp", self.neg(a))))
+
+    def select(self, c, a, b, ty=None):
+        return self.raw(lambda r: f"{r} = arith.select {c}, {a}, {b} : {ty or self.dtype}")
+
+    def cmpi(self, pred, a, b, ty="index"):
+        return self.raw(lambda r: f"{r} = arith.cmpi {pred}, {a}, {b} : {ty}")
+
+    def iop(self, name, a, b, ty="index"):
+        return self.raw(lambda r: f"{r} = arith.{name} {a}, {b} : {ty}")
+
+    def index_to_float(self, i):
+        i64 = self.raw(lambda r: f"{r} = arith.index_cast {i} : index to i64")
+        return self.raw(lambda r: f"{r} = arith.sitofp {i64} : i64 to {self.dtype}")
+
+
+_GELU_K = math.sqrt(2.0 / math.pi)
+
+
+def _gelu(b, x):
+    x3 = b.mul(b.mul(x, x), x)
+    u = b.mul(b.const(_GELU_K), b.add(x, b.mul(b.const(0.044715), x3)))
+    t = b.math("tanh", u)
+    return b.mul(b.mul(b.const(0.5), x), b.add(b.const(1.0), t))
+
+
+def _gelu_grad(b, x, g):
+    x2 = b.mul(x, x)
+    u = b.mul(b.const(_GELU_K), b.add(x, b.mul(b.const(0.044715), b.mul(x2, x))))
+    t = b.math("tanh", u)
+    one = b.const(1.0)
+    du = b.mul(b.const(_GELU_K), b.add(one, b.mul(b.const(3 * 0.044715), x2)))
+    left = b.mul(b.const(0.5), b.add(one, t))
+    sech2 = b.sub(one, b.mul(t, t))
+    right = b.mul(b.mul(b.mul(b.const(0.5), x), sech2), du)
+    return b.mul(g, b.add(left, right))
+
+
+def _silu_grad(b, x, g):
+    s = b.sigmoid(x)
+    one = b.const(1.0)
+    return b.mul(g, b.mul(s, b.add(one, b.mul(x, b.sub(one, s)))))
+
+
+# name -> (arity, body(b, args, consts) -> value)
+SCALAR_FNS = {
+    "copy": (1, lambda b, a, c: a[0]),
+    "add": (2, lambda b, a, c: b.add(a[0], a[1])),
+    "sub": (2, lambda b, a, c: b.sub(a[0], a[1])),
+    "mul": (2, lambda b, a, c: b.mul(a[0], a[1])),
+    "div": (2, lambda b, a, c: b.div(a[0], a[1])),
+    "neg": (1, lambda b, a, c: b.neg(a[0])),
+    "addc": (1, lambda b, a, c: b.add(a[0], b.const(c[0]))),
+    "mulc": (1, lambda b, a, c: b.mul(a[0], b.const(c[0]))),
+    "rsubc": (1, lambda b, a, c: b.sub(b.const(c[0]), a[0])),
+    "rdivc": (1, lambda b, a, c: b.div(b.const(c[0]), a[0])),
+    "exp": (1, lambda b, a, c: b.math("exp", a[0])),
+    "log": (1, lambda b, a, c: b.math("log", a[0])),
+    "sqrt": (1, lambda b, a, c: b.math("sqrt", a[0])),
+    "rsqrt": (1, lambda b, a, c: b.math("rsqrt", a[0])),
+    "tanh": (1, lambda b, a, c: b.math("tanh", a[0])),
+    "sigmoid": (1, lambda b, a, c: b.sigmoid(a[0])),
+    "square": (1, lambda b, a, c: b.mul(a[0], a[0])),
+    "silu": (1, lambda b, a, c: b.mul(a[0], b.sigmoid(a[0]))),
+    "gelu": (1, lambda b, a, c: _gelu(b, a[0])),
+    # Fused pieces of backward passes (not differentiable themselves).
+    "silu_grad": (2, lambda b, a, c: _silu_grad(b, a[0], a[1])),
+    "gelu_grad": (2, lambda b, a, c: _gelu_grad(b, a[0], a[1])),
+    # -0.5 · g · y³ for y = rsqrt(x)
+    "rsqrt_grad": (2, lambda b, a, c: b.mul(
+        b.mul(b.const(-0.5), a[1]), b.mul(b.mul(a[0], a[0]), a[0]))),
+    "tanh_grad": (2, lambda b, a, c: b.mul(
+        a[1], b.sub(b.const(1.0), b.mul(a[0], a[0])))),
+    "sigmoid_grad": (2, lambda b, a, c: b.mul(
+        a[1], b.mul(a[0], b.sub(b.const(1.0), a[0])))),
+    # y · (g - dot): the softmax backward
+    "softmax_grad": (3, lambda b, a, c: b.mul(a[0], b.sub(a[1], a[2]))),
+    # g · exp(x - lse): the logsumexp backward
+    "lse_grad": (3, lambda b, a, c: b.mul(
+        a[2], b.math("exp", b.sub(a[0], a[1])))),
+}
+
+
+def _dims(n, prefix="d"):
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def _map(domain, results):
+    return f"affine_map<({', '.join(domain)}) -> ({', '.join(results)})>"
+
+
+def _broadcast_map(domain, out_shape, in_shape):
+    """Map from the output's loops to an operand broadcast numpy-style."""
+    off = len(out_shape) - len(in_shape)
+    res = []
+    for i, d in enumerate(in_shape):
+        if d == 1 and out_shape[off + i] != 1:
+            res.append("0")
+        else:
+            res.append(domain[off + i])
+    return _map(domain, res)
+
+
+def collapse_groups(src, dst):
+    """Reassociation that collapses shape `src` into `dst`, or None."""
+    if not dst:
+        return [] if all(d == 1 for d in src) else None
+    groups, i = [], 0
+    for d in dst:
+        g, p = [], 1
+        while i < len(src) and (p < d or not g):
+            p *= src[i]
+            g.append(i)
+            i += 1
+            if p > d:
+                return None
+        if p != d or not g:
+            return None
+        groups.append(g)
+    while i < len(src):
+        if src[i] != 1:
+            return None
+        groups[-1].append(i)
+        i += 1
+    return groups
+
+
+def _reassoc(groups):
+    return "[" + ", ".join("[" + ", ".join(str(i) for i in g) + "]"
+                           for g in groups) + "]"
+
+
+class FunctionEmitter(Emitter):
+    """Writes the ops of one function. Subclasses optim.Emitter so that the
+    update rules of qcc.optim write into the same body."""
+
+    def __init__(self, locs, inlined=()):
+        super().__init__(prefix="u")
+        self.names = {}
+        self.locs = locs  # Location text -> alias
+        # Elementwise nodes computed inside their single consumer's generic.
+        self.inlined = set(inlined)
+
+    def loc(self, t):
+        if t is None or t.loc is None:
+            return ""
+        return self.loc_text(t.loc)
+
+    def loc_text(self, location):
+        text = location.mlir()
+        alias = self.locs.get(text)
+        if alias is None:
+            alias = f"#loc{len(self.locs)}"
+            self.locs[text] = alias
+        return f" loc({alias})"
+
+    def name(self, t):
+        return self.names[t.index]
+
+    def new(self, hint="v"):
+        return self.fresh(hint)
+
+    def empty(self, shape, dtype):
+        e = self.new("empty")
+        self.emit(f"{e} = tensor.empty() : {type_str(shape, dtype)}")
+        return e
+
+    def filled(self, shape, dtype, value, loc=""):
+        e = self.empty(shape, dtype)
+        c = self.new("cst")
+        self.emit(f"{c} = arith.constant {float_literal(value, dtype)} : {dtype}{loc}")
+        f = self.new("fill")
+        ty = type_str(shape, dtype)
+        self.emit(f"{f} = linalg.fill ins({c} : {dtype}) outs({e} : {ty}) -> {ty}{loc}")
+        return f
+
+    def generic(self, domain_size, iterators, ins, outs, body_fn, loc,
+                captures=(), hint="g"):
+        """ins: [(name, type, map)], outs: [(init name, type, map, dtype)];
+        body_fn(body, in_args, out_args) -> list of yielded values."""
+        dtype = outs[0][3]
+        b = Body(dtype)
+        in_args = [f"%in{i}" for i in range(len(ins))]
+        out_args = [f"%out{i}" for i in range(len(outs))]
+        results = body_fn(b, in_args, out_args)
+        maps = ", ".join([m for _, _, m in ins] + [m for _, _, m, _ in outs])
+        its = ", ".join(f'"{it}"' for it in iterators)
+        names = [self.new(hint) for _ in outs]
+        ins_txt = (f" ins({', '.join(n for n, _, _ in ins)} : "
+                   f"{', '.join(t for _, t, _ in ins)})") if ins else ""
+        out_types = [t for _, t, _, _ in outs]
+        self.emit(f"{', '.join(names)} = linalg.generic {{indexing_maps = [{maps}], "
+                  f"iterator_types = [{its}]}}{ins_txt} outs("
+                  f"{', '.join(n for n, _, _, _ in outs)} : {', '.join(out_types)}) {{")
+        bb = []
+        for a, (_, t, _) in zip(in_args, ins):
+            bb.append(f"{a}: {_elem(t)}")
+        for a, (_, t, _, _) in zip(out_args, outs):
+            bb.append(f"{a}: {_elem(t)}")
+        self.emit(f"^bb0({', '.join(bb)}):")
+        for line in b.lines:
+            self.emit("  " + line)
+        ys = ", ".join(results)
+        self.emit(f"  linalg.yield {ys} : {', '.join(_elem(t) for t in out_types)}")
+        tail = out_types[0] if len(out_types) == 1 else f"({', '.join(out_types)})"
+        self.emit(f"}} -> {tail}{loc}")
+        return names
+
+    # Nodes ----------------------------------------------------------------
+    def node(self, t):
+        if t.index in self.inlined:
+            return
+        fn = getattr(self, "_" + t.op)
+        r = fn(t, self.loc(t))
+        if r is not None:
+            self.names[t.index] = r
+
+    def _arg(self, t, loc):
+        raise AssertionError("arguments are named by the function")
+
+    def _stop_gradient(self, t, loc):
+        return self.name(t.inputs[0])
+
+    def _tuple_get(self, t, loc):
+        return self.names[t.inputs[0].index][t.attrs["index"]]
+
+    def _custom(self, t, loc):
+        return t.attrs["emit"](self, [self.name(x) for x in t.inputs])
+
+    def _full(self, t, loc):
+        return self.filled(t.shape, t.dtype, t.attrs["value"], loc)
+
+    def _fused_operands(self, roots, shape):
+        """Operands of a generic over `shape` that computes `roots`, with
+        the elementwise producers marked for inlining (self.inlined)
+        computed in its body: returns (ins, value) where ins are the
+        (name, type, map) operands and value(b, in_args, node) the body's
+        value of a node."""
+        dom = _dims(len(shape))
+        leaves, order = {}, []
+
+        def collect(x):
+            if x.index in self.inlined:
+                for y in x.inputs:
+                    collect(y)
+            elif not is_bare_scalar(x) and x.index not in leaves:
+                leaves[x.index] = len(order)
+                order.append(x)
+        for r in roots:
+            collect(r)
+        ins = [(self.name(x), tensor_type(x), _broadcast_map(dom, shape, x.shape))
+               for x in order]
+
+        def value(b, in_args, x, memo):
+            if x.index in memo:
+                return memo[x.index]
+            if x.index in self.inlined:
+                _, fn = SCALAR_FNS[x.attrs["fn"]]
+                v = fn(b, [value(b, in_args, y, memo) for y in x.inputs],
+                       x.attrs["consts"])
+            elif is_bare_scalar(x):
+                v = self.name(x)
+            else:
+                v = in_args[leaves[x.index]]
+            memo[x.index] = v
+            return v
+        return ins, value
+
+    def _ew(self, t, loc):
+        arity, fn = SCALAR_FNS[t.attrs["fn"]]
+        assert arity == len(t.inputs), t.attrs["fn"]
+        shape = t.shape
+        dom = _dims(len(shape))
+        ins, value = self._fused_operands(t.inputs, shape)
+        out = self.empty(shape, t.dtype)
+        ty = type_str(shape, t.dtype)
+
+        def body(b, in_args, out_args):
+            memo = {}
+            args = [value(b, in_args, x, memo) for x in t.inputs]
+            return [fn(b, args, t.attrs["consts"])]
+        return self.generic(len(shape), ["parallel"] * len(shape), ins,
+                            [(out, ty, _map(dom, dom), t.dtype)], body, loc)[0]
+
+    def _reduce(self, t, loc, kind):
+        x = t.inputs[0]
+        axes = t.attrs["axes"]
+        dom = _dims(x.ndim)
+        init_value = 0.0 if kind == "sum" else -math.inf
+        init = self.filled(t.shape, t.dtype, init_value, loc)
+        its = ["reduction" if i in axes else "parallel" for i in range(x.ndim)]
+        out_map = _map(dom, [d for i, d in enumerate(dom) if i not in axes])
+        ins, value = self._fused_operands([x], x.shape)
+
+        def body(b, ia, oa):
+            v = value(b, ia, x, {})
+            if kind == "sum":
+                return [b.add(oa[0], v)]
+            return [b.op("arith.maximumf", oa[0], v)]
+        return self.generic(x.ndim, its, ins,
+                            [(init, tensor_type(t), out_map, t.dtype)], body, loc)[0]
+
+    def _sum(self, t, loc):
+        return self._reduce(t, loc, "sum")
+
+    def _max(self, t, loc):
+        return self._reduce(t, loc, "max")
+
+    def reshape_value(self, name, src, dst, dtype, loc=""):
+        if tuple(src) == tuple(dst):
+            return name
+        g = collapse_groups(list(src), list(dst))
+        r = self.new("reshape")
+        if g is not None:
+            self.emit(f"{r} = tensor.collapse_shape {name} {_reassoc(g)} : "
+                      f"{type_str(src, dtype)} into {type_str(dst, dtype)}{loc}")
+            return r
+        g = collapse_groups(list(dst), list(src))
+        if g is not None:
+            self.emit(f"{r} = tensor.expand_shape {name} {_reassoc(g)} output_shape "
+                      f"[{', '.join(str(d) for d in dst)}] : {type_str(src, dtype)} "
+                      f"into {type_str(dst, dtype)}{loc}")
+            return r
+        n = 1
+        for d in src:
+            n *= d
+        flat = self.reshape_value(name, src, (n,), dtype, loc)
+        return self.reshape_value(flat, (n,), dst, dtype, loc)
+
+    def _reshape(self, t, loc):
+        x = t.inputs[0]
+        return self.reshape_value(self.name(x), x.shape, t.shape, t.dtype, loc)
+
+    def transpose_value(self, name, shape, perm, dtype, loc=""):
+        out_shape = tuple(shape[p] for p in perm)
+        e = self.empty(out_shape, dtype)
+        r = self.new("transpose")
+        self.emit(f"{r} = linalg.transpose ins({name} : {type_str(shape, dtype)}) "
+                  f"outs({e} : {type_str(out_shape, dtype)}) permutation = "
+                  f"[{', '.join(str(p) for p in perm)}]{loc}")
+        return r
+
+    def _permute(self, t, loc):
+        x = t.inputs[0]
+        return self.transpose_value(self.name(x), x.shape, t.attrs["perm"],
+                                    t.dtype, loc)
+
+    def _einsum(self, t, loc):
+        a, b = t.inputs
+        sa, sb, so = t.attrs["spec"]
+        letters = []
+        for c in sa + sb:
+            if c not in letters:
+                letters.append(c)
+        reds = [c for c in letters if c not in so]
+        size = {}
+        for s, x in ((sa, a), (sb, b)):
+            for c, d in zip(s, x.shape):
+                size[c] = d
+        init = self.filled(t.shape, t.dtype, 0.0, loc)
+        oty = tensor_type(t)
+        if (len(sa) == len(sb) == len(so) == 2 and len(reds) == 1):
+            if so[0] not in sa:  # linalg.matmul reads the output's rows from A
+                a, b, sa, sb = b, a, sb, sa
+            dom = [so[0], so[1], reds[0]]
+            idx = {c: f"d{i}" for i, c in enumerate(dom)}
+            dd = ["d0", "d1", "d2"]
+            maps = [_map(dd, [idx[c] for c in s]) for s in (sa, sb, so)]
+            r = self.new("matmul")
+            self.emit(f"{r} = linalg.matmul indexing_maps = [{', '.join(maps)}] "
+                      f"ins({self.name(a)}, {self.name(b)} : {tensor_type(a)}, "
+                      f"{tensor_type(b)}) outs({init} : {oty}) -> {oty}{loc}")
+            return r
+        inner = so[-1] if so else None
+        operands = []
+        for s, x in ((sa, a), (sb, b)):
+            name, shape = self.name(x), x.shape
+            if inner and inner in s and s[-1] != inner:
+                perm = [i for i, c in enumerate(s) if c != inner] + [s.index(inner)]
+                name = self.transpose_value(name, shape, perm, x.dtype, loc)
+                s = "".join(s[p] for p in perm)
+                shape = tuple(shape[p] for p in perm)
+            operands.append((name, s, shape))
+        order = (list(so[:-1]) + reds + ([inner] if inner else []))
+        idx = {c: f"d{i}" for i, c in enumerate(order)}
+        dom = [idx[c] for c in order]
+        ins = [(n, type_str(shape, t.dtype), _map(dom, [idx[c] for c in s]))
+               for n, s, shape in operands]
+        its = ["reduction" if c in reds else "parallel" for c in order]
+
+        def body(bd, ia, oa):
+            return [bd.add(oa[0], bd.mul(ia[0], ia[1]))]
+        return self.generic(len(order), its, ins,
+                            [(init, oty, _map(dom, [idx[c] for c in so]), t.dtype)],
+                            body, loc)[0]
+
+    def _dequant(self, t, loc):
+        w = t.inputs[0]
+        r = self.new("dequant")
+        self.emit(f"{r} = qcc.dequant {self.name(w)} : {tensor_type(w)} -> "
+                  f"{tensor_type(t)}{loc}")
+        return r
+
+    def _qmatmul(self, t, loc, orientation):
+        x, w = t.inputs
+        r = self.new("qmatmul")
+        self.emit(f"{r} = qcc.qmatmul {orientation} {self.name(x)}, {self.name(w)} : "
+                  f"{tensor_type(x)}, {tensor_type(w)} -> {tensor_type(t)}{loc}")
+        return r
+
+    def _qlinear(self, t, loc):
+        return self._qmatmul(t, loc, "fwd")
+
+    def _qlinear_bwd(self, t, loc):
+        return self._qmatmul(t, loc, "bwd")
+
+    def _gather(self, t, loc):
+        table, ids = t.inputs
+        dom = _dims(t.ndim)
+        out = self.empty(t.shape, t.dtype)
+        tname = self.name(table)
+        tty = tensor_type(table)
+
+        def body(b, ia, oa):
+            i = b.raw(lambda r: f"{r} = arith.index_cast {ia[0]} : {ids.dtype} to index")
+            j = b.index(t.ndim - 1)
+            return [b.raw(lambda r: f"{r} = tensor.extract {tname}[{i}, {j}] : {tty}")]
+        return self.generic(t.ndim, ["parallel"] * t.ndim,
+                            [(self.name(ids), tensor_type(ids), _map(dom, dom[:-1]))],
+                            [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
+
+    def _one_hot(self, t, loc):
+        ids = t.inputs[0]
+        dom = _dims(t.ndim)
+        out = self.empty(t.shape, t.dtype)
+
+        def body(b, ia, oa):
+            i = b.raw(lambda r: f"{r} = arith.index_cast {ia[0]} : {ids.dtype} to index")
+            j = b.index(t.ndim - 1)
+            eq = b.cmpi("eq", i, j)
+            return [b.select(eq, b.const(1.0), b.const(0.0))]
+        return self.generic(t.ndim, ["parallel"] * t.ndim,
+                            [(self.name(ids), tensor_type(ids), _map(dom, dom[:-1]))],
+                            [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
+
+    def _take_last(self, t, loc):
+        x, ids = t.inputs
+        dom = _dims(t.ndim)
+        out = self.empty(t.shape, t.dtype)
+        xname, xty = self.name(x), tensor_type(x)
+
+        def body(b, ia, oa):
+            i = b.raw(lambda r: f"{r} = arith.index_cast {ia[0]} : {ids.dtype} to index")
+            idx = [b.index(k) for k in range(t.ndim)] + [i]
+            return [b.raw(lambda r: f"{r} = tensor.extract {xname}[{', '.join(idx)}] : {xty}")]
+        return self.generic(max(t.ndim, 0), ["parallel"] * t.ndim,
+                            [(self.name(ids), tensor_type(ids), _map(dom, dom))],
+                            [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
+
+    def _row_stats(self, x, loc, causal=False):
+        """(max, Σ exp(x - max)) over the last axis, masked when causal."""
+        dom = _dims(x.ndim)
+        rows = x.shape[:-1]
+        its = ["parallel"] * (x.ndim - 1) + ["reduction"]
+        row_map = _map(dom, dom[:-1])
+        xty = tensor_type(x)
+        mty = type_str(rows, x.dtype)
+
+        def masked(b):
+            i, j = b.index(x.ndim - 2), b.index(x.ndim - 1)
+            return b.cmpi("ugt", j, i)
+
+        def max_body(b, ia, oa):
+            m = b.op("arith.maximumf", oa[0], ia[0])
+            if causal:
+                m = b.select(masked(b), oa[0], m)
+            return [m]
+        m_init = self.filled(rows, x.dtype, -math.inf, loc)
+        m = self.generic(x.ndim, its, [(self.name(x), xty, _map(dom, dom))],
+                         [(m_init, mty, row_map, x.dtype)], max_body, loc)[0]
+
+        def sum_body(b, ia, oa):
+            e = b.math("exp", b.sub(ia[0], ia[1]))
+            if causal:
+                e = b.select(masked(b), b.const(0.0), e)
+            return [b.add(oa[0], e)]
+        s_init = self.filled(rows, x.dtype, 0.0, loc)
+        s = self.generic(x.ndim, its, [(self.name(x), xty, _map(dom, dom)),
+                                       (m, mty, row_map)],
+                         [(s_init, mty, row_map, x.dtype)], sum_body, loc)[0]
+        return m, s
+
+    def _logsumexp(self, t, loc):
+        x = t.inputs[0]
+        m, s = self._row_stats(x, loc)
+        dom = _dims(t.ndim)
+        out = self.empty(t.shape, t.dtype)
+        ty = tensor_type(t)
+        return self.generic(t.ndim, ["parallel"] * t.ndim,
+                            [(m, ty, _map(dom, dom)), (s, ty, _map(dom, dom))],
+                            [(out, ty, _map(dom, dom), t.dtype)],
+                            lambda b, ia, oa: [b.add(ia[0], b.math("log", ia[1]))],
+                            loc)[0]
+
+    def _softmax(self, t, loc):
+        x = t.inputs[0]
+        causal = t.attrs["causal"]
+        m, s = self._row_stats(x, loc, causal)
+        dom = _dims(t.ndim)
+        out = self.empty(t.shape, t.dtype)
+        ty = tensor_type(t)
+        rty = type_str(x.shape[:-1], x.dtype)
+        row_map = _map(dom, dom[:-1])
+
+        def body(b, ia, oa):
+            y = b.div(b.math("exp", b.sub(ia[0], ia[1])), ia[2])
+            if causal:
+                i, j = b.index(t.ndim - 2), b.index(t.ndim - 1)
+                y = b.select(b.cmpi("ugt", j, i), b.const(0.0), y)
+            return [y]
+        return self.generic(t.ndim, ["parallel"] * t.ndim,
+                            [(self.name(x), ty, _map(dom, dom)), (m, rty, row_map),
+                             (s, rty, row_map)],
+                            [(out, ty, _map(dom, dom), t.dtype)], body, loc)[0]
+
+    def _rope(self, t, loc):
+        x = t.inputs[0]
+        a = t.attrs
+        n_rot, head = a["n_rot"], x.shape[3]
+        dom = _dims(4)
+        out = self.empty(t.shape, t.dtype)
+        xname, xty = self.name(x), tensor_type(x)
+        log_theta = math.log(a["theta"])
+
+        def body(b, ia, oa):
+            bi, ti, hi, di = (b.index(k) for k in range(4))
+            c = lambda v: b.const(v, "index")
+            if a["mode"] == "normal":
+                pair = b.iop("divui", di, c(2))
+                partner = b.iop("xori", di, c(1))
+                second = b.cmpi("eq", b.iop("andi", di, c(1)), c(1))
+            else:
+                half = n_rot // 2
+                second = b.cmpi("uge", di, c(half))
+                pair = b.select(second, b.iop("subi", di, c(half)), di, "index")
+                partner = b.select(second, b.iop("subi", di, c(half)),
+                                   b.iop("addi", di, c(half)), "index")
+            rotated = b.cmpi("ult", di, c(n_rot))
+            partner = b.select(rotated, partner, di, "index")
+            xp = b.raw(lambda r: f"{r} = tensor.extract {xname}[{bi}, {ti}, {hi}, "
+                                 f"{partner}] : {xty}")
+            # angle = p · freq_scale · theta^(-2i/n_rot)
+            pf, jf = b.index_to_float(ti), b.index_to_float(pair)
+            inv = b.math("exp", b.mul(jf, b.const(-2.0 * log_theta / n_rot)))
+            ang = b.mul(b.mul(pf, b.const(a["freq_scale"])), inv)
+            cs, sn = b.math("cos", ang), b.math("sin", ang)
+            sgn = b.select(second, b.const(a["sign"]), b.const(-a["sign"]))
+            y = b.add(b.mul(ia[0], cs), b.mul(b.mul(sgn, sn), xp))
+            return [b.select(rotated, y, ia[0])]
+        del head
+        return self.generic(4, ["parallel"] * 4, [(xname, xty, _map(dom, dom))],
+                            [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
+
+    def _concat(self, t, loc):
+        axis = t.attrs["axis"]
+        cur = self.empty(t.shape, t.dtype)
+        off = 0
+        for x in t.inputs:
+            offs = ["0"] * t.ndim
+            offs[axis] = str(off)
+            r = self.new("concat")
+            self.emit(f"{r} = tensor.insert_slice {self.name(x)} into {cur}"
+                      f"[{', '.join(offs)}] [{', '.join(str(d) for d in x.shape)}] "
+                      f"[{', '.join('1' for _ in x.shape)}] : {tensor_type(x)} into "
+                      f"{tensor_type(t)}{loc}")
+            cur = r
+            off += x.shape[axis]
+        return cur
+
+
+def _elem(ty):
+    if ty.startswith("tensor<"):
+        inner = ty[len("tensor<"):-1]
+        return inner.split("x")[-1]
+    return ty
+
+
+def _attr_text(key, value):
+    if isinstance(value, bool):
+        return f"{key}" if value else ""
+    if isinstance(value, str):
+        return f'{key} = "{value}"'
+    if isinstance(value, float):
+        return f"{key} = {float_literal(value, 'f32')} : f32"
+    if isinstance(value, int):
+        return f"{key} = {value} : i64"
+    raise TypeError(f"attribute {key}: {value!r}")
+
+
+def _arg_attrs(t):
+    attrs = {"qcc.name": t.attrs["name"], "qcc.role": t.attrs["role"]}
+    for k, v in t.attrs.get("extra", {}).items():
+        if k == "scalar":
+            continue
+        attrs[k] = v
+    return "{" + ", ".join(_attr_text(k, v) for k, v in attrs.items()) + "}"
+
+
+def live_nodes(outputs):
+    """Indices of the nodes `outputs` depend on."""
+    live, stack = set(), list(outputs)
+    while stack:
+        t = stack.pop()
+        if t.index in live:
+            continue
+        live.add(t.index)
+        stack.extend(t.inputs)
+    return live
+
+
+FUSE_ELEMENTWISE = True
+
+
+class Function:
+    """One func.func: `args` (leaves, in order; by default every live
+    argument of the graph in declaration order) and `results`, a list of
+    tensors or (tensor, name[, role]) tuples."""
+
+    def __init__(self, name, results, args=None, graph=None):
+        self.name = name
+        self.results = []
+        for r in results:
+            if isinstance(r, Tensor):
+                r = (r, None, None)
+            elif len(r) == 2:
+                r = (r[0], r[1], None)
+            self.results.append(r)
+        outs = [r[0] for r in self.results]
+        self.graph = graph or outs[0].graph
+        self.live = live_nodes(outs)
+        if args is None:
+            args = [a for a in self.graph.args if a.index in self.live]
+        self.args = list(args)
+
+    def fusion(self):
+        """Elementwise nodes to compute inside their consumer: used once, by
+        an elementwise op of the same shape or a sum over their shape, and
+        not a result. Fewer loops and fewer tensors in memory."""
+        uses = {}
+        for t in self.graph.nodes:
+            if t.index in self.live:
+                for x in t.inputs:
+                    uses[x.index] = uses.get(x.index, 0) + 1
+        for t, _, _ in self.results:
+            uses[t.index] = uses.get(t.index, 0) + 2
+        inlined = set()
+        for t in self.graph.nodes:
+            if t.index not in self.live or t.op not in ("ew", "sum", "max"):
+                continue
+            inputs = t.inputs
+            for x in inputs:
+                if (x.op == "ew" and uses.get(x.index) == 1 and x.dtype == t.dtype
+                        and x.shape == (t.shape if t.op == "ew" else t.inputs[0].shape)):
+                    inlined.add(x.index)
+        return inlined
+
+    def text(self, locs):
+        em = FunctionEmitter(locs, self.fusion() if FUSE_ELEMENTWISE else ())
+        sig = []
+        for i, a in enumerate(self.args):
+            em.names[a.index] = f"%arg{i}"
+            sig.append(f"%arg{i}: {tensor_type(a)} {_arg_attrs(a)}")
+        for t in self.graph.nodes:
+            if t.index in self.live and t.index not in em.names:
+                if t.op == "arg":
+                    raise ValueError(f"function {self.name} uses argument "
+                                     f"'{t.attrs['name']}' it does not declare")
+                em.node(t)
+        rtypes = []
+        for t, name, role in self.results:
+            attrs = []
+            if name:
+                attrs.append(f'qcc.name = "{name}"')
+            if role:
+                attrs.append(f'qcc.role = "{role}"')
+            rt = type_str(t.shape, t.dtype)
+            rtypes.append(rt + (" {" + ", ".join(attrs) + "}" if attrs else ""))
+        lines = [f"func.func @{self.name}({', '.join(sig)})"
+                 f" -> ({', '.join(rtypes)}) {{"]
+        lines += em.lines
+        rets = ", ".join(em.name(t) for t, _, _ in self.results)
+        types = ", ".join(type_str(t.shape, t.dtype) for t, _, _ in self.results)
+        lines.append(f"  return {rets} : {types}")
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def module(functions):
+    """The MLIR text of a module holding `functions`, location aliases
+    first."""
+    locs = {}
+    bodies = [f.text(locs) for f in functions]
+    head = [f"{alias} = loc({text})" for text, alias in locs.items()]
+    return "\n".join(head + [""] + bodies) + "\n"

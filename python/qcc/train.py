@@ -1,0 +1,309 @@
+"""One training step of a model as one MLIR function.
+
+`build_train_step(model, batch, seq, options)` traces the model's forward
+pass on a batch of token ids, the mean cross-entropy of the next tokens,
+its backward pass (qcc.autodiff) and, for every trainable tensor, the
+update:
+
+- a quantized weight W (any GGUF block format): the gradient with respect
+  to Ŵ (a contraction gyᵀ·x), the straight-through estimator
+  `qcc.ste_grad MODE`, the optimizer rule as elementwise linalg (qcc.optim,
+  moments in bf16 by default), and `qcc.carry_update` with a dense (bf16 or
+  f32) or Johnson-Lindenstrauss carry; the compiler fuses the chain into one
+  `qcc.weight_update` that never materializes the f32 gradient. With
+  carry "none" the update is `qcc.requant(Ŵ + delta)` (plain requantization,
+  for comparison: updates smaller than a quantization step are lost);
+- a float tensor (norm weights, biases, f32 weights, LoRA matrices): the
+  optimizer rule with f32 moments, W + delta.
+
+Entry `train_step` (docs/runtime.md roles):
+
+| argument | role | |
+|---|---|---|
+| tokens, targets | input | i32 [B, T]: targets[b, t] = tokens[b, t + 1] of the text |
+| lr, adam.bc1, adam.bc2 | input | f32 scalars: learning rate; 1 - β1ᵗ, 1 - β2ᵗ (AdamW) |
+| the model's weights | weight | by GGUF name; trainable ones come back as results |
+| NAME.carry, NAME.adam_m, NAME.adam_v, NAME.momentum | state | zero at the start |
+| NAME.lora_a, NAME.lora_b | param | LoRA (qcc.init, qcc.lora.* attributes) |
+
+Results: `loss` (tensor<f32>, mean nats per token) first, then every
+updated weight, param and state under its argument's name.
+"""
+
+from dataclasses import dataclass, field
+
+from . import autodiff, emit, ir, optim
+from . import functional as F
+from .ir import Location
+
+
+@dataclass
+class TrainOptions:
+    method: str = "full"            # "full" or "lora"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple = ("attn_q", "attn_k", "attn_v", "attn_output")
+    optimizer: str = "adamw"        # "adamw", "momentum" or "sgd"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0       # on 2-D weights only
+    momentum: float = 0.9
+    ste: str = "identity"           # "identity", "clipped" or "ewgs"
+    ste_threshold: float = 1.0
+    ste_lambda: float = 0.1
+    carry: str = "bf16"             # "bf16", "f32", "jl" or "none"
+    jl_dim: int = 16
+    jl_chunk: int = 256
+    jl_seed: int = 0
+    state_dtype: str = "bf16"       # optimizer moments of quantized weights
+    train_norms: bool = True
+
+    def validate(self):
+        checks = [
+            (self.method in ("full", "lora"), f"method {self.method!r}"),
+            (self.optimizer in ("adamw", "momentum", "sgd"),
+             f"optimizer {self.optimizer!r}"),
+            (self.ste in ("identity", "clipped", "ewgs"), f"ste {self.ste!r}"),
+            (self.carry in ("bf16", "f32", "jl", "none"), f"carry {self.carry!r}"),
+            (self.state_dtype in ("bf16", "f32"),
+             f"state dtype {self.state_dtype!r}"),
+            (self.lora_rank > 0, f"LoRA rank {self.lora_rank}"),
+        ]
+        if self.ste == "lsq":
+            raise ValueError(
+                "unsupported training option: ste 'lsq' (the dialect computes "
+                "block-scale gradients, but a stable scale optimizer needs each "
+                "block's scale, which the IR cannot read; use identity, clipped "
+                "or ewgs)")
+        for ok, what in checks:
+            if not ok:
+                raise ValueError(f"unsupported training option: {what}")
+
+
+@dataclass
+class StepProgram:
+    """The MLIR of a step and what the host needs to drive it."""
+    text: str
+    entry: str
+    batch: int
+    seq: int
+    vocab: int
+    scalars: list
+    trainable: list = field(default_factory=list)
+    options: TrainOptions = None
+
+
+LORA_KEYS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
+             "ffn_up", "ffn_down", "output")
+
+
+def _here(name):
+    loc = ir.user_location()
+    return Location(*loc, name=name)
+
+
+class _Updater:
+    """Emits the update of one trainable tensor through ir.custom."""
+
+    def __init__(self, g, opts, lr, bc1, bc2):
+        self.g, self.o, self.lr, self.bc1, self.bc2 = g, opts, lr, bc1, bc2
+
+    def scalars(self):
+        return [s for s in (self.lr, self.bc1, self.bc2) if s is not None]
+
+    def states(self, leaf, dtype):
+        o, g, n, s = self.o, self.g, leaf.attrs["name"], leaf.shape
+        if o.optimizer == "adamw":
+            return [g.arg(n + ".adam_m", s, dtype, role="state"),
+                    g.arg(n + ".adam_v", s, dtype, role="state")]
+        if o.optimizer == "momentum":
+            return [g.arg(n + ".momentum", s, dtype, role="state")]
+        return []
+
+    def rule(self, em, grad, states, w_f32, shape, state_dtype, decay):
+        """delta and new states from the optimizer (qcc.optim)."""
+        o = self.o
+        lr = em.name(self.lr)
+        if o.optimizer == "adamw":
+            d, m2, v2 = optim.adamw(
+                em, grad, states[0], states[1], lr, shape, em.name(self.bc1),
+                em.name(self.bc2), o.beta1, o.beta2, o.eps,
+                weight_decay=o.weight_decay if decay else 0.0,
+                w=w_f32 if decay and o.weight_decay else None,
+                state_dtype=state_dtype)
+            return d, [m2, v2]
+        if o.optimizer == "momentum":
+            d, m2 = optim.momentum(em, grad, states[0], lr, o.momentum, shape,
+                                   state_dtype)
+            return d, [m2]
+        return optim.sgd(em, grad, lr, shape), []
+
+    def quantized(self, w, grad):
+        o, g, name = self.o, self.g, w.attrs["name"]
+        shape, qty = w.shape, emit.type_str(w.shape, w.dtype)
+        fty = emit.type_str(shape, "f32")
+        carry_shape, jl = shape, ""
+        if o.carry == "jl":
+            k = shape[-1]
+            if k % o.jl_chunk:
+                raise ValueError(f"{name}: {k} columns are not a multiple of "
+                                 f"the JL chunk {o.jl_chunk}")
+            carry_shape = shape[:-1] + ((k // o.jl_chunk) * o.jl_dim,)
+            jl = (f" {{jl = #qcc.jl<dim = {o.jl_dim}, chunk = {o.jl_chunk}, "
+                  f"seed = {o.jl_seed}>}}")
+        carry_dtype = "f32" if o.carry == "f32" else "bf16"
+        ins = [grad, w]
+        carry = None
+        if o.carry != "none":
+            carry = g.arg(name + ".carry", carry_shape, carry_dtype, role="state")
+            ins.append(carry)
+        states = self.states(w, o.state_dtype)
+        base = len(ins)
+        ins += states + self.scalars()
+        decay = len(shape) == 2
+        n_states = len(states)
+        loc = _here(f"update {name}")
+
+        def write(em, names):
+            gname, wname = names[0], names[1]
+            cname = names[2] if carry is not None else None
+            snames = names[base:base + n_states]
+            lc = em.loc_text(loc)
+            d = em.fresh("ste")
+            attrs, residual = "", ""
+            if o.ste == "clipped":
+                attrs = f" {{threshold = {emit.float_literal(o.ste_threshold, 'f32')} : f32}}"
+            elif o.ste == "ewgs":
+                attrs = f" {{lambda = {emit.float_literal(o.ste_lambda, 'f32')} : f32}}"
+            if o.ste != "identity" and cname and not jl:
+                residual = (f" residual({cname} : "
+                            f"{emit.type_str(carry_shape, carry_dtype)})")
+            em.emit(f"{d} = qcc.ste_grad {o.ste} {gname}, {wname}{residual}{attrs} "
+                    f": {fty}, {qty} -> {fty}{lc}")
+            wf = em.fresh("w")
+            em.emit(f"{wf} = qcc.dequant {wname} : {qty} -> {fty}{lc}")
+            delta, new_states = self.rule(em, d, snames, wf, shape,
+                                          o.state_dtype, decay)
+            if cname is None:
+                def add(a):
+                    b = optim._Body("lat")
+                    return b.lines, [b.op("arith.addf", a[0], a[1])]
+                latent = em.elementwise([(wf, "f32"), (delta, "f32")], shape,
+                                        ["f32"], add, hint="latent")[0]
+                w2 = em.fresh("requant")
+                em.emit(f"{w2} = qcc.requant {latent} : {fty} -> {qty}{lc}")
+                return [w2] + new_states
+            w2, c2 = em.fresh("w"), em.fresh("carry")
+            em.emit(f"{w2}, {c2} = qcc.carry_update {wname}, {cname}, {delta}{jl} "
+                    f": {qty}, {emit.type_str(carry_shape, carry_dtype)}, {fty}{lc}")
+            return [w2, c2] + new_states
+        outs = [(shape, w.dtype)]
+        results = [(name, None)]
+        if carry is not None:
+            outs.append((carry_shape, carry_dtype))
+            results.append((carry.attrs["name"], "state"))
+        for s in states:
+            outs.append((s.shape, s.dtype))
+            results.append((s.attrs["name"], "state"))
+        vals = ir.custom(ins, outs, write, loc)
+        return list(zip(vals, results))
+
+    def float(self, p, grad):
+        name, shape = p.attrs["name"], p.shape
+        states = self.states(p, "f32")
+        decay = len(shape) == 2
+        loc = _here(f"update {name}")
+
+        def write(em, names):
+            gname, pname = names[0], names[1]
+            delta, new_states = self.rule(em, gname, names[2:2 + len(states)],
+                                          pname, shape, "f32", decay)
+
+            def add(a):
+                b = optim._Body("upd")
+                return b.lines, [b.op("arith.addf", a[0], a[1])]
+            p2 = em.elementwise([(pname, "f32"), (delta, "f32")], shape, ["f32"],
+                                add, hint="upd")[0]
+            return [p2] + new_states
+        outs = [(shape, "f32")] + [(s.shape, s.dtype) for s in states]
+        results = [(name, None)] + [(s.attrs["name"], "state") for s in states]
+        vals = ir.custom([grad, p] + states + self.scalars(), outs, write, loc)
+        return list(zip(vals, results))
+
+
+def _mark_lora(model, opts):
+    if not hasattr(model, "linear_layers"):
+        raise ValueError("LoRA needs a model with linear_layers() (e.g. "
+                         "qcc.models.llama.Llama)")
+    keys = set(opts.lora_targets)
+    bad = keys - set(LORA_KEYS)
+    if bad:
+        raise ValueError(f"unknown LoRA target(s) {sorted(bad)}; choose from "
+                         f"{', '.join(LORA_KEYS)}")
+    for p in model.parameters():
+        p.trainable = False
+    n = 0
+    for key, lin in model.linear_layers():
+        if key in keys:
+            lin.lora(opts.lora_rank, opts.lora_alpha)
+            n += 1
+    if not n:
+        raise ValueError("no layer matches the LoRA targets")
+
+
+def build_train_step(model, batch, seq, opts=None, entry="train_step",
+                     vocab=None):
+    """The training step of `model` (a qcc.models.llama.Llama, or any
+    nn.Module mapping i32 tokens [B, T] to logits [B, T, V]; V is
+    model.cfg.vocab unless `vocab` is given) as a StepProgram."""
+    opts = opts or TrainOptions()
+    opts.validate()
+    if opts.method == "lora":
+        _mark_lora(model, opts)
+    elif not opts.train_norms:
+        for p in model.parameters():
+            if len(p.shape) == 1:
+                p.trainable = False
+    vocab = vocab or model.cfg.vocab
+    with ir.Graph("f32") as g:
+        tokens = g.input("tokens", (batch, seq), "i32")
+        targets = g.input("targets", (batch, seq), "i32")
+        logits = model(tokens)
+        loss = F.cross_entropy(logits.reshape(batch * seq, vocab),
+                               targets.reshape(batch * seq))
+        lr = g.scalar("lr", "f32")
+        scalars = ["lr"]
+        bc1 = bc2 = None
+        if opts.optimizer == "adamw":
+            bc1, bc2 = g.scalar("adam.bc1", "f32"), g.scalar("adam.bc2", "f32")
+            scalars += ["adam.bc1", "adam.bc2"]
+        leaves = [g._param_leaves[id(p)] for p in model.parameters()
+                  if p.trainable and id(p) in g._param_leaves]
+        grads = autodiff.grad(loss, leaves)
+        up = _Updater(g, opts, lr, bc1, bc2)
+        results = [(loss, "loss", None)]
+        trainable = []
+        for leaf, gr in zip(leaves, grads):
+            if gr is None:
+                continue
+            if leaf.quantized:
+                pairs = up.quantized(leaf, gr)
+            else:
+                pairs = up.float(leaf, gr)
+            trainable.append(leaf.attrs["name"])
+            for val, (name, role) in pairs:
+                results.append((val, name, role))
+        fn = emit.Function(entry, results, graph=g)
+        text = emit.module([fn])
+    return StepProgram(text, entry, batch, seq, vocab, scalars, trainable, opts)
+
+
+def build_forward(model, batch, seq, entry="forward"):
+    """`forward(tokens [B, T]) -> logits [B, T, V]`, weights frozen (bound
+    zero-copy by the runtime): for evaluation and sampling."""
+    with ir.Graph("f32") as g:
+        tokens = g.input("tokens", (batch, seq), "i32")
+        logits = model(tokens)
+        text = emit.module([emit.Function(entry, [(logits, "logits")], graph=g)])
+    return text
