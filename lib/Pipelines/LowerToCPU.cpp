@@ -50,6 +50,9 @@ void mlir::qcc::buildLowerToCPUPipeline(OpPassManager &pm,
   // memref.alloca_scope, which must be lowered while it still has one block.
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
+  // The few-rows qmatmul's vector decoders (QMatmulSmallN.cpp); their
+  // reductions carry their own fast-math flags.
+  pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(createConvertMathToLLVMPass());
