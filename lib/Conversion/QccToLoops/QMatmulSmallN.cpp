@@ -41,10 +41,13 @@ constexpr int64_t kChunkElems = 128;
 /// core; 1-4 KiB ahead or into L1 helped less.
 constexpr int64_t kPrefetchAhead = 16384;
 /// Backward: the widest strip of dx columns per parallel iteration, in
-/// f32 elements summed over the activation rows (16 KiB of accumulators),
+/// f32 elements summed over the activation rows (16 KiB per buffer),
 /// and the number of strips to aim for so that every thread has work.
 constexpr int64_t kStripAccElems = 4096;
 constexpr int64_t kMinStrips = 8;
+/// Backward: W rows summed in one accumulator before it is added to the
+/// strip's total.
+constexpr int64_t kRowBlock = 64;
 
 struct Shape {
   QuantFormat format;
@@ -74,11 +77,6 @@ Value addIdx(OpBuilder &b, Location loc, Value a, Value c) {
 }
 Value mulIdx(OpBuilder &b, Location loc, Value a, int64_t c) {
   return arith::MulIOp::create(b, loc, a, cIndex(b, loc, c));
-}
-Value zeroVec(OpBuilder &b, Location loc) {
-  auto t = VectorType::get({kLanes}, b.getF32Type());
-  return arith::ConstantOp::create(
-      b, loc, t, DenseElementsAttr::get(t, b.getF32FloatAttr(0)));
 }
 
 std::string shapeName(MemRefType t) {
@@ -153,69 +151,157 @@ void prefetch(OpBuilder &b, Location loc, Value bytes, Value byte,
   }
 }
 
+/// The scaled-code form of the format (VectorDecode.h), if it has one.
+struct Codes {
+  int64_t group;      // G
+  int64_t numGroups;  // per block
+  bool hasOffsets;
+};
+
+std::optional<Codes> codesOf(const Shape &s) {
+  bool hasOffsets;
+  std::optional<int64_t> group = getCodeGroup(s.format, hasOffsets);
+  if (!group)
+    return std::nullopt;
+  return Codes{*group, s.blockElems / *group, hasOffsets};
+}
+
+VectorType vecF(OpBuilder &b, int64_t n = kLanes) {
+  return VectorType::get({n}, b.getF32Type());
+}
+
+Value zeros(OpBuilder &b, Location loc, int64_t n = kLanes) {
+  return arith::ConstantOp::create(
+      b, loc, vecF(b, n), DenseElementsAttr::get(vecF(b, n),
+                                                 b.getF32FloatAttr(0)));
+}
+
+Value fma(OpBuilder &b, Location loc, Value x, Value y, Value acc) {
+  return vector::FMAOp::create(b, loc, x, y, acc);
+}
+
+/// Lane `i` of `v` in all 16 lanes.
+Value laneSplat(OpBuilder &b, Location loc, Value v, int64_t i) {
+  return vector::BroadcastOp::create(b, loc, vecF(b),
+                                     vector::ExtractOp::create(b, loc, v, i));
+}
+
 //===----------------------------------------------------------------------===//
 // Forward
 //===----------------------------------------------------------------------===//
 
+/// The accumulators of a forward row: `chains` independent vector<16xf32>
+/// chains per activation row (so the FMA latency is hidden even for one
+/// row), then, for formats with offsets, one vector<numGroups> per row of
+/// Σ offset · Σx.
+struct FwdAccs {
+  int64_t m, chains;
+  SmallVector<Value> v;
+  int64_t next = 0;
+  int64_t nextChain() { return next++ % chains; }
+  Value &main(int64_t i, int64_t c) { return v[i * chains + c]; }
+  Value &corr(int64_t i) { return v[m * chains + i]; }
+};
+
 /// Body of the forward function: for W rows j in [j0, j1),
-/// out[r0 + i, j] = Σ_t x[r0 + i, t] · W[w0 + j, t] for i < m.
+/// out[r0 + i, j] = Σ_t x[r0 + i, t] · W[w0 + j, t] for i < m. `xs` (for
+/// formats with offsets) holds the sums of x per group: row i's at
+/// xs[i, t / G].
 LogicalResult buildForward(OpBuilder &b, Location loc, const Shape &s,
                            int64_t m, ValueRange args) {
   Value bytes = args[0], x = args[1], out = args[2];
   Value j0 = args[3], j1 = args[4], r0 = args[5], w0 = args[6];
-  std::optional<DotKernelInfo> dot = getDotKernel(s.format);
-  // x sums of the dot kernel: row i's at xs[i, t / G].
-  Value xs = dot && dot->xsumGroup ? args[7] : Value();
+  std::optional<Codes> codes = codesOf(s);
+  Value xs = codes && codes->hasOffsets ? args[7] : Value();
   Type outElem = cast<MemRefType>(out.getType()).getElementType();
-  // Independent accumulation chains per activation row, so the FMA latency
-  // is hidden even for one row.
   int64_t chains = m == 1 ? 4 : m == 2 ? 2 : 1;
+  // Partial dot products of the codes per group, scaled once per group,
+  // pay off while they are fewer than the scale multiplies they replace.
+  bool partials = codes && codes->group > kLanes && m <= 2;
   Value scratch;
-  if (!hasVectorDecoder(s.format) || s.tail)
+  if (!codes && (!hasVectorDecoder(s.format) || s.tail))
     scratch = memref::AllocaOp::create(
         b, loc, MemRefType::get({std::max(s.unit, kLanes)}, b.getF32Type()));
   SmallVector<Value> xRows;
   for (int64_t i = 0; i < m; ++i)
     xRows.push_back(addIdx(b, loc, r0, cIndex(b, loc, i)));
 
-  Value c1 = cIndex(b, loc, 1);
-  auto rowLoop = scf::ForOp::create(b, loc, j0, j1, c1);
+  auto rowLoop = scf::ForOp::create(b, loc, j0, j1, cIndex(b, loc, 1));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(rowLoop.getBody());
   Value j = rowLoop.getInductionVar();
   Value rowByte = mulIdx(b, loc, addIdx(b, loc, w0, j), s.rowBytes);
-  SmallVector<Value> init(m * chains, zeroVec(b, loc));
-  if (dot && dot->corrLanes == 1)
-    init.append(m, arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0)));
-  else if (dot && dot->corrLanes)
-    init.append(m, arith::ConstantOp::create(
-                       b, loc, DenseElementsAttr::get(
-                                   VectorType::get({dot->corrLanes},
-                                                   b.getF32Type()),
-                                   b.getF32FloatAttr(0))));
+  SmallVector<Value> init(m * chains, zeros(b, loc));
+  if (codes && codes->hasOffsets)
+    init.append(m, zeros(b, loc, codes->numGroups));
 
-  // acc[i][n % chains] += w · x[i, col..col+16), n counting vectors.
-  auto fmaInto = [&](OpBuilder &ob, MutableArrayRef<Value> accs, int64_t &n,
-                     Value w, Value col, Value mask) {
-    int64_t c = n++ % chains;
-    for (int64_t i = 0; i < m; ++i) {
-      Value xv;
-      if (mask)
-        xv = vector::MaskedLoadOp::create(
-            ob, loc, VectorType::get({kLanes}, ob.getF32Type()), x,
-            ValueRange{xRows[i], col}, mask, zeroVec(ob, loc));
-      else
-        xv = vector::LoadOp::create(
-            ob, loc, VectorType::get({kLanes}, ob.getF32Type()), x,
-            ValueRange{xRows[i], col});
-      Value &acc = accs[i * chains + c];
-      acc = vector::FMAOp::create(ob, loc, w, xv, acc);
+  auto loadX = [&](int64_t i, Value col, Value mask) -> Value {
+    if (mask)
+      return vector::MaskedLoadOp::create(b, loc, vecF(b), x,
+                                          ValueRange{xRows[i], col}, mask,
+                                          zeros(b, loc));
+    return vector::LoadOp::create(b, loc, vecF(b), x,
+                                  ValueRange{xRows[i], col});
+  };
+  // acc[i] += w · x[i, col..col+16) on the next chain.
+  auto fmaInto = [&](FwdAccs &accs, Value w, Value col, Value mask) {
+    int64_t c = accs.nextChain();
+    for (int64_t i = 0; i < m; ++i)
+      accs.main(i, c) = fma(b, loc, w, loadX(i, col, mask), accs.main(i, c));
+  };
+  // One block in scaled codes.
+  auto codeBlock = [&](FwdAccs &accs, Value unitIdx) {
+    Value col0 = mulIdx(b, loc, unitIdx, s.unit);
+    auto col = [&](int64_t first) {
+      return addIdx(b, loc, col0, cIndex(b, loc, first));
+    };
+    VecEmitter e(b, loc, bytes,
+                 addIdx(b, loc, rowByte, mulIdx(b, loc, unitIdx, s.unitBytes)));
+    auto [scales, offsets] = emitCodeScales(e, s.format);
+    int64_t group = -1;
+    SmallVector<Value> part(m);
+    auto flush = [&] {
+      if (group < 0)
+        return;
+      Value scale = laneSplat(b, loc, scales, group);
+      int64_t c = accs.nextChain();
+      for (int64_t i = 0; i < m; ++i)
+        accs.main(i, c) = fma(b, loc, scale, part[i], accs.main(i, c));
+    };
+    emitCodes(e, s.format, [&](Value code, int64_t first) {
+      int64_t g = first / codes->group;
+      if (!partials) {
+        fmaInto(accs, arith::MulFOp::create(b, loc, laneSplat(b, loc, scales, g),
+                                            code),
+                col(first), Value());
+        return;
+      }
+      if (g != group) {
+        flush();
+        group = g;
+        for (int64_t i = 0; i < m; ++i)
+          part[i] = arith::MulFOp::create(b, loc, code,
+                                          loadX(i, col(first), Value()));
+        return;
+      }
+      for (int64_t i = 0; i < m; ++i)
+        part[i] = fma(b, loc, code, loadX(i, col(first), Value()), part[i]);
+    });
+    flush();
+    if (offsets) {
+      Value g0 = mulIdx(b, loc, unitIdx, codes->numGroups);
+      for (int64_t i = 0; i < m; ++i) {
+        Value sums = vector::LoadOp::create(
+            b, loc, vecF(b, codes->numGroups), xs,
+            ValueRange{cIndex(b, loc, i), g0});
+        accs.corr(i) = fma(b, loc, offsets, sums, accs.corr(i));
+      }
     }
   };
   // A loop over units [lb, ub) in steps of `step` units, carrying the
   // accumulators.
   auto unitLoop = [&](int64_t lb, int64_t ub, int64_t step,
-                      ValueRange accsIn) -> FailureOr<SmallVector<Value>> {
+                      ArrayRef<Value> accsIn) -> FailureOr<SmallVector<Value>> {
     if (lb >= ub)
       return SmallVector<Value>(accsIn);
     auto loop =
@@ -223,64 +309,34 @@ LogicalResult buildForward(OpBuilder &b, Location loc, const Shape &s,
                            cIndex(b, loc, step), accsIn);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(loop.getBody());
-    SmallVector<Value> accs(loop.getRegionIterArgs());
-    int64_t n = 0;
+    Value u = loop.getInductionVar();
+    FwdAccs accs{m, chains, SmallVector<Value>(loop.getRegionIterArgs())};
     prefetch(b, loc, bytes,
-             addIdx(b, loc, rowByte,
-                    mulIdx(b, loc, loop.getInductionVar(), s.unitBytes)),
+             addIdx(b, loc, rowByte, mulIdx(b, loc, u, s.unitBytes)),
              step * s.unitBytes);
-    if (dot) {
-      DotContext ctx{m, chains, accs, nullptr, nullptr};
-      for (int64_t k = 0; k < step; ++k) {
-        Value unitIdx = addIdx(b, loc, loop.getInductionVar(),
-                               cIndex(b, loc, k));
-        Value col = mulIdx(b, loc, unitIdx, s.unit);
-        Value group = dot->xsumGroup
-                          ? mulIdx(b, loc, unitIdx, s.unit / dot->xsumGroup)
-                          : Value();
-        auto loadX = [&](int64_t i, int64_t off) -> Value {
-          return vector::LoadOp::create(
-              b, loc, VectorType::get({kLanes}, b.getF32Type()), x,
-              ValueRange{xRows[i], addIdx(b, loc, col, cIndex(b, loc, off))});
-        };
-        auto loadXsum = [&](int64_t i, int64_t off, int64_t lanes) -> Value {
-          SmallVector<Value> idx = {
-              cIndex(b, loc, i), addIdx(b, loc, group, cIndex(b, loc, off))};
-          if (lanes == 1)
-            return memref::LoadOp::create(b, loc, xs, idx);
-          return vector::LoadOp::create(
-              b, loc, VectorType::get({lanes}, b.getF32Type()), xs, idx);
-        };
-        ctx.x = loadX;
-        ctx.xsum = loadXsum;
-        VecEmitter e(b, loc, bytes,
-                     addIdx(b, loc, rowByte, mulIdx(b, loc, unitIdx,
-                                                    s.unitBytes)));
-        emitBlockDot(e, s.format, ctx);
-      }
-    } else if (failed(decodeUnits(b, loc, s, bytes, rowByte,
-                                  loop.getInductionVar(), step, scratch,
+    if (codes) {
+      for (int64_t k = 0; k < step; ++k)
+        codeBlock(accs, k ? addIdx(b, loc, u, cIndex(b, loc, k)) : u);
+    } else if (failed(decodeUnits(b, loc, s, bytes, rowByte, u, step, scratch,
                                   [&](Value w, Value col) {
-                                    fmaInto(b, accs, n, w, col, Value());
+                                    fmaInto(accs, w, col, Value());
                                   }))) {
       return failure();
     }
-    scf::YieldOp::create(b, loc, accs);
+    scf::YieldOp::create(b, loc, accs.v);
     return SmallVector<Value>(loop.getResults());
   };
 
   int64_t chunkUnits = std::max<int64_t>(1, kChunkElems / s.unit);
   int64_t mainUnits = s.numUnits / chunkUnits * chunkUnits;
-  FailureOr<SmallVector<Value>> accs =
-      unitLoop(0, mainUnits, chunkUnits, init);
-  if (failed(accs))
+  FailureOr<SmallVector<Value>> res = unitLoop(0, mainUnits, chunkUnits, init);
+  if (succeeded(res))
+    res = unitLoop(mainUnits, s.numUnits, 1, *res);
+  if (failed(res))
     return failure();
-  accs = unitLoop(mainUnits, s.numUnits, 1, *accs);
-  if (failed(accs))
-    return failure();
+  FwdAccs accs{m, chains, *res};
   if (s.tail) {
     // The last k % 16 elements of a plain format.
-    Value col = cIndex(b, loc, s.numUnits * s.unit);
     VecEmitter e(b, loc, bytes,
                  addIdx(b, loc, rowByte,
                         cIndex(b, loc, s.numUnits * s.unitBytes)));
@@ -291,26 +347,20 @@ LogicalResult buildForward(OpBuilder &b, Location loc, const Shape &s,
     Value mask = vector::ConstantMaskOp::create(
         b, loc, VectorType::get({kLanes}, b.getI1Type()),
         ArrayRef<int64_t>{s.tail});
-    int64_t n = 0;
-    fmaInto(b, *accs, n, *w, col, mask);
+    fmaInto(accs, *w, cIndex(b, loc, s.numUnits * s.unit), mask);
   }
   auto reassoc = arith::FastMathFlags::reassoc;
   for (int64_t i = 0; i < m; ++i) {
-    Value sum = (*accs)[i * chains];
+    Value sum = accs.main(i, 0);
     for (int64_t c = 1; c < chains; ++c)
-      sum = arith::AddFOp::create(b, loc, sum, (*accs)[i * chains + c]);
+      sum = arith::AddFOp::create(b, loc, sum, accs.main(i, c));
     Value y = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
                                           sum, reassoc);
-    if (dot && dot->corrLanes) {
-      Value corr = (*accs)[m * chains + i];
-      if (dot->corrLanes > 1)
-        corr = vector::ReductionOp::create(
-            b, loc, vector::CombiningKind::ADD, corr, reassoc);
-      Value factor = arith::ConstantOp::create(
-          b, loc, b.getF32FloatAttr(dot->corrFactor));
-      y = arith::SubFOp::create(b, loc, y,
-                                arith::MulFOp::create(b, loc, factor, corr));
-    }
+    if (codes && codes->hasOffsets)
+      y = arith::SubFOp::create(
+          b, loc, y,
+          vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
+                                      accs.corr(i), reassoc));
     memref::StoreOp::create(b, loc, castFromF32(b, loc, y, outElem), out,
                             ValueRange{xRows[i], j});
   }
@@ -323,18 +373,26 @@ LogicalResult buildForward(OpBuilder &b, Location loc, const Shape &s,
 
 /// Body of the backward function: for units [u0, u1) of the columns,
 /// out[r0 + i, t] = Σ_j g[r0 + i, j] · W[w0 + j, t] over all n rows j; the
-/// strip with the last unit also takes the leftover plain elements.
+/// strip with the last unit also takes the leftover plain elements. The
+/// strip of dx accumulates in `acc`; for formats with offsets, Σ_j g ·
+/// offset per group in `corr`, subtracted when the strip is written out.
 LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
                             int64_t m, int64_t n, int64_t stripUnits,
                             ValueRange args) {
   Value bytes = args[0], g = args[1], out = args[2];
   Value u0 = args[3], u1 = args[4], r0 = args[5], w0 = args[6];
   Type outElem = cast<MemRefType>(out.getType()).getElementType();
+  std::optional<Codes> codes = codesOf(s);
   int64_t width = stripUnits * s.unit + (s.tail ? kLanes : 0);
   Value acc = memref::AllocaOp::create(
       b, loc, MemRefType::get({m, width}, b.getF32Type()));
+  Value corr;
+  if (codes && codes->hasOffsets)
+    corr = memref::AllocaOp::create(
+        b, loc,
+        MemRefType::get({m, stripUnits * codes->numGroups}, b.getF32Type()));
   Value scratch;
-  if (!hasVectorDecoder(s.format) || s.tail)
+  if (!codes && (!hasVectorDecoder(s.format) || s.tail))
     scratch = memref::AllocaOp::create(
         b, loc, MemRefType::get({std::max(s.unit, kLanes)}, b.getF32Type()));
   Value c0 = cIndex(b, loc, 0), c1 = cIndex(b, loc, 1);
@@ -343,42 +401,123 @@ LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
     rows.push_back(addIdx(b, loc, r0, cIndex(b, loc, i)));
     accRows.push_back(cIndex(b, loc, i));
   }
-  auto vecF = VectorType::get({kLanes}, b.getF32Type());
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t t = 0; t < width; t += kLanes)
-      vector::StoreOp::create(b, loc, zeroVec(b, loc), acc,
-                              ValueRange{accRows[i], cIndex(b, loc, t)});
+  // buffer[i, t] = 0 for i < m, t < elems (f32 vectors where they fit).
+  auto zeroFill = [&](Value buffer, int64_t elems) {
+    int64_t step = elems % kLanes ? 1 : kLanes;
+    auto loop = scf::ForOp::create(b, loc, c0, cIndex(b, loc, elems),
+                                   cIndex(b, loc, step));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    for (int64_t i = 0; i < m; ++i) {
+      SmallVector<Value, 2> idx = {accRows[i], loop.getInductionVar()};
+      if (step == 1)
+        memref::StoreOp::create(
+            b, loc, arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0)),
+            buffer, idx);
+      else
+        vector::StoreOp::create(b, loc, zeros(b, loc), buffer, idx);
+    }
+  };
+  // The rows accumulate in blocks of kRowBlock into acc / corr, each block
+  // then added into `total`: partial sums over all N rows in one f32
+  // accumulator would lose precision as the sums grow.
+  Value total = memref::AllocaOp::create(
+      b, loc, MemRefType::get({m, width}, b.getF32Type()));
+  zeroFill(total, width);
   Value col0 = mulIdx(b, loc, u0, s.unit);
   Value isLast = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, u1,
                                        cIndex(b, loc, s.numUnits));
 
-  auto rowLoop = scf::ForOp::create(b, loc, c0, cIndex(b, loc, n), c1);
+  Value nTotal = cIndex(b, loc, n);
+  auto blockLoop = scf::ForOp::create(b, loc, c0, nTotal,
+                                      cIndex(b, loc, kRowBlock));
+  OpBuilder::InsertionGuard blockGuard(b);
+  b.setInsertionPointToStart(blockLoop.getBody());
+  Value jb = blockLoop.getInductionVar();
+  zeroFill(acc, width);
+  if (corr)
+    zeroFill(corr, stripUnits * codes->numGroups);
+  auto rowLoop = scf::ForOp::create(
+      b, loc, jb,
+      arith::MinSIOp::create(b, loc, nTotal,
+                             addIdx(b, loc, jb, cIndex(b, loc, kRowBlock))),
+      c1);
   {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(rowLoop.getBody());
     Value j = rowLoop.getInductionVar();
     Value rowByte = mulIdx(b, loc, addIdx(b, loc, w0, j), s.rowBytes);
+    // The same strip of the row kPrefetchAhead bytes of strips ahead.
+    int64_t stripBytes = stripUnits * s.unitBytes;
+    int64_t ahead = std::max<int64_t>(1, kPrefetchAhead / stripBytes);
+    prefetch(b, loc, bytes,
+             addIdx(b, loc, rowByte,
+                    addIdx(b, loc, mulIdx(b, loc, u0, s.unitBytes),
+                           cIndex(b, loc, ahead * s.rowBytes -
+                                              kPrefetchAhead))),
+             stripBytes);
     SmallVector<Value> gs;
     for (int64_t i = 0; i < m; ++i)
-      gs.push_back(vector::BroadcastOp::create(
-          b, loc, vecF, memref::LoadOp::create(b, loc, g, ValueRange{rows[i], j})));
-    // acc[i, col - col0 ..) += g[i, j] · w
-    auto axpy = [&](Value w, Value col) {
-      Value t = arith::SubIOp::create(b, loc, col, col0);
+      gs.push_back(memref::LoadOp::create(b, loc, g, ValueRange{rows[i], j}));
+    // acc[i, t..t+16) += coef[i] · w
+    auto axpy = [&](ArrayRef<Value> coef, Value w, Value t) {
       for (int64_t i = 0; i < m; ++i) {
-        Value a = vector::LoadOp::create(b, loc, vecF, acc,
+        Value a = vector::LoadOp::create(b, loc, vecF(b), acc,
                                          ValueRange{accRows[i], t});
-        a = vector::FMAOp::create(b, loc, gs[i], w, a);
+        a = fma(b, loc, coef[i], w, a);
         vector::StoreOp::create(b, loc, a, acc, ValueRange{accRows[i], t});
       }
     };
+    SmallVector<Value> gSplat;
+    for (int64_t i = 0; i < m; ++i)
+      gSplat.push_back(vector::BroadcastOp::create(b, loc, vecF(b), gs[i]));
+
     auto unitLoop = scf::ForOp::create(b, loc, u0, u1, c1);
     {
       OpBuilder::InsertionGuard g2(b);
       b.setInsertionPointToStart(unitLoop.getBody());
-      if (failed(decodeUnits(b, loc, s, bytes, rowByte,
-                             unitLoop.getInductionVar(), 1, scratch, axpy)))
+      Value u = unitLoop.getInductionVar();
+      Value t0 = mulIdx(b, loc, arith::SubIOp::create(b, loc, u, u0), s.unit);
+      if (codes) {
+        VecEmitter e(b, loc, bytes,
+                     addIdx(b, loc, rowByte, mulIdx(b, loc, u, s.unitBytes)));
+        auto [scales, offsets] = emitCodeScales(e, s.format);
+        int64_t ng = codes->numGroups;
+        SmallVector<Value> coefs; // g[i] · scale, per row
+        for (int64_t i = 0; i < m; ++i)
+          coefs.push_back(arith::MulFOp::create(
+              b, loc, vector::BroadcastOp::create(b, loc, vecF(b, ng), gs[i]),
+              scales));
+        int64_t group = -1;
+        SmallVector<Value> coef(m);
+        emitCodes(e, s.format, [&](Value code, int64_t first) {
+          if (first / codes->group != group) {
+            group = first / codes->group;
+            for (int64_t i = 0; i < m; ++i)
+              coef[i] = laneSplat(b, loc, coefs[i], group);
+          }
+          axpy(coef, code, addIdx(b, loc, t0, cIndex(b, loc, first)));
+        });
+        if (offsets) {
+          Value g0 = mulIdx(b, loc, arith::SubIOp::create(b, loc, u, u0), ng);
+          for (int64_t i = 0; i < m; ++i) {
+            Value c = vector::LoadOp::create(b, loc, vecF(b, ng), corr,
+                                             ValueRange{accRows[i], g0});
+            c = fma(b, loc,
+                    vector::BroadcastOp::create(b, loc, vecF(b, ng), gs[i]),
+                    offsets, c);
+            vector::StoreOp::create(b, loc, c, corr,
+                                    ValueRange{accRows[i], g0});
+          }
+        }
+      } else if (failed(decodeUnits(b, loc, s, bytes, rowByte, u, 1, scratch,
+                                    [&](Value w, Value col) {
+                                      axpy(gSplat, w,
+                                           arith::SubIOp::create(b, loc, col,
+                                                                 col0));
+                                    }))) {
         return failure();
+      }
     }
     if (s.tail) {
       auto ifOp = scf::IfOp::create(b, loc, isLast, /*withElse=*/false);
@@ -391,11 +530,40 @@ LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
           emitVectorTailDecode(e, s.format, s.blockBytes, s.tail, scratch);
       if (failed(w))
         return failure();
-      axpy(*w, cIndex(b, loc, s.numUnits * s.unit));
+      axpy(gSplat, *w,
+           arith::SubIOp::create(b, loc,
+                                 cIndex(b, loc, s.numUnits * s.unit), col0));
     }
   }
 
-  // out[r0 + i, col0 + t] = acc[i, t] for the strip's columns.
+  {
+    // total[i, t] += acc[i, t] - corr[i, t / G]
+    auto flush = scf::ForOp::create(b, loc, c0, cIndex(b, loc, width),
+                                    cIndex(b, loc, kLanes));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(flush.getBody());
+    Value t = flush.getInductionVar();
+    for (int64_t i = 0; i < m; ++i) {
+      SmallVector<Value, 2> idx = {accRows[i], t};
+      Value v = vector::LoadOp::create(b, loc, vecF(b), acc, idx);
+      if (corr) {
+        Value grp =
+            arith::DivUIOp::create(b, loc, t, cIndex(b, loc, codes->group));
+        v = arith::SubFOp::create(
+            b, loc, v,
+            vector::BroadcastOp::create(
+                b, loc, vecF(b),
+                memref::LoadOp::create(b, loc, corr,
+                                       ValueRange{accRows[i], grp})));
+      }
+      v = arith::AddFOp::create(
+          b, loc, vector::LoadOp::create(b, loc, vecF(b), total, idx), v);
+      vector::StoreOp::create(b, loc, v, total, idx);
+    }
+  }
+  b.setInsertionPointAfter(blockLoop);
+
+  // out[r0 + i, col0 + t] = total[i, t] for the strip.
   Value count = mulIdx(b, loc, arith::SubIOp::create(b, loc, u1, u0), s.unit);
   if (s.tail)
     count = arith::SelectOp::create(
@@ -405,7 +573,7 @@ LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(copy.getBody());
     Value t = copy.getInductionVar();
-    Value v = memref::LoadOp::create(b, loc, acc, ValueRange{accRows[i], t});
+    Value v = memref::LoadOp::create(b, loc, total, ValueRange{accRows[i], t});
     memref::StoreOp::create(b, loc, castFromF32(b, loc, v, outElem), out,
                             ValueRange{rows[i], addIdx(b, loc, col0, t)});
   }
@@ -415,6 +583,8 @@ LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
 } // namespace
 
 bool mlir::qcc::detail::useSmallNQMatmul(int64_t rows) {
+  if (getenv("QCC_TMP_MAXROWS"))
+    return rows >= 1 && rows <= atoi(getenv("QCC_TMP_MAXROWS"));
   return rows >= 1 && rows <= kSmallNMaxRows;
 }
 
@@ -437,31 +607,30 @@ LogicalResult mlir::qcc::detail::emitSmallNQMatmul(
        "_" + shapeName(outType))
           .str();
 
-  Value c0 = cIndex(b, loc, 0);
+  Value c0 = cIndex(b, loc, 0), c1 = cIndex(b, loc, 1);
   if (fwd) {
-    // The x sums the format's dot kernel needs, computed once per call.
-    std::optional<DotKernelInfo> dot = getDotKernel(s.format);
+    // The sums of x per group of the scaled codes, once per call.
+    std::optional<Codes> codes = codesOf(s);
     Value xs;
-    if (dot && dot->xsumGroup) {
-      int64_t group = dot->xsumGroup, groups = s.k / group;
+    if (codes && codes->hasOffsets) {
+      int64_t group = codes->group, groups = s.k / group;
       auto xsType = MemRefType::get({m, groups}, b.getF32Type());
       argTypes.push_back(xsType);
       xs = memref::AllocOp::create(b, loc, xsType);
-      auto loop = scf::ForOp::create(b, loc, c0, cIndex(b, loc, groups),
-                                     cIndex(b, loc, 1));
+      auto loop = scf::ForOp::create(b, loc, c0, cIndex(b, loc, groups), c1);
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(loop.getBody());
-      Value g = loop.getInductionVar();
+      Value grp = loop.getInductionVar();
       for (int64_t i = 0; i < m; ++i) {
         Value v = vector::LoadOp::create(
-            b, loc, VectorType::get({group}, b.getF32Type()), lhs2d,
+            b, loc, vecF(b, group), lhs2d,
             ValueRange{addIdx(b, loc, rowBase, cIndex(b, loc, i)),
-                       mulIdx(b, loc, g, group)});
+                       mulIdx(b, loc, grp, group)});
         Value sum = vector::ReductionOp::create(
             b, loc, vector::CombiningKind::ADD, v,
             arith::FastMathFlags::reassoc);
         memref::StoreOp::create(b, loc, sum, xs,
-                                ValueRange{cIndex(b, loc, i), g});
+                                ValueRange{cIndex(b, loc, i), grp});
       }
     }
     FailureOr<func::FuncOp> fn = getOrCreateFunction(
@@ -487,8 +656,7 @@ LogicalResult mlir::qcc::detail::emitSmallNQMatmul(
     return success();
   }
 
-  int64_t stripUnits =
-      std::max<int64_t>(1, kStripAccElems / m / s.unit);
+  int64_t stripUnits = std::max<int64_t>(1, kStripAccElems / m / s.unit);
   stripUnits = std::max<int64_t>(
       1, std::min<int64_t>(stripUnits, s.numUnits / kMinStrips));
   FailureOr<func::FuncOp> fn = getOrCreateFunction(
@@ -501,8 +669,7 @@ LogicalResult mlir::qcc::detail::emitSmallNQMatmul(
   // At least one strip, so a row shorter than one unit still gets its tail.
   Value units = cIndex(b, loc, std::max<int64_t>(s.numUnits, 1));
   Value numUnits = cIndex(b, loc, s.numUnits);
-  auto par = scf::ParallelOp::create(b, loc, ValueRange{c0},
-                                     ValueRange{units},
+  auto par = scf::ParallelOp::create(b, loc, ValueRange{c0}, ValueRange{units},
                                      ValueRange{cIndex(b, loc, stripUnits)});
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(par.getBody());

@@ -14,8 +14,6 @@
 
 #include "DecodeEmitter.h"
 
-#include "mlir/Dialect/Math/IR/Math.h"
-
 using namespace mlir;
 using namespace mlir::qcc;
 using namespace mlir::qcc::detail;
@@ -25,24 +23,6 @@ namespace {
 /// The scalar vocabulary (f16 scales) on the same block.
 DecodeEmitter scalarEmitter(VecEmitter &e) {
   return DecodeEmitter(e.b, e.loc, {e.bytes, e.blockByte, Value(), Value()});
-}
-
-/// q4_0 (18 B): f16 d @0, qs[16] @2; element j < 16 is the low nibble of
-/// qs[j], j + 16 the high one.  y = (q - 8) * d
-void decodeQ4_0(VecEmitter &e, VectorSink sink) {
-  DecodeEmitter s = scalarEmitter(e);
-  Value d = e.splatF(s.f16At(0));
-  Value q = e.u8s(2);
-  sink(e.mulf(e.sitofp(e.subi(e.andi(q, 0xf), 8)), d), 0);
-  sink(e.mulf(e.sitofp(e.subi(e.shrui(q, 4), 8)), d), 16);
-}
-
-/// q8_0 (34 B): f16 d @0, qs[32] (int8) @2.  y = q * d
-void decodeQ8_0(VecEmitter &e, VectorSink sink) {
-  DecodeEmitter s = scalarEmitter(e);
-  Value d = e.splatF(s.f16At(0));
-  for (int64_t h = 0; h < 2; ++h)
-    sink(e.mulf(e.sitofp(e.s8s(2 + 16 * h)), d), 16 * h);
 }
 
 /// The (d * sc, dmin * m) products of a q4_K block's eight sub-blocks, as
@@ -70,47 +50,6 @@ std::pair<Value, Value> q4KScaleProducts(VecEmitter &e) {
   Value ds = e.mulf(e.splatF(s.f16At(0), 8), e.sitofp(sc));
   Value dm = e.mulf(e.splatF(s.f16At(2), 8), e.sitofp(mn));
   return {ds, dm};
-}
-
-/// q4_K (144 B): f16 d @0, f16 dmin @2, scales[12] @4, qs[128] @16. Chunk
-/// c of 64 elements is the low then the high nibbles of qs[32c..32c+31].
-/// y = (d * sc) * q - (dmin * m)
-void decodeQ4_K(VecEmitter &e, VectorSink sink) {
-  auto [ds, dm] = q4KScaleProducts(e);
-  for (int64_t c = 0; c < 4; ++c) {
-    Value d1 = e.laneSplat(ds, 2 * c), m1 = e.laneSplat(dm, 2 * c);
-    Value d2 = e.laneSplat(ds, 2 * c + 1), m2 = e.laneSplat(dm, 2 * c + 1);
-    Value q[2] = {e.u8s(16 + 32 * c), e.u8s(16 + 32 * c + 16)};
-    for (int64_t h = 0; h < 2; ++h)
-      sink(e.subf(e.mulf(d1, e.sitofp(e.andi(q[h], 0xf))), m1),
-           64 * c + 16 * h);
-    for (int64_t h = 0; h < 2; ++h)
-      sink(e.subf(e.mulf(d2, e.sitofp(e.shrui(q[h], 4))), m2),
-           64 * c + 32 + 16 * h);
-  }
-}
-
-/// q6_K (210 B): ql[128] @0, qh[64] @128, scales[16] (int8) @192, f16 d
-/// @208. Half h, elements l < 32: q of element 128h + 32k + l is a nibble
-/// of ql[64h + l + 32(k & 1)] (low for k < 2) with bits 2k..2k+1 of
-/// qh[32h + l] above it, scale 8h + l / 16 + 2k.  y = (d * sc) * (q - 32)
-void decodeQ6_K(VecEmitter &e, VectorSink sink) {
-  DecodeEmitter s = scalarEmitter(e);
-  Value ds = e.mulf(e.splatF(s.f16At(208)), e.sitofp(e.s8s(192)));
-  for (int64_t h = 0; h < 2; ++h)
-    for (int64_t is = 0; is < 2; ++is) {
-      int64_t l = 16 * is;
-      Value qlA = e.u8s(64 * h + l), qlB = e.u8s(64 * h + 32 + l);
-      Value qh = e.u8s(128 + 32 * h + l);
-      Value low[4] = {e.andi(qlA, 0xf), e.andi(qlB, 0xf), e.shrui(qlA, 4),
-                      e.shrui(qlB, 4)};
-      for (int64_t k = 0; k < 4; ++k) {
-        Value q = e.subi(
-            e.ori(low[k], e.shli(e.andi(e.shrui(qh, 2 * k), 3), 4)), 32);
-        sink(e.mulf(e.laneSplat(ds, 8 * h + is + 2 * k), e.sitofp(q)),
-             128 * h + 32 * k + l);
-      }
-    }
 }
 
 /// 16 consecutive elements of f32 / f16 / bf16.
@@ -158,10 +97,6 @@ bool mlir::qcc::detail::hasVectorDecoder(QuantFormat format) {
   case QuantFormat::F32:
   case QuantFormat::F16:
   case QuantFormat::BF16:
-  case QuantFormat::Q4_0:
-  case QuantFormat::Q8_0:
-  case QuantFormat::Q4_K:
-  case QuantFormat::Q6_K:
     return true;
   default:
     return false;
@@ -177,18 +112,6 @@ LogicalResult mlir::qcc::detail::emitVectorUnitDecode(VecEmitter &e,
   case QuantFormat::F16:
   case QuantFormat::BF16:
     decodePlain16(e, format, sink);
-    return success();
-  case QuantFormat::Q4_0:
-    decodeQ4_0(e, sink);
-    return success();
-  case QuantFormat::Q8_0:
-    decodeQ8_0(e, sink);
-    return success();
-  case QuantFormat::Q4_K:
-    decodeQ4_K(e, sink);
-    return success();
-  case QuantFormat::Q6_K:
-    decodeQ6_K(e, sink);
     return success();
   default:
     break;
@@ -227,129 +150,90 @@ FailureOr<Value> mlir::qcc::detail::emitVectorTailDecode(VecEmitter &e,
 }
 
 //===----------------------------------------------------------------------===//
-// Forward dot kernels
+// Scaled codes
 //===----------------------------------------------------------------------===//
 
-std::optional<DotKernelInfo>
-mlir::qcc::detail::getDotKernel(QuantFormat format) {
+std::optional<int64_t> mlir::qcc::detail::getCodeGroup(QuantFormat format,
+                                                       bool &hasOffsets) {
+  hasOffsets = format != QuantFormat::Q8_0;
   switch (format) {
   case QuantFormat::Q4_0:
-    return DotKernelInfo{32, 1, 8.0f};
   case QuantFormat::Q8_0:
-    return DotKernelInfo{0, 0, 0.0f};
   case QuantFormat::Q4_K:
-    return DotKernelInfo{32, 8, 1.0f};
+    return 32;
   case QuantFormat::Q6_K:
-    return DotKernelInfo{16, 16, 32.0f};
+    return 16;
   default:
     return std::nullopt;
   }
 }
 
-namespace {
-
-Value fma(VecEmitter &e, Value a, Value b, Value c) {
-  return vector::FMAOp::create(e.b, e.loc, a, b, c);
-}
-
-/// Σ_l codes[h][l] · x[i, offs[h] + l] over the vectors h, per row i: the
-/// first product a multiply, the rest FMAs.
-SmallVector<Value> codeDots(VecEmitter &e, DotContext &ctx,
-                            ArrayRef<Value> codes, ArrayRef<int64_t> offs) {
-  SmallVector<Value> p;
-  for (int64_t i = 0; i < ctx.m; ++i) {
-    Value acc = e.mulf(codes[0], ctx.x(i, offs[0]));
-    for (size_t h = 1; h < codes.size(); ++h)
-      acc = fma(e, codes[h], ctx.x(i, offs[h]), acc);
-    p.push_back(acc);
-  }
-  return p;
-}
-
-/// main += scale · p[i] for every row, on the next chain.
-void addScaled(VecEmitter &e, DotContext &ctx, Value scale,
-               ArrayRef<Value> p) {
-  int64_t c = ctx.nextChain();
-  for (int64_t i = 0; i < ctx.m; ++i)
-    ctx.main(i, c) = fma(e, scale, p[i], ctx.main(i, c));
-}
-
-/// q4_0: d · (Σ q x) per block; the -8 as 8 · d · Σx (scalar per block).
-void dotQ4_0(VecEmitter &e, DotContext &ctx) {
+std::pair<Value, Value>
+mlir::qcc::detail::emitCodeScales(VecEmitter &e, QuantFormat format) {
   DecodeEmitter s = scalarEmitter(e);
-  Value d = s.f16At(0);
-  Value q = e.u8s(2);
-  Value codes[2] = {e.sitofp(e.andi(q, 0xf)), e.sitofp(e.shrui(q, 4))};
-  addScaled(e, ctx, e.splatF(d), codeDots(e, ctx, codes, {0, 16}));
-  for (int64_t i = 0; i < ctx.m; ++i)
-    ctx.corr(i) = math::FmaOp::create(e.b, e.loc, d, ctx.xsum(i, 0, 1),
-                                      ctx.corr(i));
-}
-
-/// q8_0: d · (Σ q x) per block.
-void dotQ8_0(VecEmitter &e, DotContext &ctx) {
-  DecodeEmitter s = scalarEmitter(e);
-  Value d = e.splatF(s.f16At(0));
-  Value codes[2] = {e.sitofp(e.s8s(2)), e.sitofp(e.s8s(18))};
-  addScaled(e, ctx, d, codeDots(e, ctx, codes, {0, 16}));
-}
-
-/// q4_K: (d·sc) · (Σ q x) per 32-element sub-block; the mins as
-/// Σ (dmin·m) · Σx over the 8 sub-blocks (one 8-lane FMA per block).
-void dotQ4_K(VecEmitter &e, DotContext &ctx) {
-  auto [ds, dm] = q4KScaleProducts(e);
-  for (int64_t c = 0; c < 4; ++c) {
-    Value q[2] = {e.u8s(16 + 32 * c), e.u8s(16 + 32 * c + 16)};
-    Value lo[2] = {e.sitofp(e.andi(q[0], 0xf)), e.sitofp(e.andi(q[1], 0xf))};
-    Value hi[2] = {e.sitofp(e.shrui(q[0], 4)), e.sitofp(e.shrui(q[1], 4))};
-    addScaled(e, ctx, e.laneSplat(ds, 2 * c),
-              codeDots(e, ctx, lo, {64 * c, 64 * c + 16}));
-    addScaled(e, ctx, e.laneSplat(ds, 2 * c + 1),
-              codeDots(e, ctx, hi, {64 * c + 32, 64 * c + 48}));
-  }
-  for (int64_t i = 0; i < ctx.m; ++i)
-    ctx.corr(i) = fma(e, dm, ctx.xsum(i, 0, 8), ctx.corr(i));
-}
-
-/// q6_K: (d·sc) · q per element (q without its -32, the codes' 6 bits),
-/// the -32 as 32 · Σ (d·sc) · Σx over the 16 sub-blocks.
-void dotQ6_K(VecEmitter &e, DotContext &ctx) {
-  DecodeEmitter s = scalarEmitter(e);
-  Value ds = e.mulf(e.splatF(s.f16At(208)), e.sitofp(e.s8s(192)));
-  for (int64_t h = 0; h < 2; ++h)
-    for (int64_t is = 0; is < 2; ++is) {
-      int64_t l = 16 * is;
-      Value qlA = e.u8s(64 * h + l), qlB = e.u8s(64 * h + 32 + l);
-      Value qh = e.u8s(128 + 32 * h + l);
-      Value low[4] = {e.andi(qlA, 0xf), e.andi(qlB, 0xf), e.shrui(qlA, 4),
-                      e.shrui(qlB, 4)};
-      for (int64_t k = 0; k < 4; ++k) {
-        Value q = e.ori(low[k], e.shli(e.andi(e.shrui(qh, 2 * k), 3), 4));
-        Value w = e.mulf(e.laneSplat(ds, 8 * h + is + 2 * k), e.sitofp(q));
-        int64_t c = ctx.nextChain();
-        for (int64_t i = 0; i < ctx.m; ++i)
-          ctx.main(i, c) =
-              fma(e, w, ctx.x(i, 128 * h + 32 * k + l), ctx.main(i, c));
-      }
-    }
-  for (int64_t i = 0; i < ctx.m; ++i)
-    ctx.corr(i) = fma(e, ds, ctx.xsum(i, 0, 16), ctx.corr(i));
-}
-
-} // namespace
-
-void mlir::qcc::detail::emitBlockDot(VecEmitter &e, QuantFormat format,
-                                     DotContext &ctx) {
+  auto times = [&](Value v, float c) {
+    auto n = cast<VectorType>(v.getType()).getDimSize(0);
+    Value k = arith::ConstantOp::create(e.b, e.loc, e.b.getF32FloatAttr(c));
+    return e.mulf(e.splatF(k, n), v);
+  };
   switch (format) {
-  case QuantFormat::Q4_0:
-    return dotQ4_0(e, ctx);
+  case QuantFormat::Q4_0: {
+    Value d = e.splatF(s.f16At(0), 1);
+    return {d, times(d, 8)};
+  }
   case QuantFormat::Q8_0:
-    return dotQ8_0(e, ctx);
+    return {e.splatF(s.f16At(0), 1), Value()};
   case QuantFormat::Q4_K:
-    return dotQ4_K(e, ctx);
-  case QuantFormat::Q6_K:
-    return dotQ6_K(e, ctx);
+    return q4KScaleProducts(e);
+  case QuantFormat::Q6_K: {
+    Value ds = e.mulf(e.splatF(s.f16At(208)), e.sitofp(e.s8s(192)));
+    return {ds, times(ds, 32)};
+  }
   default:
-    llvm_unreachable("no dot kernel for the format");
+    llvm_unreachable("not a scaled-code format");
+  }
+}
+
+void mlir::qcc::detail::emitCodes(VecEmitter &e, QuantFormat format,
+                                  VectorSink sink) {
+  switch (format) {
+  case QuantFormat::Q4_0: {
+    Value q = e.u8s(2);
+    sink(e.sitofp(e.andi(q, 0xf)), 0);
+    sink(e.sitofp(e.shrui(q, 4)), 16);
+    return;
+  }
+  case QuantFormat::Q8_0:
+    sink(e.sitofp(e.s8s(2)), 0);
+    sink(e.sitofp(e.s8s(18)), 16);
+    return;
+  case QuantFormat::Q4_K:
+    // Chunk c: the low nibbles of qs[32c..] are group 2c, the high ones
+    // group 2c + 1.
+    for (int64_t c = 0; c < 4; ++c) {
+      Value q[2] = {e.u8s(16 + 32 * c), e.u8s(16 + 32 * c + 16)};
+      for (int64_t h = 0; h < 2; ++h)
+        sink(e.sitofp(e.andi(q[h], 0xf)), 64 * c + 16 * h);
+      for (int64_t h = 0; h < 2; ++h)
+        sink(e.sitofp(e.shrui(q[h], 4)), 64 * c + 32 + 16 * h);
+    }
+    return;
+  case QuantFormat::Q6_K:
+    // The 6-bit codes of decodeQ6_K, without their -32.
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t is = 0; is < 2; ++is) {
+        int64_t l = 16 * is;
+        Value qlA = e.u8s(64 * h + l), qlB = e.u8s(64 * h + 32 + l);
+        Value qh = e.u8s(128 + 32 * h + l);
+        Value low[4] = {e.andi(qlA, 0xf), e.andi(qlB, 0xf), e.shrui(qlA, 4),
+                        e.shrui(qlB, 4)};
+        for (int64_t k = 0; k < 4; ++k)
+          sink(e.sitofp(e.ori(low[k],
+                              e.shli(e.andi(e.shrui(qh, 2 * k), 3), 4))),
+               128 * h + 32 * k + l);
+      }
+    return;
+  default:
+    llvm_unreachable("not a scaled-code format");
   }
 }

@@ -149,55 +149,38 @@ FailureOr<Value> emitVectorTailDecode(VecEmitter &e, QuantFormat format,
                                       Value scratch);
 
 //===----------------------------------------------------------------------===//
-// Forward dot products on the block bytes
+// Blocks as scaled integer codes
 //===----------------------------------------------------------------------===//
 //
-// For the forward product of a few rows, the formats that dominate GEMV time
-// skip parts of the decode that are linear in the codes: a block's scale
-// multiplies the partial dot product of its codes with x instead of every
-// element, and the constant or per-sub-block offsets (q4_0's -8, q4_K's
-// mins, q6_K's -32) become one product with precomputed sums of x per group
-// of G elements ("xsum"), subtracted at the end:
+// In the formats that dominate GEMV time every element is an affine
+// function of a small integer code, with the scale and offset shared by a
+// group of G elements:
 //
-//   Σ_t (d (q_t - o)) x_t = d Σ_t q_t x_t - o d Σ_t x_t.
+//   w[e] = scale[g] · code[e] - offset[g],  g = e / G
 //
-// The values multiplied are the codes and scales of the reference decoder;
-// only the order of the f32 operations differs (within 1e-5 of float64,
-// test_qmatmul_small_n.py).
+// (q4_0: code q, scale d, offset 8d; q8_0: q, d, none; q4_K: q, d·sc,
+// dmin·m; q6_K: the 6-bit q, d·sc, 32·d·sc). Products with W can then
+// multiply the codes and apply scales and offsets per group rather than per
+// element: forward, Σ_e w[e] x[e] = Σ_g scale[g] Σ_{e in g} code[e] x[e] -
+// Σ_g offset[g] Σ_{e in g} x[e], with the sums of x per group computed once
+// per call; backward, the coefficient g_j · scale[g] multiplies the codes
+// and g_j · offset[g] accumulates per group, subtracted at the end. The
+// codes, scales and offsets are the reference decoder's integers and f32
+// products; only the order of the f32 operations differs from decoding
+// first (within 1e-5 of float64, test_qmatmul_small_n.py).
 
-/// How a format's forward dot kernel accumulates, per activation row.
-struct DotKernelInfo {
-  /// Elements per x sum (0: the kernel needs none).
-  int64_t xsumGroup = 0;
-  /// Lanes of the correction accumulator (0: none; 1: a scalar f32).
-  int64_t corrLanes = 0;
-  /// y = Σ lanes of the main accumulators - corrFactor · Σ lanes of corr.
-  float corrFactor = 0;
-};
+/// The group length G of `format` as scaled codes, if it has that form;
+/// `hasOffsets` tells whether its groups have offsets.
+std::optional<int64_t> getCodeGroup(QuantFormat format, bool &hasOffsets);
 
-/// The dot kernel of `format`, if it has one.
-std::optional<DotKernelInfo> getDotKernel(QuantFormat format);
+/// The block's scales and offsets (null when the format has none), each a
+/// vector<blockElems / G x f32>.
+std::pair<Value, Value> emitCodeScales(VecEmitter &e, QuantFormat format);
 
-/// What a dot kernel works on: `m` activation rows; `x(i, off)` loads
-/// x[i, col + off .. + 16) of the block's first column `col`; `xsum(i, off,
-/// lanes)` the sums number off .. off + lanes of the block (a scalar for
-/// lanes = 1); `accs` the main accumulators (vector<16xf32>), `chains` per
-/// row (row i's are i * chains ..), followed by one correction accumulator
-/// per row.
-struct DotContext {
-  int64_t m, chains;
-  MutableArrayRef<Value> accs;
-  function_ref<Value(int64_t i, int64_t off)> x;
-  function_ref<Value(int64_t i, int64_t off, int64_t lanes)> xsum;
-  int64_t next = 0;
-  /// The chain for the next accumulation (round robin).
-  int64_t nextChain() { return next++ % chains; }
-  Value &main(int64_t i, int64_t chain) { return accs[i * chains + chain]; }
-  Value &corr(int64_t i) { return accs[m * chains + i]; }
-};
-
-/// Emits the dot kernel of the block at e.blockByte.
-void emitBlockDot(VecEmitter &e, QuantFormat format, DotContext &ctx);
+/// Emits the block's codes as vector<16xf32> (exact integers), passing each
+/// to `sink` with its first element; the vectors of a group come one after
+/// the other.
+void emitCodes(VecEmitter &e, QuantFormat format, VectorSink sink);
 
 } // namespace mlir::qcc::detail
 
