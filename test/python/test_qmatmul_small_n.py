@@ -1,8 +1,8 @@
-"""The few-rows qmatmul (at most kSmallNMaxRows = 4 activation rows, see
+"""The few-rows qmatmul (at most 8 activation rows forward, 4 backward; see
 lib/Conversion/QccToLoops/QMatmulSmallN.cpp), which decodes W into vector
 registers instead of tiles, against float64 numpy on ggml's dequantized
-weights, for every format, both orientations and 1-3 rows (plus 4 and 5
-around the threshold).
+weights, for every format, both orientations and 1, 2, 3, 4, 5, 8 and 9
+rows (both sides of both thresholds).
 
 The weights are rebuilt from the golden file's blocks (16 x 512 per format)
 into shapes that hit every edge of the loops: N = 37 W rows (not a
@@ -60,7 +60,7 @@ def test_small_n_qmatmul_matches_float64(tmp_path, fmt, orientation):
     k = w.shape[1]
     w_t = f"!qcc.qtensor<{n}x{k}x{fmt}>"
     funcs, cases = [], []
-    for m in (1, 2, 3, 4, 5):
+    for m in (1, 2, 3, 4, 5, 8, 9):
         lhs_cols, out_cols = (k, n) if orientation == "fwd" else (n, k)
         funcs.append(f"""
 func.func @mm{m}(%x: tensor<{m}x{lhs_cols}xf32>, %w: {w_t}) -> tensor<{m}x{out_cols}xf32> {{

@@ -85,12 +85,15 @@ void callGemm(OpBuilder &b, Location loc, Operation *from, Value m, Value n,
 
 /// qmatmuls with at most this many activation rows (static) decode W
 /// straight into vector registers instead of tiles for the micro-GEMM
-/// (QMatmulSmallN.cpp).
-constexpr int64_t kSmallNMaxRows = 4;
+/// (QMatmulSmallN.cpp). Backward accumulates in memory, m rows at a time,
+/// and loses to the tiles sooner. Measured on the dev machine
+/// (docs/benchmarks.md).
+constexpr int64_t kSmallNMaxRowsFwd = 8;
+constexpr int64_t kSmallNMaxRowsBwd = 4;
 
 /// Whether a qmatmul with `rows` activation rows (per weight matrix) takes
 /// the few-rows path.
-bool useSmallNQMatmul(int64_t rows);
+bool useSmallNQMatmul(int64_t rows, bool fwd);
 
 /// The few-rows qmatmul of one weight matrix: `m` activation rows starting
 /// at row `rowBase` of `lhs2d` (and of `out2d`, the f32/f16/bf16 result),

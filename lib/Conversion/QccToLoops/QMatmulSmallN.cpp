@@ -41,9 +41,10 @@ constexpr int64_t kChunkElems = 128;
 /// core; 1-4 KiB ahead or into L1 helped less.
 constexpr int64_t kPrefetchAhead = 16384;
 /// Backward: the widest strip of dx columns per parallel iteration, in
-/// f32 elements summed over the activation rows (16 KiB per buffer),
+/// f32 elements summed over the activation rows (8 KiB per buffer, two
+/// buffers: more spilled out of L1 with 4 rows),
 /// and the number of strips to aim for so that every thread has work.
-constexpr int64_t kStripAccElems = 4096;
+constexpr int64_t kStripAccElems = 2048;
 constexpr int64_t kMinStrips = 8;
 /// Backward: W rows summed in one accumulator before it is added to the
 /// strip's total.
@@ -582,10 +583,8 @@ LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
 
 } // namespace
 
-bool mlir::qcc::detail::useSmallNQMatmul(int64_t rows) {
-  if (getenv("QCC_TMP_MAXROWS"))
-    return rows >= 1 && rows <= atoi(getenv("QCC_TMP_MAXROWS"));
-  return rows >= 1 && rows <= kSmallNMaxRows;
+bool mlir::qcc::detail::useSmallNQMatmul(int64_t rows, bool fwd) {
+  return rows >= 1 && rows <= (fwd ? kSmallNMaxRowsFwd : kSmallNMaxRowsBwd);
 }
 
 LogicalResult mlir::qcc::detail::emitSmallNQMatmul(

@@ -93,7 +93,7 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
         for (int64_t d : lhsType.getShape().drop_back())
           mStatic *= d;
     }
-    if (!ShapedType::isDynamic(mStatic) && useSmallNQMatmul(mStatic)) {
+    if (!ShapedType::isDynamic(mStatic) && useSmallNQMatmul(mStatic, fwd)) {
       if (failed(emitSmallNQMatmul(rewriter, loc, op, wType, fwd, mStatic,
                                    bytes, lhs2d, out2d, rowBase, wRowBase)))
         return rewriter.notifyMatchFailure(op, "no decoder for the format");
