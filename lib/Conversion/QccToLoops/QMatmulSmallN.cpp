@@ -22,6 +22,8 @@
 #include "LoweringUtils.h"
 #include "VectorDecode.h"
 
+#include "qcc/Conversion/QccToLoops/BlockDecode.h"
+
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 using namespace mlir;
@@ -35,6 +37,8 @@ constexpr int64_t kRowsPerTask = 16;
 /// Forward: decode units (blocks) per iteration of the row's block loop,
 /// so that each iteration has several independent accumulations.
 constexpr int64_t kChunkElems = 128;
+/// The same for formats decoded by the scalar emitter into a stack buffer.
+constexpr int64_t kScalarChunkElems = 1024;
 /// How far ahead of the decode W is prefetched, in bytes, into L2
 /// (locality 2). Measured on the dev machine (docs/benchmarks.md): with
 /// the hardware prefetcher alone a GEMV waited on memory at 10 GB/s per
@@ -113,26 +117,21 @@ getOrCreateFunction(OpBuilder &b, Operation *from, StringRef name,
   return fn;
 }
 
-/// Decodes units [u, u + count) of the W row starting at byte `rowByte`,
-/// passing each vector to `sink` with its column (index) in the row.
-LogicalResult decodeUnits(OpBuilder &b, Location loc, const Shape &s,
-                          Value bytes, Value rowByte, Value u, int64_t count,
-                          Value scratch,
-                          function_ref<void(Value, Value)> sink) {
+/// Decodes units [u, u + count) of a plain format (16 elements each) in the
+/// W row starting at byte `rowByte`, passing each vector to `sink` with its
+/// column (index) in the row.
+void decodePlainUnits(OpBuilder &b, Location loc, const Shape &s, Value bytes,
+                      Value rowByte, Value u, int64_t count,
+                      function_ref<void(Value, Value)> sink) {
   for (int64_t k = 0; k < count; ++k) {
     Value unitIdx = k ? addIdx(b, loc, u, cIndex(b, loc, k)) : u;
     Value blockByte =
         addIdx(b, loc, rowByte, mulIdx(b, loc, unitIdx, s.unitBytes));
-    Value col0 = mulIdx(b, loc, unitIdx, s.unit);
     VecEmitter e(b, loc, bytes, blockByte);
-    if (failed(emitVectorUnitDecode(e, s.format, scratch,
-                                    [&](Value v, int64_t first) {
-                                      sink(v, addIdx(b, loc, col0,
-                                                     cIndex(b, loc, first)));
-                                    })))
-      return failure();
+    emitPlainDecode(e, s.format, [&](Value v, int64_t) {
+      sink(v, mulIdx(b, loc, unitIdx, s.unit));
+    });
   }
-  return success();
 }
 
 /// Prefetches the W bytes kPrefetchAhead past [byte, byte + count), one
@@ -219,10 +218,18 @@ LogicalResult buildForward(OpBuilder &b, Location loc, const Shape &s,
   // Partial dot products of the codes per group, scaled once per group,
   // pay off while they are fewer than the scale multiplies they replace.
   bool partials = codes && codes->group > kLanes && m <= 2;
+  // Formats decoded by the scalar emitter go through a stack buffer of
+  // several blocks, decoded before any is read back: reading a vector right
+  // after its elements were stored one by one stalls on store forwarding.
+  bool scalarDecoded = !codes && !isPlainFormat(s.format);
+  int64_t chunkUnits = std::max<int64_t>(
+      1, (scalarDecoded ? kScalarChunkElems : kChunkElems) / s.unit);
   Value scratch;
-  if (!codes && (!hasVectorDecoder(s.format) || s.tail))
+  if (scalarDecoded || s.tail)
     scratch = memref::AllocaOp::create(
-        b, loc, MemRefType::get({std::max(s.unit, kLanes)}, b.getF32Type()));
+        b, loc,
+        MemRefType::get({std::max(chunkUnits * s.unit, kLanes)},
+                        b.getF32Type()));
   SmallVector<Value> xRows;
   for (int64_t i = 0; i < m; ++i)
     xRows.push_back(addIdx(b, loc, r0, cIndex(b, loc, i)));
@@ -318,17 +325,32 @@ LogicalResult buildForward(OpBuilder &b, Location loc, const Shape &s,
     if (codes) {
       for (int64_t k = 0; k < step; ++k)
         codeBlock(accs, k ? addIdx(b, loc, u, cIndex(b, loc, k)) : u);
-    } else if (failed(decodeUnits(b, loc, s, bytes, rowByte, u, step, scratch,
-                                  [&](Value w, Value col) {
-                                    fmaInto(accs, w, col, Value());
-                                  }))) {
-      return failure();
+    } else if (scalarDecoded) {
+      for (int64_t k = 0; k < step; ++k) {
+        Value unitIdx = addIdx(b, loc, u, cIndex(b, loc, k));
+        if (failed(emitBlockDecode(
+                b, loc, s.format,
+                {bytes,
+                 addIdx(b, loc, rowByte, mulIdx(b, loc, unitIdx, s.unitBytes)),
+                 scratch, cIndex(b, loc, k * s.unit)})))
+          return failure();
+      }
+      Value col0 = mulIdx(b, loc, u, s.unit);
+      for (int64_t v = 0; v < step * s.unit; v += kLanes) {
+        Value w = vector::LoadOp::create(b, loc, vecF(b), scratch,
+                                         ValueRange{cIndex(b, loc, v)});
+        fmaInto(accs, w, addIdx(b, loc, col0, cIndex(b, loc, v)), Value());
+      }
+    } else {
+      decodePlainUnits(b, loc, s, bytes, rowByte, u, step,
+                       [&](Value w, Value col) {
+                         fmaInto(accs, w, col, Value());
+                       });
     }
     scf::YieldOp::create(b, loc, accs.v);
     return SmallVector<Value>(loop.getResults());
   };
 
-  int64_t chunkUnits = std::max<int64_t>(1, kChunkElems / s.unit);
   int64_t mainUnits = s.numUnits / chunkUnits * chunkUnits;
   FailureOr<SmallVector<Value>> res = unitLoop(0, mainUnits, chunkUnits, init);
   if (succeeded(res))
@@ -392,10 +414,15 @@ LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
     corr = memref::AllocaOp::create(
         b, loc,
         MemRefType::get({m, stripUnits * codes->numGroups}, b.getF32Type()));
+  // Formats decoded by the scalar emitter decode the row's whole strip
+  // into a stack buffer before reading it back (see buildForward).
+  bool scalarDecoded = !codes && !isPlainFormat(s.format);
   Value scratch;
-  if (!codes && (!hasVectorDecoder(s.format) || s.tail))
+  if (scalarDecoded || s.tail)
     scratch = memref::AllocaOp::create(
-        b, loc, MemRefType::get({std::max(s.unit, kLanes)}, b.getF32Type()));
+        b, loc,
+        MemRefType::get({std::max(stripUnits * s.unit, kLanes)},
+                        b.getF32Type()));
   Value c0 = cIndex(b, loc, 0), c1 = cIndex(b, loc, 1);
   SmallVector<Value> rows, accRows;
   for (int64_t i = 0; i < m; ++i) {
@@ -511,14 +538,31 @@ LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
                                     ValueRange{accRows[i], g0});
           }
         }
-      } else if (failed(decodeUnits(b, loc, s, bytes, rowByte, u, 1, scratch,
-                                    [&](Value w, Value col) {
-                                      axpy(gSplat, w,
-                                           arith::SubIOp::create(b, loc, col,
-                                                                 col0));
-                                    }))) {
-        return failure();
+      } else if (scalarDecoded) {
+        if (failed(emitBlockDecode(
+                b, loc, s.format,
+                {bytes, addIdx(b, loc, rowByte, mulIdx(b, loc, u, s.unitBytes)),
+                 scratch, t0})))
+          return failure();
+      } else {
+        decodePlainUnits(b, loc, s, bytes, rowByte, u, 1,
+                         [&](Value w, Value col) {
+                           axpy(gSplat, w,
+                                arith::SubIOp::create(b, loc, col, col0));
+                         });
       }
+    }
+    if (scalarDecoded) {
+      // acc[i, t..) += g[i, j] · strip[t..) over the decoded strip.
+      auto vecLoop = scf::ForOp::create(
+          b, loc, c0,
+          mulIdx(b, loc, arith::SubIOp::create(b, loc, u1, u0), s.unit),
+          cIndex(b, loc, kLanes));
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(vecLoop.getBody());
+      Value t = vecLoop.getInductionVar();
+      axpy(gSplat,
+           vector::LoadOp::create(b, loc, vecF(b), scratch, ValueRange{t}), t);
     }
     if (s.tail) {
       auto ifOp = scf::IfOp::create(b, loc, isLast, /*withElse=*/false);

@@ -2,11 +2,11 @@
 //
 // Each vector decoder mirrors its scalar emitter (DecodeLegacy.cpp,
 // DecodeKQuants.cpp) and so the runtime's reference in
-// runtime/lib/formats/Decode.cpp: the same integer codes, converted with
-// sitofp and scaled with the same f32 multiplies and subtractions, in the
-// same order, so each lane is bit-equal to the reference element
-// (test/python/test_compiled_ops.py checks the products; the scalar emitters
-// are proven bit-exact by test_emitted_decode_bitexact.py).
+// runtime/lib/formats/Decode.cpp: the same integer codes (sitofp is exact
+// on them) and the same f32 scale products (d * sc, dmin * m, each one
+// multiply), unpacked on vector lanes. test_qmatmul_small_n.py checks the
+// products against ggml's golden values; the scalar emitters are proven
+// bit-exact by test_emitted_decode_bitexact.py.
 //
 //===----------------------------------------------------------------------===//
 
@@ -52,8 +52,20 @@ std::pair<Value, Value> q4KScaleProducts(VecEmitter &e) {
   return {ds, dm};
 }
 
-/// 16 consecutive elements of f32 / f16 / bf16.
-void decodePlain16(VecEmitter &e, QuantFormat format, VectorSink sink) {
+} // namespace
+
+bool mlir::qcc::detail::isPlainFormat(QuantFormat format) {
+  return format == QuantFormat::F32 || format == QuantFormat::F16 ||
+         format == QuantFormat::BF16;
+}
+
+int64_t mlir::qcc::detail::vectorUnitElems(QuantFormat format,
+                                           int64_t blockElems) {
+  return isPlainFormat(format) ? kLanes : blockElems;
+}
+
+void mlir::qcc::detail::emitPlainDecode(VecEmitter &e, QuantFormat format,
+                                        VectorSink sink) {
   switch (format) {
   case QuantFormat::F32:
     sink(vector::BitCastOp::create(e.b, e.loc, e.vecF(),
@@ -78,56 +90,6 @@ void decodePlain16(VecEmitter &e, QuantFormat format, VectorSink sink) {
   default:
     llvm_unreachable("not a one-element format");
   }
-}
-
-bool isPlain(QuantFormat format) {
-  return format == QuantFormat::F32 || format == QuantFormat::F16 ||
-         format == QuantFormat::BF16;
-}
-
-} // namespace
-
-int64_t mlir::qcc::detail::vectorUnitElems(QuantFormat format,
-                                           int64_t blockElems) {
-  return isPlain(format) ? kLanes : blockElems;
-}
-
-bool mlir::qcc::detail::hasVectorDecoder(QuantFormat format) {
-  switch (format) {
-  case QuantFormat::F32:
-  case QuantFormat::F16:
-  case QuantFormat::BF16:
-    return true;
-  default:
-    return false;
-  }
-}
-
-LogicalResult mlir::qcc::detail::emitVectorUnitDecode(VecEmitter &e,
-                                                      QuantFormat format,
-                                                      Value scratch,
-                                                      VectorSink sink) {
-  switch (format) {
-  case QuantFormat::F32:
-  case QuantFormat::F16:
-  case QuantFormat::BF16:
-    decodePlain16(e, format, sink);
-    return success();
-  default:
-    break;
-  }
-  // Any other format: the scalar emitter into the L1-resident scratch block,
-  // read back 16 elements at a time.
-  Value c0 = e.index(0);
-  if (failed(emitBlockDecode(e.b, e.loc, format,
-                             {e.bytes, e.blockByte, scratch, c0})))
-    return failure();
-  int64_t elems = cast<MemRefType>(scratch.getType()).getNumElements();
-  for (int64_t v = 0; v < elems; v += kLanes)
-    sink(vector::LoadOp::create(e.b, e.loc, e.vecF(), scratch,
-                                ValueRange{e.index(v)}),
-         v);
-  return success();
 }
 
 FailureOr<Value> mlir::qcc::detail::emitVectorTailDecode(VecEmitter &e,

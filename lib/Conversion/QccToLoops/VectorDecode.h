@@ -2,14 +2,14 @@
 //
 // The few-rows qmatmul (QMatmulSmallN.cpp) decodes W without going through
 // memory: each block becomes 16-element f32 vectors in registers, which the
-// caller multiplies into its accumulators as they are produced. The vector
-// decoders here are written in the vector dialect on the block bytes (byte
-// vector loads, integer masks and shifts, sitofp, the scale multiplies of the
-// reference) and produce the same f32 values as the scalar emitters of
-// BlockDecode.h and the runtime decoder, lane for lane; formats without one
-// decode a block with the scalar emitter into a small stack buffer and read
-// it back as vectors.
-//
+// caller multiplies into its accumulators as they are produced. The code
+// here is written in the vector dialect on the block bytes (byte vector
+// loads, integer masks and shifts, sitofp, the scale multiplies of the
+// reference): the plain float formats as their exact values, and the
+// formats that dominate GEMV time as integer codes with per-group scales and
+// offsets (below). The other formats are decoded by the scalar emitters of
+// BlockDecode.h into a small stack buffer that the caller reads back as
+// vectors.
 //===----------------------------------------------------------------------===//
 
 #ifndef QCC_LIB_CONVERSION_QCCTOLOOPS_VECTORDECODE_H
@@ -122,23 +122,20 @@ public:
 };
 
 /// Receives decoded vectors: `values` (vector<16xf32>) holds elements
-/// [first, first + 16) of the unit being decoded.
+/// [first, first + 16) of the block (or unit) being decoded.
 using VectorSink = function_ref<void(Value values, int64_t first)>;
 
-/// Elements per decode unit of `format`: its block, or 16 elements of the
-/// one-element float formats (f32, f16, bf16).
+/// Whether `format` is one of the one-element float formats (f32, f16,
+/// bf16), decoded 16 elements at a time by emitPlainDecode.
+bool isPlainFormat(QuantFormat format);
+
+/// Elements per decode unit of `format`: its block, or 16 elements of a
+/// plain format.
 int64_t vectorUnitElems(QuantFormat format, int64_t blockElems);
 
-/// Whether `format` has a vector decoder (else emitVectorUnitDecode goes
-/// through the scalar emitter and a stack buffer).
-bool hasVectorDecoder(QuantFormat format);
-
-/// Emits the decode of the unit whose first byte is e.blockByte, calling
-/// `sink` for each of its vectors in order. `scratch` (memref<unit x f32>,
-/// an alloca made once by the caller) is used by formats without a vector
-/// decoder.
-LogicalResult emitVectorUnitDecode(VecEmitter &e, QuantFormat format,
-                                   Value scratch, VectorSink sink);
+/// The 16 elements of a plain format starting at e.blockByte, as one
+/// vector: an f32 load, f16 widened with extf, bf16 shifted into f32 bits.
+void emitPlainDecode(VecEmitter &e, QuantFormat format, VectorSink sink);
 
 /// The last `count` (< 16) elements of a row of a one-element format (f32,
 /// f16, bf16), the first at e.blockByte, decoded by the scalar emitter into
