@@ -28,11 +28,12 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
       multiplies them straight into `vector.fma` accumulators: forward, an
       `scf.parallel` over chunks of W rows, each row reduced once
       (`vector.reduction` with `reassoc`); backward, an `scf.parallel` over
-      strips of output columns accumulated on the stack. q4_0, q8_0, q4_K
-      and q6_K apply their scales and offsets per group of 16 or 32
-      elements (offsets against sums of x per group); f32/f16/bf16 are
-      loaded as vectors; the other formats decode a block with the scalar
-      emitter into a block-sized stack buffer. W is prefetched ahead
+      strips of output columns accumulated on the stack. The linear
+      formats (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K, tq2_0) apply their
+      scales and offsets per group of 16, 32 or 256 elements (offsets
+      against sums of x per group); f32/f16/bf16 are loaded as vectors; the
+      codebook formats decode blocks with the scalar emitter into a small
+      stack buffer read back as vectors. W is prefetched ahead
       (`memref.prefetch`). These loops live in a function per format and
       shape, shared like the tile decoders. The f32 weight matrix is never
       materialized;

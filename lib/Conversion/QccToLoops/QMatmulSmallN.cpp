@@ -217,7 +217,9 @@ LogicalResult buildForward(OpBuilder &b, Location loc, const Shape &s,
   int64_t chains = m == 1 ? 4 : m == 2 ? 2 : 1;
   // Partial dot products of the codes per group, scaled once per group,
   // pay off while they are fewer than the scale multiplies they replace.
-  bool partials = codes && codes->group > kLanes && m <= 2;
+  // (Groups of two vectors: a longer chain of FMAs into one partial would
+  // wait on their latency.)
+  bool partials = codes && codes->group == 2 * kLanes && m <= 2;
   // Formats decoded by the scalar emitter go through a stack buffer of
   // several blocks, decoded before any is read back: reading a vector right
   // after its elements were stored one by one stalls on store forwarding.

@@ -149,14 +149,15 @@ FailureOr<Value> emitVectorTailDecode(VecEmitter &e, QuantFormat format,
 // Blocks as scaled integer codes
 //===----------------------------------------------------------------------===//
 //
-// In the formats that dominate GEMV time every element is an affine
-// function of a small integer code, with the scale and offset shared by a
-// group of G elements:
+// In the linear formats every element is an affine function of a small
+// integer code, with the scale and offset shared by a group of G elements:
 //
 //   w[e] = scale[g] · code[e] - offset[g],  g = e / G
 //
-// (q4_0: code q, scale d, offset 8d; q8_0: q, d, none; q4_K: q, d·sc,
-// dmin·m; q6_K: the 6-bit q, d·sc, 32·d·sc). Products with W can then
+// (q4_0: code q, scale d, offset 8d; q4_1 / q5_1: q, d, -m; q5_0: q, d,
+// 16d; q8_0: q, d, none; q2_K / q4_K / q5_K: q, d·sc, dmin·m; q3_K: the
+// 3-bit code, d·sc, 4·d·sc; q6_K: the 6-bit code, d·sc, 32·d·sc; tq2_0:
+// t + 1, d, d). Products with W can then
 // multiply the codes and apply scales and offsets per group rather than per
 // element: forward, Σ_e w[e] x[e] = Σ_g scale[g] Σ_{e in g} code[e] x[e] -
 // Σ_g offset[g] Σ_{e in g} x[e], with the sums of x per group computed once
