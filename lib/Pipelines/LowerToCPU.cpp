@@ -10,11 +10,44 @@
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
+
+namespace {
+
+/// Serial pipelines (threads=1) lower scf.parallel to plain loops, which
+/// keep no stack discipline: an alloca in the body (qmatmul's 256 KiB
+/// tiles) would take new stack every iteration, and a memref.alloca_scope
+/// cannot help (its lowering needs a parent region with several blocks,
+/// scf loops have one). Since the iterations then run one after the other,
+/// a static alloca of the body can be made once before the loop instead.
+struct HoistSerialParallelAllocasPass
+    : public PassWrapper<HoistSerialParallelAllocasPass,
+                         OperationPass<func::FuncOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(HoistSerialParallelAllocasPass)
+  StringRef getArgument() const final {
+    return "qcc-hoist-serial-parallel-allocas";
+  }
+  void runOnOperation() override {
+    // Post-order: allocas hoisted out of an inner loop move on out of the
+    // outer ones.
+    getOperation().walk([](scf::ParallelOp par) {
+      for (Operation &op :
+           llvm::make_early_inc_range(par.getBody()->without_terminator())) {
+        auto alloca = dyn_cast<memref::AllocaOp>(op);
+        if (alloca && alloca->getNumOperands() == 0)
+          alloca->moveBefore(par);
+      }
+    });
+  }
+};
+
+} // namespace
 
 void mlir::qcc::buildQccTensorPipeline(OpPassManager &pm,
                                        const LowerToCPUOptions &options) {
@@ -62,11 +95,17 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
     ConvertSCFToOpenMPPassOptions omp;
     omp.numThreads = options.threads;
     pm.addPass(createConvertSCFToOpenMPPass(omp));
+  } else {
+    pm.addNestedPass<func::FuncOp>(
+        std::make_unique<HoistSerialParallelAllocasPass>());
   }
   // memref before scf: the OpenMP conversion wraps loop bodies in
   // memref.alloca_scope, which must be lowered while it still has one block.
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
+  // The few-rows qmatmul's vector decoders (QMatmulSmallN.cpp); their
+  // reductions carry their own fast-math flags.
+  pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(createConvertMathToLLVMPass());

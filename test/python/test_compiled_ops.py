@@ -7,6 +7,7 @@ the golden file) for the weights, and float64 numpy for the arithmetic.
 """
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -93,6 +94,41 @@ func.func @mm(%x: tensor<2x3x{k}xf32>, %w: !qcc.qtensor<{n}x{k}xq8_0>) -> tensor
     got = step.call("mm", x, blocks.reshape(-1))
     ref = x.astype(np.float64) @ w.T
     assert relative_error(got, ref) < 1e-5
+
+
+def test_qmatmul_serial_tiles_do_not_grow_the_stack(tmp_path):
+    """With --threads=1 the tile loop runs serially; each iteration's 256 KiB
+    tile must be freed at its end (N = 4224 rows are 33 tiles, 8.4 MiB of
+    stack otherwise, past the default 8 MiB). Run in a child process, since
+    the failure is a crash."""
+    import subprocess
+    import sys
+    import textwrap
+    n, k, m = 4224, 512, 9
+    step = compile_step(f"""
+func.func @mm(%x: tensor<{m}x{k}xf32>, %w: !qcc.qtensor<{n}x{k}xq8_0>) -> tensor<{m}x{n}xf32> {{
+  %0 = qcc.qmatmul fwd %x, %w : tensor<{m}x{k}xf32>, !qcc.qtensor<{n}x{k}xq8_0> -> tensor<{m}x{n}xf32>
+  return %0 : tensor<{m}x{n}xf32>
+}}""", tmp_path, "--threads=1")
+    script = textwrap.dedent(f"""
+        import numpy as np, sys
+        from qcc.step import Step
+        rng = np.random.default_rng(0)
+        codes = rng.integers(-127, 128, size=({n}, {k} // 32, 32)).astype(np.int8)
+        blocks = np.zeros(({n}, {k} // 32, 34), dtype=np.uint8)
+        blocks[:, :, 0:2] = np.frombuffer(np.float16(1 / 64).tobytes(), np.uint8)
+        blocks[:, :, 2:] = codes.view(np.uint8)
+        x = rng.standard_normal(({m}, {k})).astype(np.float32)
+        y = Step({repr(step.path)}).call("mm", x, blocks.reshape(-1))
+        ref = x.astype(np.float64) @ (codes.reshape({n}, {k}) / 64.0).T
+        err = np.abs(y - ref).max() / np.abs(ref).max()
+        sys.exit(0 if err < 1e-5 else 3)
+    """)
+    import qcc.step
+    env_path = os.path.dirname(os.path.dirname(qcc.step.__file__))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": env_path})
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
 
 
 def hadamard_reference(x, n, seed, inverse):

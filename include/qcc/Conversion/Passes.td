@@ -21,7 +21,22 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
       into a `memref.alloca`, through a tile-decoder function shared by all
       qmatmuls of the same format and weight size, and accumulates its
       product with the activations with the runtime micro-GEMM
-      `qcc_rt_gemm_f32`. The f32 weight matrix is never materialized;
+      `qcc_rt_gemm_f32`. With a static count of at most 8 activation rows
+      (forward) or 4 (backward) per weight matrix, the few-rows path
+      instead decodes each block into 16-lane `vector` values in registers
+      (byte vector loads, masks, shifts, `sitofp`, scale multiplies) and
+      multiplies them straight into `vector.fma` accumulators: forward, an
+      `scf.parallel` over chunks of W rows, each row reduced once
+      (`vector.reduction` with `reassoc`); backward, an `scf.parallel` over
+      strips of output columns accumulated on the stack. The linear
+      formats (q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K, tq2_0) apply their
+      scales and offsets per group of 16, 32 or 256 elements (offsets
+      against sums of x per group); f32/f16/bf16 are loaded as vectors; the
+      codebook formats decode blocks with the scalar emitter into a small
+      stack buffer read back as vectors. W is prefetched ahead
+      (`memref.prefetch`). These loops live in a function per format and
+      shape, shared like the tile decoders. The f32 weight matrix is never
+      materialized;
     - `qcc.hadamard`: an `scf.parallel` over blocks, each a fast
       Walsh-Hadamard transform with the signs as a constant table;
     - `qcc.requant`: a call to the runtime encoder `qcc_rt_encode_rows`
@@ -70,7 +85,8 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
                            "::mlir::LLVM::LLVMDialect",
                            "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect",
-                           "::mlir::scf::SCFDialect"];
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect"];
 }
 
 #endif // QCC_CONVERSION_PASSES_TD

@@ -92,6 +92,27 @@ void callGemm(OpBuilder &b, Location loc, Operation *from, Value m, Value n,
               Value k, Value a, Value lda, bool aTransposed, Value bPtr,
               Value ldb, bool bTransposed, Value c, Value ldc);
 
+/// qmatmuls with at most this many activation rows (static) decode W
+/// straight into vector registers instead of tiles for the micro-GEMM
+/// (QMatmulSmallN.cpp). Backward accumulates in memory, m rows at a time,
+/// and loses to the tiles sooner. Measured on the dev machine
+/// (docs/benchmarks.md).
+constexpr int64_t kSmallNMaxRowsFwd = 8;
+constexpr int64_t kSmallNMaxRowsBwd = 4;
+
+/// Whether a qmatmul with `rows` activation rows (per weight matrix) takes
+/// the few-rows path.
+bool useSmallNQMatmul(int64_t rows, bool fwd);
+
+/// The few-rows qmatmul of one weight matrix: `m` activation rows starting
+/// at row `rowBase` of `lhs2d` (and of `out2d`, the f32/f16/bf16 result),
+/// against the W rows starting at `wRowBase` of the flat block storage
+/// `bytes`. Emits an scf.parallel at the builder's insertion point.
+LogicalResult emitSmallNQMatmul(OpBuilder &b, Location loc, Operation *from,
+                                QTensorType wType, bool fwd, int64_t m,
+                                Value bytes, Value lhs2d, Value out2d,
+                                Value rowBase, Value wRowBase);
+
 // Pattern sets of the op families.
 void populateDequantToLoopsPatterns(TypeConverter &converter,
                                     RewritePatternSet &patterns);

@@ -83,6 +83,26 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
       wRowBase = arith::MulIOp::create(rewriter, loc, b, nTotal);
     }
 
+    // Activation rows per weight matrix, when static.
+    int64_t mStatic = ShapedType::kDynamic;
+    if (lhsType.hasStaticShape()) {
+      mStatic = 1;
+      if (numBatches > 1 || wRank > 2)
+        mStatic = lhsType.getDimSize(lhsType.getRank() - 2);
+      else
+        for (int64_t d : lhsType.getShape().drop_back())
+          mStatic *= d;
+    }
+    if (!ShapedType::isDynamic(mStatic) && useSmallNQMatmul(mStatic, fwd)) {
+      if (failed(emitSmallNQMatmul(rewriter, loc, op, wType, fwd, mStatic,
+                                   bytes, lhs2d, out2d, rowBase, wRowBase)))
+        return rewriter.notifyMatchFailure(op, "no decoder for the format");
+      if (batchLoop)
+        rewriter.setInsertionPointAfter(batchLoop);
+      rewriter.replaceOp(op, toTensor(rewriter, loc, out, resultType));
+      return success();
+    }
+
     // The output is split along the dimension the tiles do not contract
     // (N for fwd, K for bwd), so parallel iterations write disjoint columns
     // and the accumulation over the other dimension stays sequential.

@@ -19,9 +19,9 @@ func.func @dequant(%w: !qcc.qtensor<4x64xq8_0>) -> tensor<4x64xf32> {
 
 // -----
 
-// qmatmul decodes tiles of W into a 128 x 512 scratch (an alloca of 65536
-// f32), multiplies with the runtime micro-GEMM, and never allocates the f32
-// weight matrix [256, 512].
+// qmatmul with more than 8 activation rows decodes tiles of W into a
+// 128 x 512 scratch (an alloca of 65536 f32), multiplies with the runtime
+// micro-GEMM, and never allocates the f32 weight matrix [256, 512].
 // CHECK-LABEL: func.func @qmatmul_fwd
 // CHECK-SAME: memref<256x288xi8>
 // CHECK-NOT: memref<256x512xf32>
@@ -31,9 +31,69 @@ func.func @dequant(%w: !qcc.qtensor<4x64xq8_0>) -> tensor<4x64xf32> {
 // CHECK: call @qcc_rt_gemm_f32
 // CHECK-NOT: memref<256x512xf32>
 // CHECK: return
-func.func @qmatmul_fwd(%x: tensor<8x512xf32>, %w: !qcc.qtensor<256x512xq4_K>) -> tensor<8x256xf32> {
-  %0 = qcc.qmatmul fwd %x, %w : tensor<8x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<8x256xf32>
-  return %0 : tensor<8x256xf32>
+func.func @qmatmul_fwd(%x: tensor<9x512xf32>, %w: !qcc.qtensor<256x512xq4_K>) -> tensor<9x256xf32> {
+  %0 = qcc.qmatmul fwd %x, %w : tensor<9x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<9x256xf32>
+  return %0 : tensor<9x256xf32>
+}
+
+// -----
+
+// A qmatmul with one activation row (a GEMV) takes the few-rows path: an
+// scf.parallel over chunks of W rows calls a per-shape function that
+// decodes each q4_K block with vector ops (byte vector loads, nibble masks,
+// sitofp) straight into vector.fma accumulators, reduced once per row. Its
+// offsets (the mins) meet sums of x per 32 columns computed before the
+// loop. Neither the f32 weight [256, 512] nor a tile of it exists, and the
+// micro-GEMM is not called.
+// CHECK-LABEL: func.func private @__qcc_qmatmul_fwd_m1_q4_K_256x512_73728_1x512xf32_1x256xf32
+// CHECK-SAME: (%[[B:.+]]: memref<73728xi8>, %[[X:.+]]: memref<1x512xf32>, %{{.+}}: memref<1x256xf32>, %{{.+}}: index, %{{.+}}: index, %{{.+}}: index, %{{.+}}: index, %[[XS:.+]]: memref<1x16xf32>)
+// CHECK-NOT: xf32> = memref.alloc
+// CHECK: scf.for
+// CHECK: memref.prefetch %[[B]]
+// CHECK: vector.load %[[B]][%{{.+}}] : memref<73728xi8>, vector<16xi8>
+// CHECK: arith.extui %{{.+}} : vector<16xi8> to vector<16xi32>
+// CHECK: arith.andi %{{.+}} : vector<16xi32>
+// CHECK: arith.sitofp %{{.+}} : vector<16xi32> to vector<16xf32>
+// CHECK: vector.load %[[X]][%{{.+}}] : memref<1x512xf32>, vector<16xf32>
+// CHECK: vector.fma %{{.+}} : vector<16xf32>
+// CHECK: vector.load %[[XS]][%{{.+}}] : memref<1x16xf32>, vector<8xf32>
+// CHECK: vector.fma %{{.+}} : vector<8xf32>
+// CHECK: vector.reduction <add>, %{{.+}} fastmath<reassoc> : vector<16xf32> into f32
+// CHECK-LABEL: func.func @gemv
+// CHECK-NOT: memref<256x512xf32>
+// CHECK-NOT: memref.alloca
+// CHECK-NOT: qcc_rt_gemm_f32
+// CHECK: memref.alloc() : memref<1x16xf32>
+// CHECK: scf.parallel
+// CHECK: func.call @__qcc_qmatmul_fwd_m1_q4_K_256x512_73728_1x512xf32_1x256xf32
+// CHECK-NOT: qcc_rt_gemm_f32
+// CHECK: return
+func.func @gemv(%x: tensor<1x512xf32>, %w: !qcc.qtensor<256x512xq4_K>) -> tensor<1x256xf32> {
+  %0 = qcc.qmatmul fwd %x, %w : tensor<1x512xf32>, !qcc.qtensor<256x512xq4_K> -> tensor<1x256xf32>
+  return %0 : tensor<1x256xf32>
+}
+
+// -----
+
+// Backward with two rows, in a format without a vector decoder (iq2_xs):
+// each block is decoded by the scalar emitter into a block-sized stack
+// buffer (256 f32, allocated once per call of the strip function) and read
+// back as vectors for the AXPYs into the strip of dx.
+// CHECK-LABEL: func.func private @__qcc_qmatmul_bwd_m2_iq2_xs_256x512
+// CHECK-DAG: memref.alloca() : memref<2x{{[0-9]+}}xf32>
+// CHECK-DAG: memref.alloca() : memref<256xf32>
+// CHECK-NOT: memref<256x512xf32>
+// CHECK: scf.for
+// CHECK: memref.store %{{.+}} : memref<256xf32>
+// CHECK: vector.load %{{.+}} : memref<256xf32>, vector<16xf32>
+// CHECK: vector.fma %{{.+}} : vector<16xf32>
+// CHECK-LABEL: func.func @gemv_bwd
+// CHECK-NOT: qcc_rt_gemm_f32
+// CHECK: scf.parallel
+// CHECK: func.call @__qcc_qmatmul_bwd_m2_iq2_xs_256x512
+func.func @gemv_bwd(%g: tensor<2x256xf32>, %w: !qcc.qtensor<256x512xiq2_xs>) -> tensor<2x512xf32> {
+  %0 = qcc.qmatmul bwd %g, %w : tensor<2x256xf32>, !qcc.qtensor<256x512xiq2_xs> -> tensor<2x512xf32>
+  return %0 : tensor<2x512xf32>
 }
 
 // -----
