@@ -69,7 +69,9 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   // layers of a stack share their lowered code (compile time).
   if (options.outlineKernels)
     pm.addPass(createOutlineKernels());
-  pm.addPass(createLowerQccToLoops());
+  LowerQccToLoopsOptions loops;
+  loops.kernelForm = options.kernelForm;
+  pm.addPass(createLowerQccToLoops(loops));
 
   // Tensors to buffers. Entry points return through out-parameters so the
   // caller owns every buffer it sees.
@@ -133,4 +135,9 @@ void mlir::qcc::registerQccPipelines() {
       "qcc-lower-to-cpu",
       "Lower qcc and linalg on tensors to the LLVM dialect for the host CPU",
       buildLowerToCPUPipeline);
+  PassPipelineRegistration<LowerToCUDAOptions>(
+      "qcc-lower-to-cuda",
+      "Lower qcc and linalg on tensors to host LLVM code launching PTX "
+      "kernels (NVVM)",
+      buildLowerToCUDAPipeline);
 }

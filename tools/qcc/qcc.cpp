@@ -12,6 +12,7 @@
 #include "qcc/Pipelines/Pipelines.h"
 #include "qcc/Target/StepABI.h"
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/InitAllDialects.h"
@@ -40,6 +41,9 @@
 #include "llvm/TargetParser/Host.h"
 #include "llvm/TargetParser/SubtargetFeature.h"
 #include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <nlohmann/json.hpp>
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -51,16 +55,29 @@ static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input.mlir>"),
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::Required,
                                        cl::cat(qccCategory));
-enum class Emit { Mlir, Llvm, Obj, So };
+enum class Emit { Mlir, Llvm, Obj, So, Ptx };
 static cl::opt<Emit> emit(
     "emit", cl::desc("What to write"), cl::init(Emit::So),
     cl::values(clEnumValN(Emit::Mlir, "mlir", "lowered MLIR (LLVM dialect)"),
-               clEnumValN(Emit::Llvm, "llvm", "optimized LLVM IR"),
+               clEnumValN(Emit::Llvm, "llvm", "optimized LLVM IR (host)"),
                clEnumValN(Emit::Obj, "obj", "object file"),
-               clEnumValN(Emit::So, "so", "shared library (default)")),
+               clEnumValN(Emit::So, "so", "shared library (default)"),
+               clEnumValN(Emit::Ptx, "ptx",
+                          "the step's PTX module (--target=cuda)")),
     cl::cat(qccCategory));
-static cl::opt<std::string> target("target", cl::desc("Target: cpu"),
+static cl::opt<std::string> target("target", cl::desc("Target: cpu or cuda"),
                                    cl::init("cpu"), cl::cat(qccCategory));
+static cl::opt<std::string>
+    gpuArch("gpu-arch",
+            cl::desc("GPU architecture for --target=cuda: sm_80 or sm_90 "
+                     "(default sm_80)"),
+            cl::init("sm_80"), cl::cat(qccCategory));
+static cl::opt<bool> kernelForm(
+    "kernel-form",
+    cl::desc("CPU target: lower dequant and qmatmul through the kernel form "
+             "the CUDA target maps to GPU threads (runs the GPU kernels' "
+             "code on the CPU, for testing)"),
+    cl::init(false), cl::cat(qccCategory));
 static cl::opt<unsigned> optLevel("O", cl::desc("Optimization level 0-3"),
                                   cl::Prefix, cl::init(2),
                                   cl::cat(qccCategory));
@@ -193,7 +210,8 @@ static FailureOr<std::string> emitObject(llvm::Module &module,
 /// Links `object` into a shared library at `path` with the system compiler
 /// driver, with the step runtime and against LLVM's OpenMP runtime for the
 /// parallel loops.
-static LogicalResult linkSharedLibrary(StringRef object, StringRef path) {
+static LogicalResult linkSharedLibrary(StringRef object, StringRef path,
+                                       bool cuda) {
   llvm::SmallString<128> objPath;
   int fd;
   if (llvm::sys::fs::createTemporaryFile("qcc-step", "o", fd, objPath)) {
@@ -227,11 +245,15 @@ static LogicalResult linkSharedLibrary(StringRef object, StringRef path) {
                                  QCC_CODECS_ARCHIVE,
                                  "-Wl,--exclude-libs,libqcc_codecs.a",
                                  libFlag,
+                                 // CUDA steps: the mgpu* launch functions
+                                 // over the dlopen'ed driver.
+                                 cuda ? QCC_CUDA_SHIM_ARCHIVE : "",
                                  rpathFlag,
                                  "-lomp",
                                  "-lstdc++",
                                  "-pthread",
                                  "-lm"};
+  llvm::erase(argv, StringRef());
   std::string errMsg;
   int rc = llvm::sys::ExecuteAndWait(*cc, argv, std::nullopt, {}, 0, 0,
                                      &errMsg);
@@ -249,6 +271,78 @@ static LogicalResult linkSharedLibrary(StringRef object, StringRef path) {
   return success();
 }
 
+/// The manifest of a CUDA step says so: the runtime then passes device
+/// buffers (docs/runtime.md).
+static std::string addCudaTarget(StringRef manifest, StringRef arch) {
+  nlohmann::json m = nlohmann::json::parse(manifest.str());
+  m["target"] = "cuda";
+  m["gpu_arch"] = arch.str();
+  return m.dump();
+}
+
+/// The PTX of the step's (single, merged) GPU module.
+static FailureOr<std::string> stepPtx(ModuleOp module) {
+  std::string ptx;
+  unsigned count = 0;
+  for (auto binary : module.getOps<gpu::BinaryOp>()) {
+    for (Attribute a : binary.getObjects()) {
+      auto object = cast<gpu::ObjectAttr>(a);
+      if (object.getFormat() != gpu::CompilationTarget::Assembly) {
+        binary.emitError("expected a PTX (assembly) object");
+        return failure();
+      }
+      ptx = object.getObject().str();
+      ++count;
+    }
+  }
+  if (count > 1) {
+    module.emitError("expected one GPU module, found ") << count;
+    return failure();
+  }
+  return ptx; // empty: a step without kernels
+}
+
+/// Assembles `ptx` with the CUDA toolkit's ptxas when it is installed, so a
+/// step that the GPU would reject is never written. Without ptxas the PTX
+/// is embedded unchecked (the driver JIT-compiles it at load).
+static LogicalResult assembleWithPtxas(StringRef ptx, StringRef arch) {
+  if (ptx.empty())
+    return success();
+  llvm::ErrorOr<std::string> ptxas = llvm::sys::findProgramByName("ptxas");
+  if (!ptxas)
+    ptxas = llvm::sys::findProgramByName("ptxas", {"/usr/local/cuda/bin"});
+  if (!ptxas)
+    return success();
+  llvm::SmallString<128> in, out, log;
+  int fd;
+  if (llvm::sys::fs::createTemporaryFile("qcc-step", "ptx", fd, in) ||
+      llvm::sys::fs::createTemporaryFile("qcc-step", "cubin", out) ||
+      llvm::sys::fs::createTemporaryFile("qcc-ptxas", "log", log)) {
+    llvm::errs() << "qcc: error: cannot create temporary files for ptxas\n";
+    return failure();
+  }
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << ptx;
+  }
+  llvm::FileRemover removeIn(in), removeOut(out), removeLog(log);
+  std::string archFlag = ("-arch=" + arch).str();
+  SmallVector<StringRef> argv = {*ptxas, archFlag, in, "-o", out};
+  std::optional<StringRef> redirects[] = {std::nullopt, log.str(), log.str()};
+  std::string errMsg;
+  int rc = llvm::sys::ExecuteAndWait(*ptxas, argv, std::nullopt, redirects, 0,
+                                     0, &errMsg);
+  if (rc != 0) {
+    auto text = llvm::MemoryBuffer::getFile(log);
+    llvm::errs() << "qcc: error: ptxas rejected the generated PTX for "
+                 << arch << " (exit " << rc << ")"
+                 << (errMsg.empty() ? "" : ": " + errMsg) << "\n"
+                 << (text ? (*text)->getBuffer() : "");
+    return failure();
+  }
+  return success();
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   if (!takeThreadsOption(argc, argv))
@@ -259,9 +353,24 @@ int main(int argc, char **argv) {
       "qcc: compile a training step in the qcc dialect to a shared library\n\n"
       "  --threads=<N>  threads for parallel loops (1 = serial, 0 = all "
       "cores)\n");
-  if (target != "cpu") {
+  if (target != "cpu" && target != "cuda") {
     llvm::errs() << "qcc: error: unsupported --target=" << target
-                 << " (supported: cpu)\n";
+                 << " (supported: cpu, cuda)\n";
+    return 2;
+  }
+  bool cuda = target == "cuda";
+  if (cuda && gpuArch != "sm_80" && gpuArch != "sm_90") {
+    llvm::errs() << "qcc: error: unsupported --gpu-arch=" << gpuArch
+                 << " (supported: sm_80, sm_90)\n";
+    return 2;
+  }
+  if (!cuda && emit == Emit::Ptx) {
+    llvm::errs() << "qcc: error: --emit=ptx needs --target=cuda\n";
+    return 2;
+  }
+  if (cuda && kernelForm) {
+    llvm::errs() << "qcc: error: --kernel-form is for --target=cpu (the "
+                    "CUDA target always uses it)\n";
     return 2;
   }
   if (optLevel > 3) {
@@ -296,6 +405,7 @@ int main(int argc, char **argv) {
   options.threads = threads;
   options.fuseWeightUpdate = fuseWeightUpdate;
   options.outlineKernels = outlineKernels;
+  options.kernelForm = kernelForm;
   PassManager tensorPm(&context);
   qcc::buildQccTensorPipeline(tensorPm, options);
   if (failed(tensorPm.run(*module)))
@@ -304,10 +414,27 @@ int main(int argc, char **argv) {
   if (failed(manifest))
     return 1;
 
+  if (cuda)
+    manifest = addCudaTarget(*manifest, gpuArch);
+
   PassManager pm(&context);
-  qcc::buildQccLoweringPipeline(pm, options);
+  if (cuda) {
+    qcc::LowerToCUDAOptions cudaOptions;
+    cudaOptions.chip = gpuArch;
+    cudaOptions.outlineKernels = outlineKernels;
+    qcc::buildQccCUDALoweringPipeline(pm, cudaOptions);
+  } else {
+    qcc::buildQccLoweringPipeline(pm, options);
+  }
   if (failed(pm.run(*module)))
     return 1;
+  if (cuda) {
+    FailureOr<std::string> ptx = stepPtx(*module);
+    if (failed(ptx) || failed(assembleWithPtxas(*ptx, gpuArch)))
+      return 1;
+    if (emit == Emit::Ptx)
+      return failed(writeAtomically(outputFile, *ptx));
+  }
   if (emit == Emit::Mlir) {
     std::string text;
     llvm::raw_string_ostream os(text);
@@ -349,5 +476,5 @@ int main(int argc, char **argv) {
     return 1;
   if (emit == Emit::Obj)
     return failed(writeAtomically(outputFile, *object));
-  return failed(linkSharedLibrary(*object, outputFile));
+  return failed(linkSharedLibrary(*object, outputFile, cuda));
 }

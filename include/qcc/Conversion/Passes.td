@@ -54,6 +54,15 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
     that `qcc.qmatmul` uses; every other linalg op is left for one-shot
     bufferization.
 
+    With `kernel-form`, `qcc.dequant` and `qcc.qmatmul` are written in the
+    device-neutral kernel form instead (qcc/Conversion/KernelForm.h, used
+    by the CUDA target and runnable on the CPU): grids of 256-thread blocks
+    whose phases decode blocks of W into a block-shared buffer (one block
+    per thread) and multiply from it; linalg ops are all left for
+    bufferization (no micro-GEMM calls); ops that need the runtime's
+    encoders (`requant`, `carry_update`, `weight_update`, `scale_update`,
+    `ste_grad lsq`) are rejected with an error.
+
     Float tensors entering or leaving an op are bridged with
     `bufferization.to_buffer` / `to_tensor`, so the rest of the function is
     left to one-shot bufferization.
@@ -78,6 +87,10 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
     }
     ```
   }];
+  let options = [
+    Option<"kernelForm", "kernel-form", "bool", /*default=*/"false",
+           "Lower dequant and qmatmul to the GPU-shaped kernel form">,
+  ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::bufferization::BufferizationDialect",
                            "::mlir::func::FuncDialect",
@@ -87,6 +100,58 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
                            "::mlir::memref::MemRefDialect",
                            "::mlir::scf::SCFDialect",
                            "::mlir::vector::VectorDialect"];
+}
+
+def QccKernelsToGPU : Pass<"qcc-kernels-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Map parallel loops on buffers to gpu.launch; buffers to the "
+                "device";
+  let description = [{
+    Runs after bufferization (and after linalg has become parallel loops)
+    in the CUDA pipeline. In every function, each outermost `scf.parallel`
+    becomes a `gpu.launch`:
+
+    - a grid of the kernel form (`qcc.kernel_threads = T`, see
+      qcc/Conversion/KernelForm.h) launches one block of T threads per grid
+      iteration; the grid's `memref.alloca`s become workgroup attributions
+      (shared memory); each `qcc.thread_phase` loop becomes a loop of each
+      thread over iterations `tid, tid + T, ...` followed by `gpu.barrier`;
+    - any other parallel loop is linearized, one iteration per thread in
+      blocks of `threads`, guarded by `linear < total`; parallel loops
+      nested inside run sequentially in their thread.
+
+    `memref.copy` outside kernels becomes a parallel copy loop (then a
+    kernel); a host `scf.for`/`scf.if` that reads or writes memory becomes a
+    single-thread kernel; `memref.alloc`/`alloca`/`dealloc` outside kernels
+    become `gpu.alloc`/`gpu.dealloc`. Host code that reads a buffer into a
+    scalar the host itself uses is rejected (the buffer is on the device).
+    `memref.get_global` used in a kernel is re-fetched inside it, so that
+    outlining copies the global into the GPU module.
+  }];
+  let options = [
+    Option<"threads", "threads", "int64_t", /*default=*/"256",
+           "Threads per block for parallel loops outside the kernel form">,
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
+def QccMergeGpuModules : Pass<"qcc-merge-gpu-modules", "::mlir::ModuleOp"> {
+  let summary = "Merge the gpu.modules of outlined kernels into one";
+  let description = [{
+    `gpu-kernel-outlining` makes one `gpu.module` per launch, each with its
+    own copy of the globals and functions its kernel uses. This pass moves
+    all kernels into a single module (renaming kernels whose names clash,
+    keeping one copy of each shared symbol) and retargets the
+    `gpu.launch_func`s, so a step carries one PTX module that the driver
+    loads once.
+  }];
+  let options = [
+    Option<"moduleName", "module-name", "std::string", /*default=*/"\"qcc_kernels\"",
+           "Name of the merged gpu.module">,
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
 }
 
 #endif // QCC_CONVERSION_PASSES_TD

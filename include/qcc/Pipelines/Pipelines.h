@@ -30,7 +30,53 @@ struct LowerToCPUOptions : public PassPipelineOptions<LowerToCPUOptions> {
                      "shared by identical ops (qcc-outline-kernels) before "
                      "lowering; false lowers every op in place"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> kernelForm{
+      *this, "kernel-form",
+      llvm::cl::desc("Lower dequant and qmatmul through the kernel form that "
+                     "the CUDA target maps to GPU threads (to run and test "
+                     "the GPU kernels' code on the CPU)"),
+      llvm::cl::init(false)};
 };
+
+struct LowerToCUDAOptions : public PassPipelineOptions<LowerToCUDAOptions> {
+  PassOptions::Option<std::string> chip{
+      *this, "chip", llvm::cl::desc("GPU architecture (sm_80, sm_90)"),
+      llvm::cl::init("sm_80")};
+  PassOptions::Option<std::string> features{
+      *this, "features",
+      llvm::cl::desc("PTX ISA version of the generated PTX (LLVM feature)"),
+      llvm::cl::init("+ptx80")};
+  PassOptions::Option<std::string> format{
+      *this, "format",
+      llvm::cl::desc("What gpu-module-to-binary embeds: isa (PTX text, "
+                     "JIT-compiled by the driver at load) or bin/fatbin "
+                     "(assembled with ptxas at compile time)"),
+      llvm::cl::init("isa")};
+  PassOptions::Option<bool> fuseWeightUpdate{
+      *this, "fuse-weight-update",
+      llvm::cl::desc("As for qcc-lower-to-cpu"), llvm::cl::init(true)};
+  PassOptions::Option<bool> outlineKernels{
+      *this, "outline-kernels",
+      llvm::cl::desc("As for qcc-lower-to-cpu"), llvm::cl::init(true)};
+  PassOptions::Option<bool> toBinary{
+      *this, "to-binary",
+      llvm::cl::desc("Serialize the GPU module (gpu-module-to-binary) and "
+                     "finish the host code; false stops with the kernels in "
+                     "the NVVM/LLVM dialects (for tests)"),
+      llvm::cl::init(true)};
+};
+
+/// `qcc-lower-to-cuda`: the tensor passes of qcc-lower-to-cpu, qcc ops in
+/// the kernel form, bufferization, parallel loops mapped to gpu.launch
+/// (qcc-kernels-to-gpu), kernels outlined into a gpu.module lowered to NVVM
+/// and serialized to PTX, host code to LLVM with the bare-pointer calling
+/// convention (every buffer argument is a device pointer; docs/cuda.md).
+void buildLowerToCUDAPipeline(OpPassManager &pm,
+                              const LowerToCUDAOptions &options);
+
+/// The part of qcc-lower-to-cuda after the tensor passes.
+void buildQccCUDALoweringPipeline(OpPassManager &pm,
+                                  const LowerToCUDAOptions &options);
 
 /// `qcc-lower-to-cpu`: qcc + linalg on tensors -> LLVM dialect. Fusion,
 /// STE lowering, outlining of ops into shared kernels, qcc ops to loops,

@@ -124,6 +124,10 @@ void populateHadamardToLoopsPatterns(TypeConverter &converter,
                                      RewritePatternSet &patterns);
 void populateWeightUpdateToLoopsPatterns(TypeConverter &converter,
                                          RewritePatternSet &patterns);
+/// The kernel-form lowerings of dequant and qmatmul (KernelFormLowerings.cpp,
+/// qcc/Conversion/KernelForm.h), at a higher benefit than the CPU ones.
+void populateKernelFormPatterns(TypeConverter &converter,
+                                RewritePatternSet &patterns);
 /// Whether `op` is a 2-D f32 contraction that becomes a micro-GEMM call.
 bool isGemmCandidate(Operation *op);
 

@@ -15,6 +15,8 @@
 
 #include "LoweringUtils.h"
 
+#include "qcc/Conversion/KernelForm.h"
+
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/Transforms/FuncConversions.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -56,12 +58,34 @@ namespace {
 
 struct LowerQccToLoopsPass
     : public mlir::qcc::impl::LowerQccToLoopsBase<LowerQccToLoopsPass> {
+  using LowerQccToLoopsBase::LowerQccToLoopsBase;
+
   void runOnOperation() override {
     MLIRContext *ctx = &getContext();
     TypeConverter converter;
     converter.addConversion([](Type t) { return t; });
     converter.addConversion(
         [](QTensorType t) -> Type { return getStorageType(t); });
+
+    // The kernel form has no runtime to call (it also becomes GPU code):
+    // the ops that re-encode blocks are not available there yet.
+    if (kernelForm) {
+      WalkResult unsupported = getOperation().walk([](Operation *op) {
+        bool needsRuntime =
+            isa<RequantOp, CarryUpdateOp, WeightUpdateOp, ScaleUpdateOp>(op);
+        if (auto ste = dyn_cast<SteGradOp>(op))
+          needsRuntime = ste.getNumResults() > 1;
+        if (!needsRuntime)
+          return WalkResult::advance();
+        op->emitOpError()
+            << "is not supported by the kernel form (--target=cuda) yet: it "
+               "re-encodes blocks with the runtime's encoders, which have no "
+               "device version";
+        return WalkResult::interrupt();
+      });
+      if (unsupported.wasInterrupted())
+        return signalPassFailure();
+    }
 
     ConversionTarget target(*ctx);
     target.addLegalDialect<arith::ArithDialect,
@@ -79,10 +103,16 @@ struct LowerQccToLoopsPass
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     // f32 2-D matmuls go to the micro-GEMM where the pattern applies; the
     // rest of linalg stays for one-shot bufferization and loops.
+    // (In the kernel form all of linalg stays: it becomes parallel loops.)
+    bool gemmCalls = !kernelForm;
     target.addDynamicallyLegalDialect<linalg::LinalgDialect>(
-        [](Operation *op) { return !mlir::qcc::detail::isGemmCandidate(op); });
+        [gemmCalls](Operation *op) {
+          return !gemmCalls || !mlir::qcc::detail::isGemmCandidate(op);
+        });
 
     RewritePatternSet patterns(ctx);
+    if (kernelForm)
+      mlir::qcc::detail::populateKernelFormPatterns(converter, patterns);
     populateQccToLoopsPatterns(converter, patterns);
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
                                                                    converter);

@@ -1,0 +1,109 @@
+//===- LowerToCUDA.cpp - The qcc-lower-to-cuda pipeline -------------------===//
+//
+// The CUDA counterpart of qcc-lower-to-cpu. The qcc ops are written in the
+// kernel form (the same IR qcc-lower-to-cpu{kernel-form} runs on the CPU),
+// bufferized like the CPU path, mapped to gpu.launch by qcc-kernels-to-gpu,
+// and then taken through upstream's GPU passes: outlining into a gpu.module,
+// NVVM, PTX (gpu-module-to-binary), and the host side to LLVM calls of the
+// mgpu* launch ABI that runtime/lib/cuda implements over the CUDA driver.
+//
+//===----------------------------------------------------------------------===//
+
+#include "qcc/Pipelines/Pipelines.h"
+
+#include "qcc/Conversion/Passes.h"
+#include "qcc/Dialect/Qcc/Transforms/Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/Transforms/OptimizeForNVVM.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+void mlir::qcc::buildQccCUDALoweringPipeline(
+    OpPassManager &pm, const LowerToCUDAOptions &options) {
+  if (options.outlineKernels)
+    pm.addPass(createOutlineKernels());
+  LowerQccToLoopsOptions loops;
+  loops.kernelForm = true;
+  pm.addPass(createLowerQccToLoops(loops));
+
+  // Buffers as on the CPU, but no stack buffers on the host: every buffer
+  // becomes device memory.
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion =
+      bufferization::LayoutMapOption::IdentityLayoutMap;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  if (options.outlineKernels)
+    pm.addPass(createKernelResultsToOutParams());
+  bufferization::BufferResultsToOutParamsPassOptions outParams;
+  outParams.hoistStaticAllocs = false;
+  outParams.modifyPublicFunctions = true;
+  pm.addPass(bufferization::createBufferResultsToOutParamsPass(outParams));
+  bufferization::buildBufferDeallocationPipeline(pm);
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(createCanonicalizerPass());
+
+  // Threads.
+  pm.addPass(createQccKernelsToGPU());
+  pm.addPass(createGpuLaunchSinkIndexComputationsPass());
+  pm.addPass(createGpuKernelOutliningPass());
+  pm.addPass(createQccMergeGpuModules());
+  // Host-side gpu ops on a stream (tokens), as gpu-to-llvm lowers them.
+  pm.addNestedPass<func::FuncOp>(createGpuAsyncRegionPass());
+
+  // Device and host to LLVM, as upstream's gpu-lower-to-nvvm-pipeline does,
+  // with the host functions on the bare-pointer convention of step ABI.
+  pm.addPass(createConvertVectorToSCFPass());
+  pm.addPass(createSCFToControlFlowPass());
+  ConvertFuncToLLVMPassOptions func;
+  func.useBarePtrCallConv = true;
+  pm.addPass(createConvertFuncToLLVMPass(func));
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  GpuNVVMAttachTargetOptions target;
+  target.chip = options.chip;
+  target.features = options.features;
+  target.optLevel = 3;
+  pm.addPass(createGpuNVVMAttachTarget(target));
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+
+  pm.addNestedPass<gpu::GPUModuleOp>(createConvertGpuOpsToNVVMOps());
+  pm.addNestedPass<gpu::GPUModuleOp>(LLVM::createNVVMOptimizeForTargetPass());
+  pm.addNestedPass<gpu::GPUModuleOp>(createCanonicalizerPass());
+  pm.addNestedPass<gpu::GPUModuleOp>(createCSEPass());
+  pm.addNestedPass<gpu::GPUModuleOp>(createReconcileUnrealizedCastsPass());
+  if (!options.toBinary)
+    return;
+
+  GpuToLLVMConversionPassOptions host;
+  host.hostBarePtrCallConv = true;
+  pm.addPass(createGpuToLLVMConversionPass(host));
+  GpuModuleToBinaryPassOptions binary;
+  binary.compilationTarget = options.format;
+  pm.addPass(createGpuModuleToBinaryPass(binary));
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+void mlir::qcc::buildLowerToCUDAPipeline(OpPassManager &pm,
+                                         const LowerToCUDAOptions &options) {
+  LowerToCPUOptions tensor;
+  tensor.fuseWeightUpdate = options.fuseWeightUpdate;
+  buildQccTensorPipeline(pm, tensor);
+  buildQccCUDALoweringPipeline(pm, options);
+}

@@ -1,0 +1,188 @@
+"""The CUDA target's kernels, checked without a GPU.
+
+`qcc --target=cuda` writes qcc.dequant and qcc.qmatmul in the kernel form
+(include/qcc/Conversion/KernelForm.h) and maps that form to GPU blocks and
+threads. `qcc --kernel-form` (CPU) lowers the very same kernel-form IR to
+CPU loops instead, so here it runs on the CPU and is compared with
+independent references: ggml's golden dequantization (bit for bit) and
+float64 numpy for the products. Then the PTX that the CUDA target generates
+for every format is assembled by the CUDA toolkit's ptxas for sm_80 and
+sm_90; a rejected module fails the test.
+"""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from qcc_step import compile_step, find_tool, golden_tensors
+
+GOLDEN = golden_tensors()
+FORMATS = sorted({name[:-2] for name in GOLDEN if name.endswith(".q")})
+PTXAS = shutil.which("ptxas") or (
+    "/usr/local/cuda/bin/ptxas" if os.path.exists("/usr/local/cuda/bin/ptxas")
+    else None)
+
+
+def golden(fmt):
+    _, ne, q = GOLDEN[f"{fmt}.q"]
+    _, _, deq = GOLDEN[f"{fmt}.deq"]
+    rows, cols = ne[1], ne[0]
+    w = np.frombuffer(deq, dtype=np.float32).reshape(rows, cols)
+    return np.frombuffer(q, dtype=np.uint8), w, rows, cols
+
+
+def relative_error(got, ref):
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def ops_module(fmt, n, k, m):
+    """dequant, qmatmul fwd and bwd of one weight type."""
+    w = f"!qcc.qtensor<{n}x{k}x{fmt}>"
+    return f"""
+func.func @deq(%w: {w}) -> tensor<{n}x{k}xf32> {{
+  %0 = qcc.dequant %w : {w} -> tensor<{n}x{k}xf32>
+  return %0 : tensor<{n}x{k}xf32>
+}}
+func.func @fwd(%x: tensor<{m}x{k}xf32>, %w: {w}) -> tensor<{m}x{n}xf32> {{
+  %0 = qcc.qmatmul fwd %x, %w : tensor<{m}x{k}xf32>, {w} -> tensor<{m}x{n}xf32>
+  return %0 : tensor<{m}x{n}xf32>
+}}
+func.func @bwd(%g: tensor<{m}x{n}xf32>, %w: {w}) -> tensor<{m}x{k}xf32> {{
+  %0 = qcc.qmatmul bwd %g, %w : tensor<{m}x{n}xf32>, {w} -> tensor<{m}x{k}xf32>
+  return %0 : tensor<{m}x{k}xf32>
+}}"""
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_kernel_form_on_cpu_matches_references(tmp_path, fmt):
+    """The GPU kernels' IR, run on the CPU: dequant bit-exact against ggml,
+    qmatmul in both orientations against float64 (f32 accumulation over at
+    most 512 terms: 1e-5 relative)."""
+    q, w, n, k = golden(fmt)
+    m = 5
+    step = compile_step(ops_module(fmt, n, k, m), tmp_path, "--kernel-form")
+    deq = step.call("deq", q)
+    assert deq.view(np.uint32).tolist() == w.view(np.uint32).tolist()
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    g = rng.standard_normal((m, n)).astype(np.float32)
+    w64 = w.astype(np.float64)
+    assert relative_error(step.call("fwd", x, q), x.astype(np.float64) @ w64.T) < 1e-5
+    assert relative_error(step.call("bwd", g, q), g.astype(np.float64) @ w64) < 1e-5
+
+
+def test_kernel_form_ragged_batched_and_narrow_types(tmp_path):
+    """Tiles cut by N = 40 (not a multiple of 32) and K = 768 (not of 256),
+    a batched weight (grid z), bf16 activations and an f16 result."""
+    rng = np.random.default_rng(5)
+    b, m, n, k = 2, 3, 40, 768
+    codes = rng.integers(-127, 128, size=(b, n, k)).astype(np.int8)
+    d = np.float16(1.0 / 64)
+    blocks = np.zeros((b, n, k // 32, 34), dtype=np.uint8)
+    blocks[..., 0:2] = np.frombuffer(d.tobytes(), dtype=np.uint8)
+    blocks[..., 2:] = codes.reshape(b, n, k // 32, 32).view(np.uint8)
+    w = codes.astype(np.float64) * float(d)
+    x = rng.standard_normal((b, m, k)).astype(np.float32)
+    # bf16 activations: the top half of each f32.
+    x_bf16 = (x.view(np.uint32) >> 16).astype(np.uint16)
+    x_rounded = (x_bf16.astype(np.uint32) << 16).view(np.float32)
+    wt = f"!qcc.qtensor<{b}x{n}x{k}xq8_0>"
+    step = compile_step(f"""
+func.func @mm(%x: tensor<{b}x{m}x{k}xbf16>, %w: {wt}) -> tensor<{b}x{m}x{n}xf16> {{
+  %0 = qcc.qmatmul fwd %x, %w : tensor<{b}x{m}x{k}xbf16>, {wt} -> tensor<{b}x{m}x{n}xf16>
+  return %0 : tensor<{b}x{m}x{n}xf16>
+}}
+func.func @dx(%g: tensor<{b}x{m}x{n}xf32>, %w: {wt}) -> tensor<{b}x{m}x{k}xf32> {{
+  %0 = qcc.qmatmul bwd %g, %w : tensor<{b}x{m}x{n}xf32>, {wt} -> tensor<{b}x{m}x{k}xf32>
+  return %0 : tensor<{b}x{m}x{k}xf32>
+}}""", tmp_path, "--kernel-form")
+    got = step.call("mm", x_bf16, blocks.reshape(-1)).astype(np.float64)
+    ref = np.einsum("bmk,bnk->bmn", x_rounded.astype(np.float64), w)
+    # f16 result: half a unit in the last place of f16 (2^-11 relative).
+    assert relative_error(got, ref) < 2e-3
+    g = rng.standard_normal((b, m, n)).astype(np.float32)
+    got = step.call("dx", g, blocks.reshape(-1))
+    assert relative_error(got, np.einsum("bmn,bnk->bmk", g.astype(np.float64), w)) < 1e-5
+
+
+def compile_cuda(tmp_path, text, arch, emit="ptx"):
+    src = tmp_path / "step.mlir"
+    src.write_text(text)
+    out = tmp_path / f"step.{emit}"
+    proc = subprocess.run([find_tool("qcc"), str(src), "-o", str(out),
+                           "--target=cuda", f"--gpu-arch={arch}",
+                           f"--emit={emit}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def ptxas(ptx, arch):
+    proc = subprocess.run([PTXAS, f"-arch={arch}", str(ptx), "-o", os.devnull],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, f"ptxas -arch={arch} rejected {ptx}:\n{proc.stderr}"
+
+
+@pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ptx_of_every_format_assembles_for_sm80_and_sm90(tmp_path, fmt):
+    _, _, n, k = golden(fmt)
+    text = ops_module(fmt, n, k, 5)
+    ptx = compile_cuda(tmp_path, text, "sm_80")
+    body = ptx.read_text()
+    assert ".target sm_80" in body
+    for kernel in ("deq", "fwd", "bwd"):
+        assert f".entry {kernel}_kernel" in body or ".entry __qcc_kernel" in body
+    # Shared-memory tiles and barriers of the qmatmul kernels.
+    assert ".shared" in body and "bar.sync" in body
+    ptxas(ptx, "sm_80")
+    ptxas(ptx, "sm_90")
+    ptx90 = compile_cuda(tmp_path, text, "sm_90")
+    assert ".target sm_90" in ptx90.read_text()
+    ptxas(ptx90, "sm_90")
+
+
+def test_cuda_step_library_links_and_declares_its_target(tmp_path):
+    """The shared library of a CUDA step: the entry points of the step ABI,
+    the mgpu* launch functions resolved inside it (no libcuda link), and a
+    manifest that says target cuda."""
+    _, _, n, k = golden("q4_K")
+    so = compile_cuda(tmp_path, ops_module("q4_K", n, k, 5), "sm_90", emit="so")
+    syms = subprocess.run(["nm", "-D", str(so)], capture_output=True,
+                          text=True, check=True).stdout
+    for entry in ("qcc_entry_deq", "qcc_entry_fwd", "qcc_entry_bwd"):
+        assert f" T {entry}" in syms
+    needed = subprocess.run(["readelf", "-d", str(so)], capture_output=True,
+                            text=True, check=True).stdout
+    assert "libcuda" not in needed
+    assert b'\\22target\\22:\\22cuda\\22' not in so.read_bytes()  # JSON, not escaped
+    assert b'"target":"cuda"' in so.read_bytes()
+    assert b'"gpu_arch":"sm_90"' in so.read_bytes()
+
+
+@pytest.mark.parametrize("op", ["requant", "carry_update"])
+def test_ops_without_device_encoders_are_rejected_clearly(tmp_path, op):
+    w = "!qcc.qtensor<4x32xq8_0>"
+    if op == "requant":
+        text = f"""
+func.func @f(%x: tensor<4x32xf32>) -> {w} {{
+  %0 = qcc.requant %x : tensor<4x32xf32> -> {w}
+  return %0 : {w}
+}}"""
+    else:
+        text = f"""
+func.func @f(%w: {w}, %c: tensor<4x32xf32>, %d: tensor<4x32xf32>) -> ({w}, tensor<4x32xf32>) {{
+  %0, %1 = qcc.carry_update %w, %c, %d : {w}, tensor<4x32xf32>, tensor<4x32xf32>
+  return %0, %1 : {w}, tensor<4x32xf32>
+}}"""
+    src = tmp_path / "step.mlir"
+    src.write_text(text)
+    out = tmp_path / "step.so"
+    proc = subprocess.run([find_tool("qcc"), str(src), "-o", str(out),
+                           "--target=cuda"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "step.mlir:3" in proc.stderr
+    assert "not supported by the kernel form (--target=cuda) yet" in proc.stderr
+    assert not out.exists()
