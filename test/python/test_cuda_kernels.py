@@ -186,3 +186,26 @@ func.func @f(%w: {w}, %c: tensor<4x32xf32>, %d: tensor<4x32xf32>) -> ({w}, tenso
     assert "step.mlir:3" in proc.stderr
     assert "not supported by the kernel form (--target=cuda) yet" in proc.stderr
     assert not out.exists()
+
+
+def test_whole_cuda_step_runs_in_kernel_form_like_the_cpu_path(tmp_path):
+    """test/tools/qcc/Inputs/grad_step.mlir (hadamard, both qmatmuls, a full
+    reduction, a linalg weight gradient, a clipped STE) compiles for CUDA;
+    compiled for the CPU in the kernel form it gives what the CPU path
+    gives (the same f32 sums in another order: 1e-5 relative)."""
+    text = open(os.path.join(os.path.dirname(__file__), "..", "tools", "qcc",
+                             "Inputs", "grad_step.mlir")).read()
+    cuda_dir = tmp_path / "cuda"
+    cuda_dir.mkdir()
+    compile_cuda(cuda_dir, text, "sm_80", emit="so")
+    # 64 x 256 q4_K weights: ggml's golden blocks, repeated.
+    q = np.resize(golden("q4_K")[0], 64 * 144)
+    cpu = compile_step(text, tmp_path / "cpu")
+    kern = compile_step(text, tmp_path / "kernel", "--kernel-form")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    t = rng.standard_normal((4, 64)).astype(np.float32)
+    want = cpu.call("grad_step", q, x, t)
+    got = kern.call("grad_step", q, x, t)
+    for a, b in zip(got, want):
+        assert relative_error(np.asarray(a, np.float64), np.asarray(b, np.float64)) < 1e-5

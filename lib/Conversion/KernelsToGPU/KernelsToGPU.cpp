@@ -138,36 +138,68 @@ struct KernelsToGPUPass
     }
   }
 
-  /// Host code may not dereference buffers: they live on the device. A
-  /// top-level loop or conditional that reads or writes memory outside any
-  /// parallel loop becomes a one-iteration scf.parallel (a single-thread
-  /// kernel); anything else is an error.
+  /// Host code may not dereference buffers: they live on the device. Runs
+  /// of top-level ops that read or write memory outside any parallel loop
+  /// (with the ops that use their results) become one-iteration
+  /// scf.parallel loops, i.e. single-thread kernels. A value such a run
+  /// computes that the host needs afterwards is an error.
   LogicalResult wrapHostMemoryAccess(func::FuncOp func) {
-    SetVector<Operation *> toWrap;
-    WalkResult r = func.walk([&](Operation *op) {
-      if (!touchesMemory(op) || op->getParentOfType<scf::ParallelOp>())
-        return WalkResult::advance();
-      Operation *top = op;
-      while (top->getParentOp() != func.getOperation())
-        top = top->getParentOp();
-      if (!isa<scf::ForOp, scf::IfOp>(top) || !top->use_empty()) {
-        op->emitOpError("reads or writes a buffer in host code, which the "
-                        "CUDA target cannot run (the buffer is in device "
-                        "memory)");
-        return WalkResult::interrupt();
+    auto needsDevice = [](Operation *top) {
+      if (isa<scf::ParallelOp>(top))
+        return false;
+      bool found = false;
+      top->walk([&](Operation *op) {
+        if (touchesMemory(op) && !op->getParentOfType<scf::ParallelOp>())
+          found = true;
+      });
+      return found;
+    };
+    SmallVector<SmallVector<Operation *>> groups;
+    for (Block &block : func.getBody()) {
+      SmallVector<Operation *> group;
+      SmallPtrSet<Operation *, 8> inGroup;
+      auto close = [&] {
+        if (!group.empty())
+          groups.push_back(group);
+        group.clear();
+        inGroup.clear();
+      };
+      for (Operation &op : block.without_terminator()) {
+        bool usesGroup = llvm::any_of(op.getOperands(), [&](Value v) {
+          Operation *def = v.getDefiningOp();
+          return def && inGroup.contains(def);
+        });
+        if (needsDevice(&op) || (usesGroup && !isa<scf::ParallelOp>(op))) {
+          group.push_back(&op);
+          inGroup.insert(&op);
+        } else {
+          close();
+        }
       }
-      toWrap.insert(top);
-      return WalkResult::advance();
-    });
-    if (r.wasInterrupted())
-      return failure();
-    for (Operation *top : toWrap) {
-      OpBuilder b(top);
-      Location loc = top->getLoc();
+      close();
+    }
+    for (ArrayRef<Operation *> group : groups) {
+      SmallPtrSet<Operation *, 8> members(group.begin(), group.end());
+      for (Operation *op : group)
+        for (Value result : op->getResults())
+          for (Operation *user : result.getUsers())
+            if (!members.contains(user) &&
+                !llvm::any_of(group, [&](Operation *m) {
+                  return m->isProperAncestor(user);
+                }))
+              return user->emitOpError(
+                         "uses a value read from a buffer in host code, "
+                         "which the CUDA target cannot run (the buffer is "
+                         "in device memory)")
+                         .attachNote(op->getLoc())
+                     << "read here";
+      OpBuilder b(group.front());
+      Location loc = group.front()->getLoc();
       auto par = scf::ParallelOp::create(b, loc, ValueRange{cIdx(b, loc, 0)},
                                          ValueRange{cIdx(b, loc, 1)},
                                          ValueRange{cIdx(b, loc, 1)});
-      top->moveBefore(par.getBody()->getTerminator());
+      for (Operation *op : group)
+        op->moveBefore(par.getBody()->getTerminator());
     }
     return success();
   }
@@ -319,13 +351,14 @@ struct KernelsToGPUPass
     OpBuilder b(par);
     // Trip counts, and their product.
     SmallVector<Value> counts;
-    Value total = cIdx(b, loc, 1);
+    Value total;
     for (auto [lb, ub, step] : llvm::zip(par.getLowerBound(),
                                          par.getUpperBound(), par.getStep())) {
       Value count = arith::CeilDivUIOp::create(
           b, loc, arith::SubIOp::create(b, loc, ub, lb), step);
       counts.push_back(count);
-      total = arith::MulIOp::create(b, loc, total, count);
+      total = total ? arith::MulIOp::create(b, loc, total, count).getResult()
+                    : count;
     }
     Value threadsV = cIdx(b, loc, threads);
     Value blocks = arith::CeilDivUIOp::create(b, loc, total, threadsV);
