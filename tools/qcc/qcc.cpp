@@ -244,6 +244,8 @@ static LogicalResult linkSharedLibrary(StringRef object, StringRef path,
                                  "-Wl,--no-whole-archive",
                                  QCC_CODECS_ARCHIVE,
                                  "-Wl,--exclude-libs,libqcc_codecs.a",
+                                 QCC_CLANG_RT_BUILTINS,
+                                 QCC_EXCLUDE_CLANG_RT,
                                  libFlag,
                                  // CUDA steps: the mgpu* launch functions
                                  // over the dlopen'ed driver.
