@@ -2,6 +2,7 @@
 
 #include "qcc/Runtime/Cuda.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -9,6 +10,14 @@
 #include <utility>
 
 namespace qcc::cuda {
+
+/// std::to_string would give this library STB_GNU_UNIQUE symbols (its digit
+/// table), which make a step library that links it impossible to unload.
+static std::string decimal(long long v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%lld", v);
+  return buf;
+}
 
 static bool fail(std::string *error, std::string message) {
   if (error)
@@ -83,7 +92,7 @@ bool Driver::makeCurrent(std::string *error) const {
 std::string Driver::errorText(CUresult result) const {
   const char *name = nullptr, *text = nullptr;
   if (Api.cuGetErrorName(result, &name) != CUDA_SUCCESS || !name)
-    return "CUDA error " + std::to_string(result);
+    return "CUDA error " + decimal(result);
   std::string out = name;
   if (Api.cuGetErrorString(result, &text) == CUDA_SUCCESS && text)
     out += std::string(" (") + text + ")";
@@ -110,7 +119,7 @@ std::string Driver::computeCapability() const {
                            Device);
   Api.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
                            Device);
-  return "sm_" + std::to_string(major) + std::to_string(minor);
+  return "sm_" + decimal(major) + decimal(minor);
 }
 
 //===----------------------------------------------------------------------===//
@@ -145,7 +154,7 @@ bool DeviceBuffer::allocate(const Driver &driver, size_t bytes,
     return false;
   CUdeviceptr p = 0;
   if (!driver.check(driver.api().cuMemAlloc(&p, bytes ? bytes : 1),
-                    "cuMemAlloc_v2(" + std::to_string(bytes) + " bytes)",
+                    "cuMemAlloc_v2(" + decimal(bytes) + " bytes)",
                     error))
     return false;
   Drv = &driver;
@@ -157,16 +166,16 @@ bool DeviceBuffer::allocate(const Driver &driver, size_t bytes,
 bool DeviceBuffer::upload(const void *src, size_t bytes, const Stream &stream,
                           std::string *error, size_t offset) const {
   if (offset + bytes > Size)
-    return fail(error, "upload of " + std::to_string(bytes) +
-                           " bytes at offset " + std::to_string(offset) +
+    return fail(error, "upload of " + decimal(bytes) +
+                           " bytes at offset " + decimal(offset) +
                            " into a device buffer of " +
-                           std::to_string(Size));
+                           decimal(Size));
   if (!bytes)
     return true;
   return Drv->makeCurrent(error) &&
          Drv->check(Drv->api().cuMemcpyHtoDAsync(Ptr + offset, src, bytes,
                                                  stream.get()),
-                    "cuMemcpyHtoDAsync_v2(" + std::to_string(bytes) +
+                    "cuMemcpyHtoDAsync_v2(" + decimal(bytes) +
                         " bytes)",
                     error);
 }
@@ -174,15 +183,15 @@ bool DeviceBuffer::upload(const void *src, size_t bytes, const Stream &stream,
 bool DeviceBuffer::download(void *dst, size_t bytes, const Stream &stream,
                             std::string *error) const {
   if (bytes > Size)
-    return fail(error, "download of " + std::to_string(bytes) +
+    return fail(error, "download of " + decimal(bytes) +
                            " bytes from a device buffer of " +
-                           std::to_string(Size));
+                           decimal(Size));
   if (!bytes)
     return true;
   return Drv->makeCurrent(error) &&
          Drv->check(Drv->api().cuMemcpyDtoHAsync(dst, Ptr, bytes,
                                                  stream.get()),
-                    "cuMemcpyDtoHAsync_v2(" + std::to_string(bytes) +
+                    "cuMemcpyDtoHAsync_v2(" + decimal(bytes) +
                         " bytes)",
                     error);
 }

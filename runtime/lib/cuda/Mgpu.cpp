@@ -11,6 +11,7 @@
 
 #include "qcc/Runtime/Cuda.h"
 
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -19,6 +20,14 @@
 using namespace qcc::cuda;
 
 namespace {
+
+/// std::to_string would give this library STB_GNU_UNIQUE symbols (its digit
+/// table), which make a step library that links it impossible to unload.
+std::string decimal(long long v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%lld", v);
+  return buf;
+}
 
 std::mutex errorMutex;
 std::string pendingError; // the first failure since the last take
@@ -136,7 +145,7 @@ extern "C" void mgpuLaunchKernel(void *function, intptr_t gridX,
   }
   for (intptr_t v : {gridX, gridY, gridZ, blockX, blockY, blockZ})
     if (v < 1 || uint64_t(v) > 0xffffffffu) {
-      recordError("cuLaunchKernel: launch dimension " + std::to_string(v) +
+      recordError("cuLaunchKernel: launch dimension " + decimal(v) +
                   " out of range");
       return;
     }
@@ -214,10 +223,10 @@ extern "C" void *mgpuMemAlloc(uint64_t sizeBytes, void * /*stream*/,
   size_t n = sizeBytes ? size_t(sizeBytes) : 1;
   if (isHostShared)
     ok(d, d->api().cuMemAllocManaged(&p, n, CU_MEM_ATTACH_GLOBAL),
-       "cuMemAllocManaged(" + std::to_string(sizeBytes) + " bytes)");
+       "cuMemAllocManaged(" + decimal(sizeBytes) + " bytes)");
   else
     ok(d, d->api().cuMemAlloc(&p, n),
-       "cuMemAlloc_v2(" + std::to_string(sizeBytes) + " bytes)");
+       "cuMemAlloc_v2(" + decimal(sizeBytes) + " bytes)");
   return reinterpret_cast<void *>(p);
 }
 
@@ -240,7 +249,7 @@ extern "C" void mgpuMemcpy(void *dst, void *src, size_t sizeBytes,
     ok(d,
        d->api().cuMemcpyAsync(asDevice(dst), asDevice(src), sizeBytes,
                               asStream(stream)),
-       "cuMemcpyAsync(" + std::to_string(sizeBytes) + " bytes)");
+       "cuMemcpyAsync(" + decimal(sizeBytes) + " bytes)");
 }
 
 extern "C" void mgpuMemset32(void *dst, unsigned int value, size_t count,
@@ -284,7 +293,7 @@ extern "C" void mgpuMemHostUnregister(void *ptr) {
 
 extern "C" void mgpuSetDefaultDevice(int32_t device) {
   if (device != 0)
-    recordError("mgpuSetDefaultDevice(" + std::to_string(device) +
+    recordError("mgpuSetDefaultDevice(" + decimal(device) +
                 "): qcc runs on device 0 only");
 }
 
