@@ -620,7 +620,15 @@ Session::Outcome Session::runOnDevice(std::string *message) {
   for (size_t i = 0; i < Results.size(); ++i)
     if (InPlace[i])
       gpu.deviceNewer[size_t(fedBy(i) - Args.data())] = 1;
+  // The entry's streams are done when it returns; synchronizing the
+  // context as well catches work it left behind and asynchronous faults.
   std::string cudaError = Library.takeCudaError();
+  if (std::string syncError;
+      !gpu.driver->makeCurrent(&syncError) ||
+      !gpu.driver->check(gpu.driver->api().cuCtxSynchronize(),
+                         "cuCtxSynchronize after the entry", &syncError))
+    if (cudaError.empty())
+      cudaError = syncError;
   std::string stepError = Library.takeError();
   if (!cudaError.empty()) {
     fail(message, "step " + std::to_string(Runs) + " failed on the GPU: " +

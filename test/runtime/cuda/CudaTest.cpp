@@ -752,6 +752,12 @@ TEST(CudaSession, CudaFailureFailsTheRunWithTheCudaError) {
   EXPECT_EQ(gpu.session->run(&error), rt::Session::Outcome::Failed);
   EXPECT_EQ(error, "step 1 failed on the GPU: cuLaunchKernel failed: "
                    "CUDA_ERROR_LAUNCH_FAILED (unspecified launch failure)");
+  // An asynchronous fault shows at the context's synchronization.
+  fake.fail("cuCtxSynchronize", 719);
+  EXPECT_EQ(gpu.session->run(&error), rt::Session::Outcome::Failed);
+  EXPECT_EQ(error, "step 2 failed on the GPU: cuCtxSynchronize after the "
+                   "entry failed: CUDA_ERROR_LAUNCH_FAILED (unspecified "
+                   "launch failure)");
   fake.fail("cuMemcpyHtoDAsync_v2", 2);
   float lr = 1;
   ASSERT_TRUE(gpu.session->setArgument("lr", &lr, 4, &error));

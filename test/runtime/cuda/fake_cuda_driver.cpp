@@ -313,6 +313,11 @@ EXPORT CUresult cuCtxSetCurrent(void *ctx) {
   return CUDA_SUCCESS;
 }
 
+EXPORT CUresult cuCtxSynchronize() {
+  ENTER("cuCtxSynchronize", true);
+  return CUDA_SUCCESS;
+}
+
 static CUresult allocate(CUdeviceptr *p, size_t n) {
   if (!n)
     return CUDA_ERROR_INVALID_VALUE;
