@@ -653,6 +653,17 @@ Session::Outcome Session::runOnDevice(std::string *message) {
   for (size_t i = 0; i < Results.size(); ++i)
     if (Slot *slot = fedBy(i); slot && !InPlace[i]) {
       size_t a = size_t(slot - Args.data());
+      if (slot->desc->kind == "scalar") {
+        // Scalar arguments are passed from the host.
+        if (!gpu.results[i].download(slot->owned.data(), slot->owned.size(),
+                                     gpu.stream, &error) ||
+            !gpu.stream.synchronize(&error)) {
+          fail(message, "copying '" + slot->desc->name +
+                            "' from the GPU: " + error);
+          return Outcome::Failed;
+        }
+        continue;
+      }
       gpu.args[a].swap(gpu.results[i]);
       gpu.deviceNewer[a] = 1;
     }
