@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -861,4 +862,47 @@ TEST(CudaSession, CApi) {
   ASSERT_EQ(n, 68u);
   EXPECT_EQ(w[2], uint8_t(blocks[2] + 1));
   qcc_session_close(s);
+}
+
+//===----------------------------------------------------------------------===//
+// On a real GPU (skipped without libcuda.so.1 and a device)
+//===----------------------------------------------------------------------===//
+
+TEST(CudaRealGpu, FakeStepTrainsLikeTheCpu) {
+  if (!std::getenv("QCC_CUDA_TEST_CHILD")) {
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+      GTEST_SKIP() << "no libcuda.so.1 here";
+    dlclose(h);
+  }
+  EXPECT_TRUE(inFreshProcess([] {
+    unsetenv("QCC_CUDA_DRIVER");
+    std::string error;
+    Driver *driver = Driver::instance(&error);
+    if (!driver)
+      GTEST_SKIP() << error;
+    std::printf("device 0: %s (%s)\n", driver->deviceName().c_str(),
+                driver->computeCapability().c_str());
+    std::vector<uint8_t> blocks;
+    std::string model = writeModel(blocks);
+    Loaded cpu = open(kFakeCpuStep, model, rt::Device::Cpu, &error);
+    Loaded gpu = open(kFakeStep, model, rt::Device::Cuda, &error);
+    ASSERT_NE(cpu.session, nullptr) << error;
+    ASSERT_NE(gpu.session, nullptr) << error;
+    setInputs(*cpu.session, 0.5f);
+    setInputs(*gpu.session, 0.5f);
+    for (int step = 1; step <= 3; ++step) {
+      ASSERT_EQ(cpu.session->run(&error), rt::Session::Outcome::Applied)
+          << error;
+      ASSERT_EQ(gpu.session->run(&error), rt::Session::Outcome::Applied)
+          << error;
+      EXPECT_EQ(gpu.session->scalarResult("loss"), 0.5f * 10 * step);
+    }
+    EXPECT_EQ(*gpu.session->argument("m"), *cpu.session->argument("m"));
+    EXPECT_EQ(*gpu.session->argument(kWeight), *cpu.session->argument(kWeight));
+    float lr = NAN;
+    ASSERT_TRUE(gpu.session->setArgument("lr", &lr, 4, &error));
+    EXPECT_EQ(gpu.session->run(&error), rt::Session::Outcome::Skipped);
+    EXPECT_EQ(*gpu.session->argument(kWeight), *cpu.session->argument(kWeight));
+  }));
 }
