@@ -11,6 +11,10 @@
 // The model file is never written; save(), saveCheckpoint(),
 // saveLoraAdapter() and saveMerged() write new GGUFs atomically.
 //
+// A session runs on the CPU or, for steps compiled with --target=cuda, on
+// device 0 of the CUDA driver (Device::Cuda, docs/runtime.md#cuda): the
+// same binding and training loop with every tensor in device memory.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef QCC_RUNTIME_SESSION_H
