@@ -564,6 +564,34 @@ TEST(Mgpu, MemoryStreamsAndEvents) {
                               "CUDA_ERROR_INVALID_VALUE (invalid argument)");
 }
 
+TEST(Mgpu, BinaryModules) {
+  useFakeDriver();
+  Fake fake;
+  fake.reset();
+  StepSo step(kFakeStep);
+  auto load = step.fn<void *(*)(void *, size_t)>("mgpuModuleLoad");
+  auto get = step.fn<void *(*)(void *, const char *)>("mgpuModuleGetFunction");
+  auto unload = step.fn<void (*)(void *)>("mgpuModuleUnload");
+  static char image[] = ".visible .entry kern(\n.param .u64 p\n)\n{ ret; }\n";
+  int modules = fake.count("fake_cuda_live_modules");
+  void *m = load(image, sizeof image);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(fake.count("fake_cuda_live_modules"), modules); // lazy
+  EXPECT_NE(get(m, "kern"), nullptr);
+  EXPECT_EQ(step.takeError(), "");
+  EXPECT_EQ(get(m, "nope"), nullptr);
+  EXPECT_EQ(step.takeError(), "cuModuleGetFunction(nope) failed: "
+                              "CUDA_ERROR_NOT_FOUND (named symbol not found)");
+  EXPECT_EQ(fake.count("fake_cuda_live_modules"), modules + 1);
+  unload(m);
+  EXPECT_EQ(fake.count("fake_cuda_live_modules"), modules);
+  // A module never used is never loaded, nor unloaded.
+  int unloads = fake.calls("cuModuleUnload");
+  unload(load(image, sizeof image));
+  EXPECT_EQ(fake.calls("cuModuleUnload"), unloads);
+  EXPECT_EQ(step.takeError(), "");
+}
+
 //===----------------------------------------------------------------------===//
 // Sessions on the device
 //===----------------------------------------------------------------------===//
