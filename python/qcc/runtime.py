@@ -51,6 +51,8 @@ def library():
         sz = ctypes.c_size_t
         sigs = {
             "qcc_session_open": (P, [C, C, C, ctypes.POINTER(P)]),
+            "qcc_session_open_device": (P, [C, C, C, C, ctypes.POINTER(P)]),
+            "qcc_session_device": (C, [P]),
             "qcc_session_set_input": (ctypes.c_int, [P, C, P, sz, ctypes.POINTER(P)]),
             "qcc_session_run": (ctypes.c_int, [P, ctypes.POINTER(P)]),
             "qcc_session_result": (P, [P, C, ctypes.POINTER(sz)]),
@@ -87,15 +89,22 @@ class SkippedStep(RuntimeError):
 
 
 class Session:
-    def __init__(self, step_path, model_path, entry=None):
+    def __init__(self, step_path, model_path, entry=None, device="cpu"):
+        """`device`: "cpu" or "cuda" (a step compiled with --target=cuda,
+        run on device 0 of the CUDA driver; docs/runtime.md#cuda)."""
         lib = library()
         err = ctypes.c_void_p()
-        self._s = lib.qcc_session_open(str(step_path).encode(),
-                                       entry.encode() if entry else None,
-                                       str(model_path).encode(),
-                                       ctypes.byref(err))
+        self._s = lib.qcc_session_open_device(str(step_path).encode(),
+                                              entry.encode() if entry else None,
+                                              str(model_path).encode(),
+                                              device.encode(),
+                                              ctypes.byref(err))
         if not self._s:
             raise RuntimeError(_take(err))
+
+    @property
+    def device(self):
+        return library().qcc_session_device(self._s).decode()
 
     def _check(self, rc, err):
         if rc == 2:

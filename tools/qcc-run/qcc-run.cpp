@@ -4,6 +4,7 @@
 //           [--steps N] [--seed N] [--save OUT.gguf]
 //           [--checkpoint CKPT.gguf [--save-every K]] [--resume CKPT.gguf]
 //           [--save-lora ADAPTER.gguf] [--save-merged OUT.gguf]
+//           [--device cpu|cuda]
 //
 // Binds the entry's weights to the model's tensors (checked by name, type and
 // shape), its inputs to the tensors of the same name in --inputs (a GGUF
@@ -14,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "qcc/Runtime/Cuda.h"
 #include "qcc/Runtime/Gguf.h"
 #include "qcc/Runtime/Session.h"
 
@@ -39,6 +41,7 @@ static void usage(FILE *out) {
                "[--resume CKPT.gguf]\n"
                "               [--save-lora ADAPTER.gguf] "
                "[--save-merged OUT.gguf] [--no-in-place]\n"
+               "               [--device cpu|cuda]\n"
                "\n"
                "Runs entry NAME (default: the library's only entry, or "
                "train_step) of a\n"
@@ -48,8 +51,10 @@ static void usage(FILE *out) {
                "results replace\n"
                "the arguments of the same name after each step. With "
                "--resume, --steps\n"
-               "counts the steps to run after the checkpoint's. See "
-               "docs/qcc-run.md.\n");
+               "counts the steps to run after the checkpoint's. --device "
+               "cuda runs a step\n"
+               "compiled with qcc --target=cuda on the GPU (default: cpu). "
+               "See docs/qcc-run.md.\n");
 }
 
 static int die(const std::string &message) {
@@ -79,6 +84,7 @@ int main(int argc, char **argv) {
   long long steps = 1;
   unsigned long long seed = 0, saveEvery = 0;
   bool inPlace = true;
+  rt::Device device = rt::Device::Cpu;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char *flag) -> const char * {
@@ -106,7 +112,15 @@ int main(int argc, char **argv) {
       mergedPath = value("--save-merged");
     else if (arg == "--seed")
       seed = integerFlag("--seed", value("--seed"), /*allowZero=*/true);
-    else if (arg == "--no-in-place")
+    else if (arg == "--device") {
+      const char *v = value("--device");
+      if (!rt::parseDevice(v, device)) {
+        std::fprintf(stderr,
+                     "qcc-run: error: --device expects cpu or cuda, got '%s'\n",
+                     v);
+        return 2;
+      }
+    } else if (arg == "--no-in-place")
       inPlace = false;
     else if (arg == "--save-every")
       saveEvery = integerFlag("--save-every", value("--save-every"), false);
@@ -152,11 +166,13 @@ int main(int argc, char **argv) {
   if (entryName.empty())
     entryName = library->entries().size() == 1 ? library->entries()[0].name
                                                : "train_step";
+  if (!rt::Session::checkDevice(*library, device, &error))
+    return die(error);
   auto model = gguf::File::open(weights, &error);
   if (!model)
     return die(weights + ": " + error);
   auto session =
-      rt::Session::create(*library, entryName, *model, &error, seed);
+      rt::Session::create(*library, entryName, *model, &error, seed, device);
   if (!session)
     return die(error + " (model " + weights + ")");
   if (!inPlace)
@@ -213,11 +229,19 @@ int main(int argc, char **argv) {
     }
   const bool tty = isatty(fileno(stderr));
   const bool hasLoss = session->result("loss") != nullptr;
-  std::fprintf(stderr, "qcc-run: %s: entry '%s', %zu trainable weight(s), "
+  std::fprintf(stderr, "qcc-run: %s: entry '%s'%s, %zu trainable weight(s), "
                "%zu param(s), %lld step(s)\n",
                stepPath.c_str(), entryName.c_str(),
+               device == rt::Device::Cuda ? " on cuda" : "",
                session->trainableWeights().size(), session->params().size(),
                steps);
+  if (device == rt::Device::Cuda)
+    if (const cuda::Driver *driver = cuda::Driver::instance(nullptr))
+      std::fprintf(stderr, "qcc-run: CUDA device 0: %s (%s), step built for "
+                   "%s\n", driver->deviceName().c_str(),
+                   driver->computeCapability().c_str(),
+                   library->gpuArch().empty() ? "?"
+                                              : library->gpuArch().c_str());
   // Steps are numbered from the start of training, across resumes.
   const long long first = static_cast<long long>(session->runs());
   const long long total = first + steps;

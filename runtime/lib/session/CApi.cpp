@@ -25,8 +25,22 @@ static int report(char **error, const std::string &message) {
 extern "C" qcc_session *qcc_session_open(const char *stepPath,
                                          const char *entry,
                                          const char *modelPath, char **error) {
+  return qcc_session_open_device(stepPath, entry, modelPath, nullptr, error);
+}
+
+extern "C" qcc_session *qcc_session_open_device(const char *stepPath,
+                                                const char *entry,
+                                                const char *modelPath,
+                                                const char *deviceName,
+                                                char **error) {
   if (!stepPath || !modelPath) {
     report(error, "qcc_session_open: null path");
+    return nullptr;
+  }
+  qcc::rt::Device device = qcc::rt::Device::Cpu;
+  if (deviceName && !qcc::rt::parseDevice(deviceName, device)) {
+    report(error, std::string("unknown device '") + deviceName +
+                      "' (expected cpu or cuda)");
     return nullptr;
   }
   auto s = std::make_unique<qcc_session>();
@@ -45,13 +59,17 @@ extern "C" qcc_session *qcc_session_open(const char *stepPath,
                      : s->library->entries().size() == 1
                          ? s->library->entries()[0].name
                          : "train_step";
-  s->session =
-      qcc::rt::Session::create(*s->library, name, *s->model, &message);
+  s->session = qcc::rt::Session::create(*s->library, name, *s->model,
+                                        &message, /*seed=*/0, device);
   if (!s->session) {
     report(error, message);
     return nullptr;
   }
   return s.release();
+}
+
+extern "C" const char *qcc_session_device(const qcc_session *s) {
+  return s ? qcc::rt::deviceName(s->session->device()) : nullptr;
 }
 
 extern "C" int qcc_session_set_input(qcc_session *s, const char *name,

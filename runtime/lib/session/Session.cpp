@@ -3,6 +3,7 @@
 #include "qcc/Runtime/Session.h"
 
 #include "qcc/Runtime/Codecs.h"
+#include "qcc/Runtime/Cuda.h"
 
 #include <nlohmann/json.hpp>
 
@@ -79,6 +80,20 @@ static std::string hex16(uint64_t v) {
   return buf;
 }
 
+bool parseDevice(const std::string &name, Device &device) {
+  if (name == "cpu")
+    device = Device::Cpu;
+  else if (name == "cuda")
+    device = Device::Cuda;
+  else
+    return false;
+  return true;
+}
+
+const char *deviceName(Device device) {
+  return device == Device::Cuda ? "cuda" : "cpu";
+}
+
 //===----------------------------------------------------------------------===//
 // StepLibrary
 //===----------------------------------------------------------------------===//
@@ -126,6 +141,8 @@ std::unique_ptr<StepLibrary> StepLibrary::load(const std::string &path,
   }
   lib->TakeError = reinterpret_cast<const char *(*)()>(
       dlsym(lib->Handle, "qcc_step_take_error"));
+  lib->TakeCudaError = reinterpret_cast<const char *(*)()>(
+      dlsym(lib->Handle, "qcc_cuda_take_error"));
   nlohmann::json manifest = nlohmann::json::parse(manifestFn(), nullptr,
                                                   /*allow_exceptions=*/false);
   if (manifest.is_discarded() || !manifest.is_object()) {
@@ -139,6 +156,18 @@ std::unique_ptr<StepLibrary> StepLibrary::load(const std::string &path,
                     std::to_string(kStepAbiVersion) + " (recompile it)");
     return nullptr;
   }
+  const nlohmann::json &target = manifest.contains("target")
+                                     ? manifest.at("target")
+                                     : nlohmann::json("cpu");
+  if (!target.is_string() ||
+      (target.get<std::string>() != "cpu" && target != "cuda")) {
+    fail(error, path + " was compiled for target " + target.dump() +
+                    "; this runtime runs \"cpu\" and \"cuda\" steps");
+    return nullptr;
+  }
+  lib->Target = target.get<std::string>();
+  if (manifest.contains("gpu_arch") && manifest.at("gpu_arch").is_string())
+    lib->GpuArch = manifest.at("gpu_arch").get<std::string>();
   for (const auto &e : manifest.value("entries", nlohmann::json::array())) {
     EntryDesc entry;
     entry.name = e.value("name", "");
@@ -190,14 +219,55 @@ std::string StepLibrary::takeError() const {
   return message ? message : "";
 }
 
+std::string StepLibrary::takeCudaError() const {
+  const char *message = TakeCudaError ? TakeCudaError() : nullptr;
+  return message ? message : "";
+}
+
 //===----------------------------------------------------------------------===//
 // Session
 //===----------------------------------------------------------------------===//
 
+/// CUDA mode: one device buffer per tensor argument (scalars stay on the
+/// host: the entry reads them there and passes them to kernels by value)
+/// and per result that is not written in place, all on device 0's primary
+/// context; which of the host mirror and the device copy is newer.
+struct Session::DeviceState {
+  const cuda::Driver *driver = nullptr;
+  cuda::Stream stream;
+  std::vector<cuda::DeviceBuffer> args, results;
+  std::vector<char> hostNewer;           ///< per argument: upload before run
+  mutable std::vector<char> deviceNewer; ///< per argument: host mirror stale
+  mutable std::vector<char> resultStale; ///< per result: host copy stale
+};
+
+Session::Session(const StepLibrary &library, const EntryDesc &entry,
+                 const gguf::File &model)
+    : Library(library), Entry(entry), Model(model) {}
+
+Session::~Session() = default;
+
+bool Session::checkDevice(const StepLibrary &library, Device device,
+                          std::string *error) {
+  if (device == Device::Cpu && library.target() == "cuda")
+    return fail(error, "the step library was compiled for CUDA (gpu_arch " +
+                           (library.gpuArch().empty() ? std::string("?")
+                                                      : library.gpuArch()) +
+                           "): run it with --device cuda");
+  if (device == Device::Cuda && library.target() != "cuda")
+    return fail(error, "the step library was compiled for the CPU: "
+                       "--device cuda needs a step compiled with "
+                       "qcc --target=cuda");
+  if (device == Device::Cuda && !cuda::Driver::instance(error))
+    return false;
+  return true;
+}
+
 std::unique_ptr<Session> Session::create(const StepLibrary &library,
                                          const std::string &entryName,
                                          const gguf::File &model,
-                                         std::string *error, uint64_t seed) {
+                                         std::string *error, uint64_t seed,
+                                         Device device) {
   const EntryDesc *entry = library.findEntry(entryName);
   if (!entry) {
     std::string names;
@@ -207,7 +277,13 @@ std::unique_ptr<Session> Session::create(const StepLibrary &library,
                     names + ")");
     return nullptr;
   }
+  if (!checkDevice(library, device, error))
+    return nullptr;
   std::unique_ptr<Session> s(new Session(library, *entry, model));
+  s->Dev = device;
+  const bool onDevice = device == Device::Cuda;
+  // CUDA: weights go straight from the mapping to the device.
+  std::vector<const uint8_t *> weightData(entry->args.size(), nullptr);
   auto producedByResult = [&](const std::string &name) {
     for (const ValueDesc &r : entry->results)
       if (r.name == name)
@@ -244,10 +320,15 @@ std::unique_ptr<Session> Session::create(const StepLibrary &library,
                         "the step expects " + std::to_string(arg.bytes));
         return nullptr;
       }
-      if (producedByResult(arg.name))
-        copyReleasing(t->data, t->nbytes, slot.owned, model.mapped());
-      else
+      if (onDevice)
+        weightData[s->Args.size()] = t->data;
+      if (producedByResult(arg.name)) {
+        // On the device the host mirror is made when asked for (saves).
+        if (!onDevice)
+          copyReleasing(t->data, t->nbytes, slot.owned, model.mapped());
+      } else {
         slot.frozen = t->data; // zero-copy, read-only
+      }
       slot.hasValue = true;
     } else {
       slot.owned.assign(arg.bytes, 0);
@@ -267,6 +348,45 @@ std::unique_ptr<Session> Session::create(const StepLibrary &library,
     return nullptr;
   s->Rng.setState(seed);
   s->initParams();
+  if (onDevice) {
+    auto gpu = std::make_unique<DeviceState>();
+    gpu->driver = cuda::Driver::instance(error);
+    if (!gpu->driver || !gpu->stream.create(*gpu->driver, error))
+      return nullptr;
+    size_t n = s->Args.size();
+    gpu->args.resize(n);
+    gpu->hostNewer.assign(n, 0);
+    gpu->deviceNewer.assign(n, 0);
+    for (size_t i = 0; i < n; ++i) {
+      const ValueDesc &d = *s->Args[i].desc;
+      if (d.kind == "scalar")
+        continue;
+      if (!gpu->args[i].allocate(*gpu->driver, d.bytes, error)) {
+        if (error)
+          *error = "'" + d.name + "': " + *error;
+        return nullptr;
+      }
+      if (weightData[i]) {
+        // The raw GGUF blocks, unchanged; the mapped pages are dropped once
+        // they are on the device (the host reads them again only to save
+        // a merged model).
+        if (!gpu->args[i].upload(weightData[i], d.bytes, gpu->stream, error) ||
+            !gpu->stream.synchronize(error)) {
+          if (error)
+            *error = "uploading weight '" + d.name + "': " + *error;
+          return nullptr;
+        }
+        if (model.mapped())
+          releasePages(weightData[i], d.bytes);
+        gpu->deviceNewer[i] = !s->Args[i].frozen;
+      } else {
+        gpu->hostNewer[i] = 1;
+      }
+    }
+    gpu->results.resize(entry->results.size());
+    gpu->resultStale.assign(entry->results.size(), 0);
+    s->Gpu = std::move(gpu);
+  }
 
   // The model's identity: its tensor table and a sample of every tensor's
   // bytes (hashing whole multi-gigabyte models would cost seconds per
@@ -321,13 +441,60 @@ bool Session::reseed(uint64_t seed, std::string *error) {
     return fail(error, "cannot re-seed a session that has run");
   Rng.setState(seed);
   initParams();
+  for (size_t i = 0; i < Args.size(); ++i)
+    if (Args[i].desc->role == "param")
+      hostChanged(i);
+  return true;
+}
+
+void Session::hostChanged(size_t i) {
+  if (!Gpu)
+    return;
+  Gpu->hostNewer[i] = 1;
+  Gpu->deviceNewer[i] = 0;
+}
+
+bool Session::pullArgument(size_t i, std::string *error) const {
+  if (!Gpu || !Gpu->deviceNewer[i])
+    return true;
+  // The host mirrors are caches of the device's values.
+  Slot &slot = const_cast<Slot &>(Args[i]);
+  slot.owned.resize(slot.desc->bytes);
+  if (!Gpu->args[i].download(slot.owned.data(), slot.desc->bytes, Gpu->stream,
+                             error) ||
+      !Gpu->stream.synchronize(error))
+    return false;
+  Gpu->deviceNewer[i] = 0;
+  return true;
+}
+
+bool Session::pullResult(size_t i, std::string *error) const {
+  if (!Gpu || !Gpu->resultStale[i] || InPlace[i])
+    return true;
+  std::vector<uint8_t> &r = const_cast<std::vector<uint8_t> &>(Results[i]);
+  if (!Gpu->results[i].download(r.data(), r.size(), Gpu->stream, error) ||
+      !Gpu->stream.synchronize(error))
+    return false;
+  Gpu->resultStale[i] = 0;
+  return true;
+}
+
+bool Session::pullCheckpointed(std::string *error) const {
+  for (size_t i = 0; i < Args.size(); ++i)
+    if (checkpointed(Args[i]) && !pullArgument(i, error)) {
+      if (error)
+        *error = "copying '" + Args[i].desc->name + "' from the GPU: " + *error;
+      return false;
+    }
   return true;
 }
 
 const std::vector<uint8_t> *Session::argument(const std::string &name) const {
-  for (const Slot &slot : Args)
+  for (size_t i = 0; i < Args.size(); ++i) {
+    const Slot &slot = Args[i];
     if (slot.desc->name == name && !slot.frozen)
-      return &slot.owned;
+      return pullArgument(i, nullptr) ? &slot.owned : nullptr;
+  }
   return nullptr;
 }
 
@@ -341,7 +508,8 @@ std::vector<std::string> Session::params() const {
 
 bool Session::setArgument(const std::string &name, const void *data,
                           size_t bytes, std::string *error) {
-  for (Slot &slot : Args) {
+  for (size_t i = 0; i < Args.size(); ++i) {
+    Slot &slot = Args[i];
     if (slot.desc->name != name)
       continue;
     if (slot.desc->role == "weight")
@@ -352,8 +520,10 @@ bool Session::setArgument(const std::string &name, const void *data,
                              std::to_string(slot.desc->bytes) + " bytes (" +
                              slot.desc->type + " " + join(slot.desc->shape) +
                              "), got " + std::to_string(bytes));
+    slot.owned.resize(bytes);
     std::memcpy(slot.owned.data(), data, bytes);
     slot.hasValue = true;
+    hostChanged(i);
     return true;
   }
   return fail(error, "the entry '" + Entry.name + "' has no argument '" +
@@ -374,6 +544,8 @@ Session::Outcome Session::run(std::string *message) {
     fail(message, "argument '" + missing.front() + "' has no value");
     return Outcome::Failed;
   }
+  if (Gpu)
+    return runOnDevice(message);
   std::vector<void *> pointers;
   for (Slot &slot : Args)
     pointers.push_back(const_cast<uint8_t *>(slot.data()));
@@ -399,6 +571,102 @@ Session::Outcome Session::run(std::string *message) {
   for (size_t i = 0; i < Results.size(); ++i)
     if (Slot *slot = fedBy(i); slot && !InPlace[i])
       std::swap(slot->owned, Results[i]);
+  ++Steps;
+  return Outcome::Applied;
+}
+
+Session::Outcome Session::runOnDevice(std::string *message) {
+  DeviceState &gpu = *Gpu;
+  std::string error;
+  // Values the host changed (inputs, state, params, a checkpoint) go up
+  // first, and are on the device before the entry's own streams start.
+  for (size_t i = 0; i < Args.size(); ++i) {
+    if (!gpu.hostNewer[i] || Args[i].desc->kind == "scalar")
+      continue;
+    if (!gpu.args[i].upload(Args[i].owned.data(), Args[i].desc->bytes,
+                            gpu.stream, &error)) {
+      fail(message, "uploading '" + Args[i].desc->name + "': " + error);
+      return Outcome::Failed;
+    }
+  }
+  for (size_t i = 0; i < Results.size(); ++i)
+    if (!InPlace[i] && gpu.results[i].size() != Entry.results[i].bytes &&
+        !gpu.results[i].allocate(*gpu.driver, Entry.results[i].bytes,
+                                 &error)) {
+      fail(message, "result '" + Entry.results[i].name + "': " + error);
+      return Outcome::Failed;
+    }
+  if (!gpu.stream.synchronize(&error)) {
+    fail(message, error);
+    return Outcome::Failed;
+  }
+  std::fill(gpu.hostNewer.begin(), gpu.hostNewer.end(), 0);
+
+  // Bare-pointer ABI with device pointers for every tensor; a scalar's
+  // pointer is to its host value.
+  std::vector<void *> pointers;
+  for (size_t i = 0; i < Args.size(); ++i)
+    pointers.push_back(Args[i].desc->kind == "scalar"
+                           ? static_cast<void *>(Args[i].owned.data())
+                           : gpu.args[i].get());
+  for (size_t i = 0; i < Results.size(); ++i)
+    pointers.push_back(InPlace[i] ? gpu.args[size_t(fedBy(i) - Args.data())].get()
+                                  : gpu.results[i].get());
+  // The entry synchronizes its streams before it returns; its CUDA failures
+  // are recorded in the step library (qcc_cuda_take_error).
+  Library.call(Entry, pointers.data());
+  ++Runs;
+  std::fill(gpu.resultStale.begin(), gpu.resultStale.end(), 1);
+  for (size_t i = 0; i < Results.size(); ++i)
+    if (InPlace[i])
+      gpu.deviceNewer[size_t(fedBy(i) - Args.data())] = 1;
+  // The entry's streams are done when it returns; synchronizing the
+  // context as well catches work it left behind and asynchronous faults.
+  std::string cudaError = Library.takeCudaError();
+  if (std::string syncError;
+      !gpu.driver->makeCurrent(&syncError) ||
+      !gpu.driver->check(gpu.driver->api().cuCtxSynchronize(),
+                         "cuCtxSynchronize after the entry", &syncError))
+    if (cudaError.empty())
+      cudaError = syncError;
+  std::string stepError = Library.takeError();
+  if (!cudaError.empty()) {
+    fail(message, "step " + std::to_string(Runs) + " failed on the GPU: " +
+                      cudaError);
+    return Outcome::Failed;
+  }
+  // The loss decides whether the step is applied: it comes down every step.
+  for (size_t i = 0; i < Results.size(); ++i)
+    if (Entry.results[i].name == "loss" && !pullResult(i, &error)) {
+      fail(message, "copying the loss from the GPU: " + error);
+      return Outcome::Failed;
+    }
+  if (std::string lossError = nonFiniteLoss(); !lossError.empty())
+    stepError = lossError;
+  if (!stepError.empty()) {
+    fail(message,
+         "step " + std::to_string(Runs) + " was skipped: " + stepError);
+    return Outcome::Skipped;
+  }
+  // Results feed the arguments of the same name: device buffers are
+  // swapped, as the host buffers are on the CPU.
+  for (size_t i = 0; i < Results.size(); ++i)
+    if (Slot *slot = fedBy(i); slot && !InPlace[i]) {
+      size_t a = size_t(slot - Args.data());
+      if (slot->desc->kind == "scalar") {
+        // Scalar arguments are passed from the host.
+        if (!gpu.results[i].download(slot->owned.data(), slot->owned.size(),
+                                     gpu.stream, &error) ||
+            !gpu.stream.synchronize(&error)) {
+          fail(message, "copying '" + slot->desc->name +
+                            "' from the GPU: " + error);
+          return Outcome::Failed;
+        }
+        continue;
+      }
+      gpu.args[a].swap(gpu.results[i]);
+      gpu.deviceNewer[a] = 1;
+    }
   ++Steps;
   return Outcome::Applied;
 }
@@ -442,8 +710,10 @@ const std::vector<uint8_t> *Session::result(const std::string &name) const {
     // always, when written in place).
     if (Steps > 0 || InPlace[i])
       if (Slot *slot = const_cast<Session *>(this)->fedBy(i))
-        return &slot->owned;
-    return &Results[i];
+        return pullArgument(size_t(slot - Args.data()), nullptr)
+                   ? &slot->owned
+                   : nullptr;
+    return pullResult(i, nullptr) ? &Results[i] : nullptr;
   }
   return nullptr;
 }
@@ -451,7 +721,7 @@ const std::vector<uint8_t> *Session::result(const std::string &name) const {
 float Session::scalarResult(const std::string &name) const {
   for (size_t i = 0; i < Results.size(); ++i)
     if (Entry.results[i].name == name && Entry.results[i].type == "f32" &&
-        Results[i].size() == 4) {
+        Results[i].size() == 4 && pullResult(i, nullptr)) {
       float v;
       std::memcpy(&v, Results[i].data(), 4);
       return v;
@@ -468,6 +738,8 @@ std::vector<std::string> Session::trainableWeights() const {
 }
 
 bool Session::save(const std::string &path, std::string *error) const {
+  if (!pullCheckpointed(error))
+    return false;
   gguf::Writer writer = gguf::Writer::fromFile(Model);
   for (const Slot &slot : Args)
     if (slot.desc->role == "weight" && !slot.frozen &&
@@ -526,6 +798,8 @@ bool Session::checkpointed(const Slot &slot) {
 
 bool Session::saveCheckpoint(const std::string &path, std::string *error,
                              const std::function<void()> &beforeRename) const {
+  if (!pullCheckpointed(error))
+    return false;
   gguf::Writer writer;
   writer.protect(Model);
   writer.set(kKeyVersion, gguf::Value::makeU32(kCheckpointVersion));
@@ -619,7 +893,7 @@ bool Session::loadCheckpoint(const std::string &path, std::string *error) {
       return bad("malformed: it has no tensor '" + d.name + "'");
     std::vector<int64_t> ne = ggufDims(d);
     uint32_t type = ggufType(d, ne);
-    if (t->ggmlType != type || t->nbytes != slot.owned.size() ||
+    if (t->ggmlType != type || t->nbytes != d.bytes ||
         std::vector<int64_t>(t->ne, t->ne + t->nDims) != ne)
       return bad("malformed: tensor '" + d.name + "' is " +
                  (t->format ? std::string(t->format->name) : "?") + " ne " +
@@ -634,6 +908,7 @@ bool Session::loadCheckpoint(const std::string &path, std::string *error) {
   for (auto &[slot, t] : restore) {
     slot->owned.assign(t->data, t->data + t->nbytes);
     slot->hasValue = true;
+    hostChanged(size_t(slot - Args.data()));
   }
   Steps = steps;
   Runs = runs;
@@ -706,6 +981,8 @@ static std::vector<float> toF32(const ValueDesc &d,
 
 bool Session::saveLoraAdapter(const std::string &path,
                               std::string *error) const {
+  if (!pullCheckpointed(error))
+    return false;
   std::vector<std::pair<const Slot *, const Slot *>> pairs;
   if (!loraPairs(pairs, error))
     return false;
@@ -751,6 +1028,8 @@ bool Session::saveLoraAdapter(const std::string &path,
 }
 
 bool Session::saveMerged(const std::string &path, std::string *error) const {
+  if (!pullCheckpointed(error))
+    return false;
   std::vector<std::pair<const Slot *, const Slot *>> pairs;
   if (!loraPairs(pairs, error))
     return false;

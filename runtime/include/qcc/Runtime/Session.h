@@ -11,6 +11,10 @@
 // The model file is never written; save(), saveCheckpoint(),
 // saveLoraAdapter() and saveMerged() write new GGUFs atomically.
 //
+// A session runs on the CPU or, for steps compiled with --target=cuda, on
+// device 0 of the CUDA driver (Device::Cuda, docs/runtime.md#cuda): the
+// same binding and training loop with every tensor in device memory.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef QCC_RUNTIME_SESSION_H
@@ -26,6 +30,14 @@
 #include <vector>
 
 namespace qcc::rt {
+
+/// Where a session runs its step: the CPU (steps compiled with
+/// --target=cpu, the default) or device 0 of the CUDA driver (steps
+/// compiled with --target=cuda; docs/runtime.md#cuda).
+enum class Device { Cpu, Cuda };
+/// "cpu" or "cuda"; false for anything else.
+bool parseDevice(const std::string &name, Device &device);
+const char *deviceName(Device device);
 
 /// One argument or result, as the manifest describes it.
 struct ValueDesc {
@@ -63,6 +75,13 @@ public:
   void call(const EntryDesc &entry, void **args) const;
   /// The first error the step's runtime functions recorded, or "".
   std::string takeError() const;
+  /// The first CUDA failure the step's mgpu functions recorded
+  /// (qcc_cuda_take_error, CUDA steps only), or "".
+  std::string takeCudaError() const;
+  /// The manifest's "target": "cpu" (also when absent) or "cuda", and its
+  /// "gpu_arch" ("sm_90"; empty for CPU steps).
+  const std::string &target() const { return Target; }
+  const std::string &gpuArch() const { return GpuArch; }
 
 private:
   StepLibrary() = default;
@@ -70,6 +89,8 @@ private:
   std::vector<EntryDesc> Entries;
   std::vector<void (*)(void **)> Functions; ///< parallel to Entries
   const char *(*TakeError)() = nullptr;
+  const char *(*TakeCudaError)() = nullptr;
+  std::string Target = "cpu", GpuArch;
 };
 
 /// An entry of a step library bound to a model.
@@ -78,11 +99,22 @@ public:
   /// Checks the entry's weights against `model` (names, types, shapes) and
   /// binds every argument; params are initialized from an RNG seeded with
   /// `seed`. `model` must outlive the session.
+  /// With Device::Cuda every tensor argument and result lives in device
+  /// memory (weights uploaded as their raw GGUF blocks); the host keeps
+  /// mirrors that it refreshes when asked for values (argument(),
+  /// result(), saves).
   static std::unique_ptr<Session> create(const StepLibrary &library,
                                          const std::string &entry,
                                          const gguf::File &model,
                                          std::string *error,
-                                         uint64_t seed = 0);
+                                         uint64_t seed = 0,
+                                         Device device = Device::Cpu);
+  /// Whether `library` can run on `device`: its manifest's target matches,
+  /// and for CUDA the driver loads (create() checks this first).
+  static bool checkDevice(const StepLibrary &library, Device device,
+                          std::string *error);
+  Device device() const { return Dev; }
+  ~Session();
 
   /// Re-seeds the RNG and initializes the params again from it; only
   /// before the first run.
@@ -121,7 +153,8 @@ public:
   /// and state stay as they were and the step is reported as skipped.
   Outcome run(std::string *message);
 
-  /// The latest value of a result, or nullptr.
+  /// The latest value of a result, or nullptr (also when a device copy
+  /// fails).
   const std::vector<uint8_t> *result(const std::string &name) const;
   /// The latest value of a scalar f32 result named `name`, or NaN.
   float scalarResult(const std::string &name) const;
@@ -187,8 +220,19 @@ private:
   bool loraPairs(std::vector<std::pair<const Slot *, const Slot *>> &pairs,
                  std::string *error) const;
   Session(const StepLibrary &library, const EntryDesc &entry,
-          const gguf::File &model)
-      : Library(library), Entry(entry), Model(model) {}
+          const gguf::File &model);
+
+  /// CUDA mode (Session.cpp): device buffers and which copy is newer.
+  struct DeviceState;
+  /// The host value of argument `i` was set: upload it before the next run.
+  void hostChanged(size_t i);
+  /// Refreshes the host mirror of argument `i` / result `i` when the device
+  /// holds a newer value (no-op on the CPU).
+  bool pullArgument(size_t i, std::string *error) const;
+  bool pullResult(size_t i, std::string *error) const;
+  /// pullArgument() of every trainable weight, param and state.
+  bool pullCheckpointed(std::string *error) const;
+  Outcome runOnDevice(std::string *message);
 
   const StepLibrary &Library;
   const EntryDesc &Entry;
@@ -200,6 +244,8 @@ private:
   uint64_t Runs = 0;  ///< attempted, skipped ones included
   SplitMix64Stream Rng;
   std::string ModelFingerprint;
+  Device Dev = Device::Cpu;
+  std::unique_ptr<DeviceState> Gpu;
 };
 
 } // namespace qcc::rt

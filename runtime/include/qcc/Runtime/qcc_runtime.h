@@ -31,6 +31,20 @@ typedef struct qcc_session qcc_session;
 QCC_RUNTIME_API qcc_session *qcc_session_open(const char *step_path, const char *entry,
                               const char *model_path, char **error);
 
+/* As qcc_session_open, on `device`: "cpu" (or null) or "cuda" (device 0
+ * of the CUDA driver, loaded at run time; docs/runtime.md#cuda). The step
+ * must have been compiled for that target. With "cuda", arguments live in
+ * device memory and the values this API returns are copied back when asked
+ * for; without a driver this fails with "no CUDA driver found: ...". */
+QCC_RUNTIME_API qcc_session *qcc_session_open_device(const char *step_path,
+                                                     const char *entry,
+                                                     const char *model_path,
+                                                     const char *device,
+                                                     char **error);
+
+/* "cpu" or "cuda". */
+QCC_RUNTIME_API const char *qcc_session_device(const qcc_session *session);
+
 /* Sets an input or state argument from `bytes` raw bytes. */
 QCC_RUNTIME_API int qcc_session_set_input(qcc_session *session, const char *name,
                           const void *data, size_t bytes, char **error);
