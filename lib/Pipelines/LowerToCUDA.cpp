@@ -25,6 +25,10 @@
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Transforms/Passes.h"
 
+#include "llvm/Support/FileSystem.h"
+
+#include <cstdlib>
+
 using namespace mlir;
 
 void mlir::qcc::buildQccCUDALoweringPipeline(
@@ -92,6 +96,15 @@ void mlir::qcc::buildQccCUDALoweringPipeline(
   pm.addPass(createGpuToLLVMConversionPass(host));
   GpuModuleToBinaryPassOptions binary;
   binary.compilationTarget = options.format;
+  // libdevice (math functions as __nv_* calls) comes with the toolkit.
+  std::string toolkit = options.toolkit;
+  if (toolkit.empty()) {
+    if (const char *home = std::getenv("CUDA_HOME"))
+      toolkit = home;
+    else if (llvm::sys::fs::exists("/usr/local/cuda/nvvm/libdevice"))
+      toolkit = "/usr/local/cuda";
+  }
+  binary.toolkitPath = toolkit;
   pm.addPass(createGpuModuleToBinaryPass(binary));
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());

@@ -241,15 +241,16 @@ static LogicalResult linkSharedLibrary(StringRef object, StringRef path,
                                  objPath,
                                  "-Wl,--whole-archive",
                                  QCC_STEP_RUNTIME_ARCHIVE,
+                                 // CUDA steps: the mgpu* launch functions
+                                 // over the dlopen'ed driver.
+                                 cuda ? QCC_CUDA_SHIM_ARCHIVE : "",
                                  "-Wl,--no-whole-archive",
                                  QCC_CODECS_ARCHIVE,
                                  "-Wl,--exclude-libs,libqcc_codecs.a",
                                  QCC_CLANG_RT_BUILTINS,
                                  QCC_EXCLUDE_CLANG_RT,
                                  libFlag,
-                                 // CUDA steps: the mgpu* launch functions
-                                 // over the dlopen'ed driver.
-                                 cuda ? QCC_CUDA_SHIM_ARCHIVE : "",
+
                                  rpathFlag,
                                  "-lomp",
                                  "-lstdc++",

@@ -52,6 +52,12 @@ struct LowerToCUDAOptions : public PassPipelineOptions<LowerToCUDAOptions> {
                      "JIT-compiled by the driver at load) or bin/fatbin "
                      "(assembled with ptxas at compile time)"),
       llvm::cl::init("isa")};
+  PassOptions::Option<std::string> toolkit{
+      *this, "toolkit",
+      llvm::cl::desc("CUDA toolkit whose libdevice provides the math "
+                     "functions kernels call (default: $CUDA_HOME, else "
+                     "/usr/local/cuda when present)"),
+      llvm::cl::init("")};
   PassOptions::Option<bool> fuseWeightUpdate{
       *this, "fuse-weight-update",
       llvm::cl::desc("As for qcc-lower-to-cpu"), llvm::cl::init(true)};
