@@ -52,7 +52,20 @@ void mlir::qcc::buildQccCUDALoweringPipeline(
   outParams.hoistStaticAllocs = false;
   outParams.modifyPublicFunctions = true;
   pm.addPass(bufferization::createBufferResultsToOutParamsPass(outParams));
-  bufferization::buildBufferDeallocationPipeline(pm);
+  // Upstream's deallocation pipeline, with the kernel-form grids mapped to
+  // launches before its first canonicalization: a grid of one block would
+  // otherwise be folded into its body, and its phases would become
+  // separate kernels without shared memory. (No memref.realloc is ever
+  // created here, so its expansion is left out.)
+  pm.addPass(bufferization::createOwnershipBasedBufferDeallocationPass());
+  QccKernelsToGPUOptions grids;
+  grids.gridsOnly = true;
+  pm.addPass(createQccKernelsToGPU(grids));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(bufferization::createBufferDeallocationSimplificationPass());
+  pm.addPass(bufferization::createLowerDeallocationsPass());
+  pm.addPass(createCSEPass());
+  pm.addPass(createCanonicalizerPass());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
   pm.addPass(createCanonicalizerPass());
 

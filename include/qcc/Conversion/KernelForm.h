@@ -24,11 +24,13 @@
 // `qcc-kernels-to-gpu` maps grids to gpu.launch (block ids, thread ids,
 // workgroup buffers, gpu.barrier after each phase).
 //
-// Canonicalization may drop grid dimensions of one iteration (and with them
-// the grid's attribute), or the whole grid when it has one block: a
-// parallel loop with phases inside is a grid all the same, and a phase left
-// on its own runs as a kernel of its own (one iteration per thread; the
-// kernel boundary is its barrier, its buffers are device memory).
+// Canonicalization drops grid dimensions of one iteration (and with them
+// the grid's attribute), or the whole grid when it has one block, so the
+// CUDA pipeline maps grids before it canonicalizes. Should a grid meet a
+// canonicalizer first all the same: a parallel loop with phases inside is a
+// grid, and a phase left on its own runs as a kernel of its own (one
+// iteration per thread; the kernel boundary is its barrier, its buffers are
+// device memory).
 //
 //===----------------------------------------------------------------------===//
 

@@ -130,6 +130,10 @@ def QccKernelsToGPU : Pass<"qcc-kernels-to-gpu", "::mlir::ModuleOp"> {
   let options = [
     Option<"threads", "threads", "int64_t", /*default=*/"256",
            "Threads per block for parallel loops outside the kernel form">,
+    Option<"gridsOnly", "grids-only", "bool", /*default=*/"false",
+           "Map only the kernel-form grids and leave everything else (run "
+           "before canonicalization, which folds a grid of one block into "
+           "its body)">,
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
                            "::mlir::scf::SCFDialect",

@@ -34,8 +34,15 @@ using namespace mlir::qcc;
 
 namespace {
 
+/// Whether `op` already runs on the device: in a parallel loop (a kernel to
+/// be) or in a launch.
+bool onDevice(Operation *op) {
+  return op->getParentOfType<scf::ParallelOp>() ||
+         op->getParentOfType<gpu::LaunchOp>();
+}
+
 bool isOutermostParallel(Operation *op) {
-  return isa<scf::ParallelOp>(op) && !op->getParentOfType<scf::ParallelOp>();
+  return isa<scf::ParallelOp>(op) && !onDevice(op);
 }
 
 bool touchesMemory(Operation *op) {
@@ -97,9 +104,15 @@ struct KernelsToGPUPass
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (func.isExternal())
         continue;
+      if (gridsOnly) {
+        if (failed(mapParallelLoops(func, /*onlyGrids=*/true)))
+          return signalPassFailure();
+        continue;
+      }
       expandHostCopies(func);
       if (failed(wrapHostMemoryAccess(func)) ||
-          failed(mapParallelLoops(func)) || failed(moveBuffersToDevice(func)))
+          failed(mapParallelLoops(func, /*onlyGrids=*/false)) ||
+          failed(moveBuffersToDevice(func)))
         return signalPassFailure();
     }
   }
@@ -109,7 +122,7 @@ struct KernelsToGPUPass
   static void expandHostCopies(func::FuncOp func) {
     SmallVector<memref::CopyOp> copies;
     func.walk([&](memref::CopyOp c) {
-      if (!c->getParentOfType<scf::ParallelOp>())
+      if (!onDevice(c))
         copies.push_back(c);
     });
     for (memref::CopyOp copy : copies) {
@@ -145,11 +158,11 @@ struct KernelsToGPUPass
   /// computes that the host needs afterwards is an error.
   LogicalResult wrapHostMemoryAccess(func::FuncOp func) {
     auto needsDevice = [](Operation *top) {
-      if (isa<scf::ParallelOp>(top))
+      if (isa<scf::ParallelOp, gpu::LaunchOp>(top))
         return false;
       bool found = false;
       top->walk([&](Operation *op) {
-        if (touchesMemory(op) && !op->getParentOfType<scf::ParallelOp>())
+        if (touchesMemory(op) && !onDevice(op))
           found = true;
       });
       return found;
@@ -169,7 +182,8 @@ struct KernelsToGPUPass
           Operation *def = v.getDefiningOp();
           return def && inGroup.contains(def);
         });
-        if (needsDevice(&op) || (usesGroup && !isa<scf::ParallelOp>(op))) {
+        if (needsDevice(&op) ||
+            (usesGroup && !isa<scf::ParallelOp, gpu::LaunchOp>(op))) {
           group.push_back(&op);
           inGroup.insert(&op);
         } else {
@@ -204,7 +218,7 @@ struct KernelsToGPUPass
     return success();
   }
 
-  LogicalResult mapParallelLoops(func::FuncOp func) {
+  LogicalResult mapParallelLoops(func::FuncOp func, bool onlyGrids) {
     SmallVector<scf::ParallelOp> outer;
     func.walk([&](scf::ParallelOp p) {
       if (isOutermostParallel(p))
@@ -220,6 +234,8 @@ struct KernelsToGPUPass
           if (auto attr = phase->getAttrOfType<IntegerAttr>(kThreadPhaseAttr))
             threads = attr.getInt();
         });
+      if (onlyGrids && !threads)
+        continue;
       LogicalResult mapped = threads ? mapGrid(p, *threads) : mapFlat(p);
       if (failed(mapped))
         return failure();
