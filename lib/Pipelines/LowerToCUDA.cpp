@@ -96,7 +96,12 @@ void mlir::qcc::buildQccCUDALoweringPipeline(
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
 
-  pm.addNestedPass<gpu::GPUModuleOp>(createConvertGpuOpsToNVVMOps());
+  // Kernels take bare pointers, like the host functions: the host passes
+  // memref operands of launches as bare pointers under that convention, so
+  // both sides must agree (every kernel operand is statically shaped).
+  ConvertGpuOpsToNVVMOpsOptions kernels;
+  kernels.useBarePtrCallConv = true;
+  pm.addNestedPass<gpu::GPUModuleOp>(createConvertGpuOpsToNVVMOps(kernels));
   pm.addNestedPass<gpu::GPUModuleOp>(LLVM::createNVVMOptimizeForTargetPass());
   pm.addNestedPass<gpu::GPUModuleOp>(createCanonicalizerPass());
   pm.addNestedPass<gpu::GPUModuleOp>(createCSEPass());
@@ -106,6 +111,7 @@ void mlir::qcc::buildQccCUDALoweringPipeline(
 
   GpuToLLVMConversionPassOptions host;
   host.hostBarePtrCallConv = true;
+  host.kernelBarePtrCallConv = true;
   pm.addPass(createGpuToLLVMConversionPass(host));
   GpuModuleToBinaryPassOptions binary;
   binary.compilationTarget = options.format;

@@ -209,3 +209,26 @@ def test_whole_cuda_step_runs_in_kernel_form_like_the_cpu_path(tmp_path):
     got = kern.call("grad_step", q, x, t)
     for a, b in zip(got, want):
         assert relative_error(np.asarray(a, np.float64), np.asarray(b, np.float64)) < 1e-5
+
+
+def test_every_launch_passes_what_its_kernel_declares(tmp_path):
+    """The host code's launches and the kernels agree on the calling
+    convention: for each mgpuLaunchKernel in the host LLVM IR, the number of
+    parameters passed equals the number of .param of that .entry in the PTX
+    (a mismatch reads garbage on the device; it once happened when the host
+    passed bare pointers to kernels expecting memref descriptors)."""
+    import re
+    text = open(os.path.join(os.path.dirname(__file__), "..", "tools", "qcc",
+                             "Inputs", "grad_step.mlir")).read()
+    ptx = compile_cuda(tmp_path, text, "sm_80", emit="ptx").read_text()
+    ll = compile_cuda(tmp_path, text, "sm_80", emit="llvm").read_text()
+    declared = {m.group(1): m.group(2).count(".param")
+                for m in re.finditer(r"\.entry (\S+)\(([^)]*)\)", ptx)}
+    names = dict(re.findall(
+        r'@(\S+_name) = private unnamed_addr constant \[\d+ x i8\] c"([^\\]+)\\00"', ll))
+    launches = re.findall(
+        r"call ptr @mgpuModuleGetFunction\(ptr %\d+, ptr nonnull @(\S+)\)\n"
+        r"\s+call void @mgpuLaunchKernel\(.*, i64 (\d+)\)", ll)
+    assert len(launches) >= 10
+    for sym, count in launches:
+        assert declared[names[sym]] == int(count), names[sym]
