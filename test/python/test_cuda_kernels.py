@@ -232,3 +232,38 @@ def test_every_launch_passes_what_its_kernel_declares(tmp_path):
     assert len(launches) >= 10
     for sym, count in launches:
         assert declared[names[sym]] == int(count), names[sym]
+
+
+def test_llama_forward_compiles_for_cuda_and_its_kernel_form_runs(tmp_path):
+    """The forward pass of a whole llama-architecture model (embedding,
+    RMSNorm, RoPE, GQA attention, SwiGLU, q8_0 weights), as the frontend
+    traces it, compiles for CUDA; its kernel form on the CPU gives the
+    default CPU path's logits (1e-4 relative: four layers of f32 sums in
+    another order, through softmax)."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python"))
+    from qcc import train
+    from qcc.models import llama
+    from qcc.runtime import Session
+    model_path = tmp_path / "tiny.gguf"
+    subprocess.run([sys.executable, "-m", "qcc.models.tiny", str(model_path),
+                    "--format", "q8_0", "--layers", "2"], check=True,
+                   capture_output=True)
+    cfg, model, _ = llama.load(str(model_path))
+    seq = 16
+    text = train.build_forward(model, 1, seq)
+    (tmp_path / "cuda").mkdir()
+    compile_cuda(tmp_path / "cuda", text, "sm_80", emit="so")
+    tokens = np.random.default_rng(8).integers(0, cfg.vocab, (1, seq)).astype(np.int32)
+    logits = {}
+    for name, flags in (("cpu", []), ("kernel", ["--kernel-form"])):
+        so = tmp_path / f"{name}.so"
+        src = tmp_path / "forward.mlir"
+        src.write_text(text)
+        subprocess.run([find_tool("qcc"), str(src), "-o", str(so), *flags],
+                       check=True)
+        with Session(str(so), str(model_path), "forward") as s:
+            s.set_input("tokens", tokens)
+            s.run()
+            logits[name] = s.result("logits").astype(np.float64)
+    assert relative_error(logits["kernel"], logits["cpu"]) < 1e-4
