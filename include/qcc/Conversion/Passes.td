@@ -122,8 +122,11 @@ def QccKernelsToGPU : Pass<"qcc-kernels-to-gpu", "::mlir::ModuleOp"> {
     `memref.copy` outside kernels becomes a parallel copy loop (then a
     kernel); a host `scf.for`/`scf.if` that reads or writes memory becomes a
     single-thread kernel; `memref.alloc`/`alloca`/`dealloc` outside kernels
-    become `gpu.alloc`/`gpu.dealloc`. Host code that reads a buffer into a
-    scalar the host itself uses is rejected (the buffer is on the device).
+    become `gpu.alloc`/`gpu.dealloc`. A top-level load or store of a
+    one-element buffer (a scalar the host computes with, such as a step
+    counter) goes through a host stack slot (`memref.alloca` marked
+    `qcc.host_slot`) and a `gpu.memcpy`; host code that reads a larger
+    buffer into a value the host uses is rejected.
     `memref.get_global` used in a kernel is re-fetched inside it, so that
     outlining copies the global into the GPU module.
   }];

@@ -45,6 +45,19 @@ bool isOutermostParallel(Operation *op) {
   return isa<scf::ParallelOp>(op) && !onDevice(op);
 }
 
+/// Unit attribute on the host stack slots of stageHostScalars.
+constexpr StringLiteral kHostSlotAttr = "qcc.host_slot";
+
+bool isHostSlotAccess(Operation *op) {
+  Value m;
+  if (auto load = dyn_cast<memref::LoadOp>(op))
+    m = load.getMemRef();
+  else if (auto store = dyn_cast<memref::StoreOp>(op))
+    m = store.getMemRef();
+  Operation *def = m ? m.getDefiningOp() : nullptr;
+  return def && def->hasAttr(kHostSlotAttr);
+}
+
 bool touchesMemory(Operation *op) {
   return isa<memref::LoadOp, memref::StoreOp, memref::AtomicRMWOp,
              memref::GenericAtomicRMWOp, vector::LoadOp, vector::StoreOp,
@@ -110,6 +123,7 @@ struct KernelsToGPUPass
         continue;
       }
       expandHostCopies(func);
+      stageHostScalars(func);
       if (failed(wrapHostMemoryAccess(func)) ||
           failed(mapParallelLoops(func, /*onlyGrids=*/false)) ||
           failed(moveBuffersToDevice(func)))
@@ -151,6 +165,43 @@ struct KernelsToGPUPass
     }
   }
 
+  /// Scalars the host itself computes with (a step counter read, a bias
+  /// correction computed from it and written back) cross between host and
+  /// device by copies: a top-level load of a one-element buffer becomes a
+  /// gpu.memcpy into a host stack slot and a load from it; a top-level
+  /// store, a store into a host slot and a gpu.memcpy to the device.
+  static void stageHostScalars(func::FuncOp func) {
+    SmallVector<Operation *> accesses;
+    for (Block &block : func.getBody())
+      for (Operation &op : block)
+        if (isa<memref::LoadOp, memref::StoreOp>(op))
+          accesses.push_back(&op);
+    for (Operation *op : accesses) {
+      auto load = dyn_cast<memref::LoadOp>(op);
+      auto store = dyn_cast<memref::StoreOp>(op);
+      Value device = load ? load.getMemRef() : store.getMemRef();
+      auto type = cast<MemRefType>(device.getType());
+      if (!type.hasStaticShape() || type.getNumElements() != 1 ||
+          !type.getLayout().isIdentity())
+        continue; // left for wrapHostMemoryAccess (an error)
+      OpBuilder b(op);
+      Location loc = op->getLoc();
+      auto slot = memref::AllocaOp::create(b, loc, type);
+      slot->setAttr(kHostSlotAttr, b.getUnitAttr());
+      if (load) {
+        gpu::MemcpyOp::create(b, loc, Type(), ValueRange{}, slot, device);
+        auto host = memref::LoadOp::create(b, loc, slot, load.getIndices());
+        load.replaceAllUsesWith(host.getResult());
+        load.erase();
+      } else {
+        memref::StoreOp::create(b, loc, store.getValueToStore(), slot,
+                                store.getIndices());
+        gpu::MemcpyOp::create(b, loc, Type(), ValueRange{}, device, slot);
+        store.erase();
+      }
+    }
+  }
+
   /// Host code may not dereference buffers: they live on the device. Runs
   /// of top-level ops that read or write memory outside any parallel loop
   /// (with the ops that use their results) become one-iteration
@@ -162,7 +213,7 @@ struct KernelsToGPUPass
         return false;
       bool found = false;
       top->walk([&](Operation *op) {
-        if (touchesMemory(op) && !onDevice(op))
+        if (touchesMemory(op) && !onDevice(op) && !isHostSlotAccess(op))
           found = true;
       });
       return found;
@@ -419,6 +470,7 @@ struct KernelsToGPUPass
     SmallVector<Operation *> ops;
     func.walk([&](Operation *op) {
       if (!op->getParentOfType<gpu::LaunchOp>() &&
+          !op->hasAttr(kHostSlotAttr) &&
           isa<memref::AllocOp, memref::AllocaOp, memref::DeallocOp,
               memref::CopyOp>(op))
         ops.push_back(op);

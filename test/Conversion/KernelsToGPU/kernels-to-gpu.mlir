@@ -75,43 +75,57 @@ func.func @flat(%a: memref<3x100xf32>) {
 
 // -----
 
-// Host buffers become device buffers; a copy becomes a kernel; a host read
-// and write of a scalar become a single-thread kernel.
+// Host buffers become device buffers; a copy becomes a kernel; a host loop
+// over memory becomes a single-thread kernel; the scalar the host reads and
+// writes back crosses by copies through a host slot.
 // CHECK-LABEL: func.func @host
 // CHECK: %[[TMP:.+]] = gpu.alloc () : memref<4xf32>
 // CHECK: gpu.launch
 // CHECK:   memref.load %{{.+}}[%{{.+}}] : memref<4xf32>
 // CHECK:   memref.store %{{.+}}, %[[TMP]]
+// CHECK: %[[IN:.+]] = memref.alloca() {qcc.host_slot} : memref<f32>
+// CHECK: gpu.memcpy %[[IN]], %[[A:.+]] : memref<f32>, memref<f32>
+// CHECK: %[[V:.+]] = memref.load %[[IN]][] : memref<f32>
+// CHECK: %[[W:.+]] = arith.addf %[[V]], %[[V]]
+// CHECK: %[[OUT:.+]] = memref.alloca() {qcc.host_slot} : memref<f32>
+// CHECK: memref.store %[[W]], %[[OUT]][] : memref<f32>
+// CHECK: gpu.memcpy %[[A]], %[[OUT]] : memref<f32>, memref<f32>
 // CHECK: gpu.launch
-// CHECK:   %[[V:.+]] = memref.load %{{.+}}[] : memref<f32>
-// CHECK:   %[[W:.+]] = arith.addf %[[V]], %[[V]]
-// CHECK:   memref.store %[[W]], %{{.+}}[] : memref<f32>
+// CHECK:   scf.for
+// CHECK:     memref.load %[[TMP]]
 // CHECK: gpu.dealloc %[[TMP]]
 // CHECK-NOT: memref.copy
-// CHECK-NOT: memref.alloc
+// CHECK-NOT: memref.alloc()
 func.func @host(%a: memref<f32>, %b: memref<4xf32>) {
   %tmp = memref.alloc() : memref<4xf32>
   memref.copy %b, %tmp : memref<4xf32> to memref<4xf32>
   %v = memref.load %a[] : memref<f32>
   %w = arith.addf %v, %v : f32
   memref.store %w, %a[] : memref<f32>
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  scf.for %i = %c0 to %c4 step %c1 {
+    %x = memref.load %tmp[%i] : memref<4xf32>
+    memref.store %x, %b[%i] : memref<4xf32>
+  }
   memref.dealloc %tmp : memref<4xf32>
   return
 }
 
 // -----
 
-// The host cannot branch on a value in device memory.
-func.func @host_reads(%a: memref<f32>, %b: memref<f32>) {
-  // expected-note @below {{read here}}
-  %v = memref.load %a[] : memref<f32>
-  %zero = arith.constant 0.0 : f32
-  %pos = arith.cmpf ogt, %v, %zero : f32
+// The host cannot branch on a value in a device buffer larger than a
+// scalar (only one-element buffers are copied to the host).
+func.func @host_reads(%a: memref<4xf32>, %b: memref<f32>) {
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
+  // expected-note @below {{read here}}
+  %v = memref.load %a[%c0] : memref<4xf32>
+  %zero = arith.constant 0.0 : f32
   scf.parallel (%i) = (%c0) to (%c1) step (%c1) {
     // expected-error @below {{uses a value read from a buffer in host code}}
-    %s = arith.select %pos, %v, %zero : f32
+    %s = arith.maximumf %v, %zero : f32
     memref.store %s, %b[] : memref<f32>
     scf.reduce
   }
