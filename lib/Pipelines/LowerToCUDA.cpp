@@ -89,6 +89,8 @@ void mlir::qcc::buildQccCUDALoweringPipeline(
   target.chip = options.chip;
   target.features = options.features;
   target.optLevel = 3;
+  if (!options.deviceEncoders.empty())
+    target.linkLibs.push_back(options.deviceEncoders);
   pm.addPass(createGpuNVVMAttachTarget(target));
   pm.addPass(createLowerAffinePass());
   pm.addPass(createArithToLLVMConversionPass());
@@ -134,8 +136,11 @@ void mlir::qcc::buildQccCUDALoweringPipeline(
 
 void mlir::qcc::buildLowerToCUDAPipeline(OpPassManager &pm,
                                          const LowerToCUDAOptions &options) {
+  // Weight updates stay unfused: qcc.weight_update has no kernel form (its
+  // gradient contraction, update rule and carry update become separate
+  // kernels instead).
   LowerToCPUOptions tensor;
-  tensor.fuseWeightUpdate = options.fuseWeightUpdate;
+  tensor.fuseWeightUpdate = false;
   buildQccTensorPipeline(pm, tensor);
   buildQccCUDALoweringPipeline(pm, options);
 }

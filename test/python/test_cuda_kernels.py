@@ -162,20 +162,24 @@ def test_cuda_step_library_links_and_declares_its_target(tmp_path):
     assert b'"gpu_arch":"sm_90"' in so.read_bytes()
 
 
-@pytest.mark.parametrize("op", ["requant", "carry_update"])
+@pytest.mark.parametrize("op", ["requant", "carry_update_jl", "carry_update_iq4_nl"])
 def test_ops_without_device_encoders_are_rejected_clearly(tmp_path, op):
-    w = "!qcc.qtensor<4x32xq8_0>"
     if op == "requant":
+        w = "!qcc.qtensor<4x32xq8_0>"
         text = f"""
 func.func @f(%x: tensor<4x32xf32>) -> {w} {{
   %0 = qcc.requant %x : tensor<4x32xf32> -> {w}
   return %0 : {w}
 }}"""
     else:
+        fmt, shape = ("q8_0", "4x256") if op.endswith("jl") else ("iq4_nl", "4x32")
+        w = f"!qcc.qtensor<{shape}x{fmt}>"
+        jl = " {jl = #qcc.jl<dim = 16, chunk = 256, seed = 5>}" if op.endswith("jl") else ""
+        carry = "tensor<4x16xf32>" if op.endswith("jl") else f"tensor<{shape}xf32>"
         text = f"""
-func.func @f(%w: {w}, %c: tensor<4x32xf32>, %d: tensor<4x32xf32>) -> ({w}, tensor<4x32xf32>) {{
-  %0, %1 = qcc.carry_update %w, %c, %d : {w}, tensor<4x32xf32>, tensor<4x32xf32>
-  return %0, %1 : {w}, tensor<4x32xf32>
+func.func @f(%w: {w}, %c: {carry}, %d: tensor<{shape}xf32>) -> ({w}, {carry}) {{
+  %0, %1 = qcc.carry_update %w, %c, %d{jl} : {w}, {carry}, tensor<{shape}xf32>
+  return %0, %1 : {w}, {carry}
 }}"""
     src = tmp_path / "step.mlir"
     src.write_text(text)
@@ -183,9 +187,64 @@ func.func @f(%w: {w}, %c: tensor<4x32xf32>, %d: tensor<4x32xf32>) -> ({w}, tenso
     proc = subprocess.run([find_tool("qcc"), str(src), "-o", str(out),
                            "--target=cuda"], capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "step.mlir:3" in proc.stderr
+    assert "step.mlir:3" in proc.stderr, proc.stderr
     assert "not supported by the kernel form (--target=cuda) yet" in proc.stderr
     assert not out.exists()
+
+
+DEVICE_ENCODED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K",
+                  "q4_K", "q5_K", "q6_K"]
+
+
+@pytest.mark.parametrize("fmt", DEVICE_ENCODED)
+@pytest.mark.parametrize("carry_type", ["f32", "bf16"])
+def test_kernel_form_carry_update_is_bit_identical_to_the_runtime(tmp_path, fmt, carry_type):
+    """carry_update in the kernel form (one block per thread, re-encoded by
+    qcc_rt_encode_block, the function CUDA steps link as device bitcode)
+    against the runtime's qcc_rt_carry_update that the CPU path calls: the
+    same weight bytes and carry bits, including a block left as it was for
+    a non-finite update and blocks that move."""
+    _, ne, q = GOLDEN[f"{fmt}.q"]
+    rows, cols = ne[1], ne[0]
+    q = np.frombuffer(q, np.uint8)
+    w = f"!qcc.qtensor<{rows}x{cols}x{fmt}>"
+    ct = f"tensor<{rows}x{cols}x{carry_type}>"
+    text = f"""
+func.func @f(%w: {w}, %c: {ct}, %d: tensor<{rows}x{cols}xf32>) -> ({w}, {ct}) {{
+  %0, %1 = qcc.carry_update %w, %c, %d : {w}, {ct}, tensor<{rows}x{cols}xf32>
+  return %0, %1 : {w}, {ct}
+}}"""
+    runtime = compile_step(text, tmp_path / "runtime")
+    kernel = compile_step(text, tmp_path / "kernel", "--kernel-form")
+    rng = np.random.default_rng(1)
+    c = (rng.standard_normal((rows, cols)) * 0.01).astype(np.float32)
+    if carry_type == "bf16":
+        c = (c.view(np.uint32) >> 16).astype(np.uint16)
+    d = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+    d[0, 3] = np.inf
+    want = runtime.call("f", q, c, d)
+    got = kernel.call("f", q, c, d)
+    for a, b in zip(got, want):
+        assert np.asarray(a).view(np.uint8).tobytes() == np.asarray(b).view(np.uint8).tobytes()
+    moved = np.asarray(want[0]).view(np.uint8) != q
+    assert moved.any() and not moved.all()
+
+
+@pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")
+def test_training_step_with_carry_update_compiles_for_cuda(tmp_path):
+    """examples/train_step.mlir (q4_K weights, bf16 carry, SGD through
+    carry_update) builds for CUDA with the block encoder linked into the
+    PTX (not an unresolved extern); ptxas accepts it."""
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                             "train_step.mlir")).read()
+    for arch in ("sm_80", "sm_90"):
+        ptx = compile_cuda(tmp_path, text, arch, emit="ptx")
+        body = ptx.read_text()
+        # Linked (and inlined): no unresolved call, the encoder's tables in.
+        assert ".extern .func" not in body
+        assert "qcc_rt_encode_block" in body
+        assert ".entry __qcc_kernel_qcc_carry_update" in body
+        ptxas(ptx, arch)
 
 
 def test_whole_cuda_step_runs_in_kernel_form_like_the_cpu_path(tmp_path):

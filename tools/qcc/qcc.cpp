@@ -406,7 +406,9 @@ int main(int argc, char **argv) {
   // fused, guarded updates let the host write in place.
   qcc::LowerToCPUOptions options;
   options.threads = threads;
-  options.fuseWeightUpdate = fuseWeightUpdate;
+  // CUDA: weight updates stay unfused (qcc.weight_update has no kernel
+  // form; the gradient, the rule and carry_update run as kernels).
+  options.fuseWeightUpdate = fuseWeightUpdate && !cuda;
   options.outlineKernels = outlineKernels;
   options.kernelForm = kernelForm;
   PassManager tensorPm(&context);
@@ -419,11 +421,25 @@ int main(int argc, char **argv) {
 
   if (cuda)
     manifest = addCudaTarget(*manifest, gpuArch);
+  if (cuda && StringRef(QCC_DEVICE_ENCODERS_BC).empty()) {
+    bool reencodes = false;
+    module->walk([&](Operation *op) {
+      if (op->getName().getStringRef() == "qcc.carry_update") {
+        op->emitOpError("needs the device block encoders, which this qcc was "
+                        "built without (no CUDA toolkit or clang++ at build "
+                        "time)");
+        reencodes = true;
+      }
+    });
+    if (reencodes)
+      return 1;
+  }
 
   PassManager pm(&context);
   if (cuda) {
     qcc::LowerToCUDAOptions cudaOptions;
     cudaOptions.chip = gpuArch;
+    cudaOptions.deviceEncoders = QCC_DEVICE_ENCODERS_BC;
     cudaOptions.outlineKernels = outlineKernels;
     qcc::buildQccCUDALoweringPipeline(pm, cudaOptions);
   } else {

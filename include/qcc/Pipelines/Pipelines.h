@@ -58,9 +58,13 @@ struct LowerToCUDAOptions : public PassPipelineOptions<LowerToCUDAOptions> {
                      "functions kernels call (default: $CUDA_HOME, else "
                      "/usr/local/cuda when present)"),
       llvm::cl::init("")};
-  PassOptions::Option<bool> fuseWeightUpdate{
-      *this, "fuse-weight-update",
-      llvm::cl::desc("As for qcc-lower-to-cpu"), llvm::cl::init(true)};
+  PassOptions::Option<std::string> deviceEncoders{
+      *this, "device-encoders",
+      llvm::cl::desc("LLVM bitcode of qcc_rt_encode_block for NVPTX "
+                     "(qcc_device_encoders.bc, built with the runtime), "
+                     "linked into the GPU module; carry_update kernels call "
+                     "it"),
+      llvm::cl::init("")};
   PassOptions::Option<bool> outlineKernels{
       *this, "outline-kernels",
       llvm::cl::desc("As for qcc-lower-to-cpu"), llvm::cl::init(true)};

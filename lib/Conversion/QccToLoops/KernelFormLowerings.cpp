@@ -16,6 +16,7 @@
 #include "qcc/Conversion/QccToLoops/BlockDecode.h"
 
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 
 using namespace mlir;
 using namespace mlir::qcc;
@@ -321,9 +322,239 @@ struct QMatmulKernel : public OpConversionPattern<QMatmulOp> {
   }
 };
 
+//===----------------------------------------------------------------------===//
+// carry_update: one block per thread, re-encoded by qcc_rt_encode_block
+//===----------------------------------------------------------------------===//
+
+constexpr StringLiteral kEncodeBlockFn = "qcc_rt_encode_block";
+
+/// The semantics of qcc_rt_carry_update (runtime/lib/step/CarryUpdate.cpp)
+/// for a dense carry, one block per phase iteration: decode the stored
+/// block, add carry and delta (the latent value), encode the latent value
+/// with the runtime's block encoder (linked as device bitcode on the GPU),
+/// take the new block only if it differs and is strictly closer in squared
+/// error (summed in f64), and keep the rest as the new carry. A block whose
+/// latent value is not finite keeps its bytes and its carry.
+struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
+  CarryUpdateKernel(TypeConverter &converter, MLIRContext *ctx)
+      : OpConversionPattern(converter, ctx, /*benefit=*/2) {}
+
+  LogicalResult
+  matchAndRewrite(CarryUpdateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (op.getJlAttr() || !hasDeviceBlockEncoder(op.getWeight().getType()))
+      return rewriter.notifyMatchFailure(op, "no kernel form");
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getWeight().getType();
+    auto carryType = cast<RankedTensorType>(op.getCarry().getType());
+    int64_t be = qtype.getBlockElems(), bb = qtype.getBlockBytes();
+    KernelBuilder k{rewriter, loc};
+    Type f32 = rewriter.getF32Type(), f64 = rewriter.getF64Type();
+    Type i8 = rewriter.getI8Type(), i32 = rewriter.getI32Type();
+
+    Value weight = flatten(rewriter, loc, adaptor.getWeight());
+    Value carry = flatten(rewriter, loc, toBuffer(rewriter, loc, op.getCarry()));
+    Value delta = flatten(rewriter, loc, toBuffer(rewriter, loc, op.getDelta()));
+    Value newWeight = allocBuffer(
+        rewriter, loc, cast<MemRefType>(adaptor.getWeight().getType()),
+        adaptor.getWeight());
+    Value newCarry = allocLike(rewriter, loc, carryType, carry);
+    Value newWeightFlat = flatten(rewriter, loc, newWeight);
+    Value newCarryFlat = flatten(rewriter, loc, newCarry);
+    Value numBlocks = k.div(numElements(rewriter, loc, delta), be);
+    func::FuncOp encode = getOrDeclareRuntimeFunction(
+        rewriter, op, kEncodeBlockFn,
+        rewriter.getFunctionType(
+            {i32, LLVM::LLVMPointerType::get(rewriter.getContext()),
+             LLVM::LLVMPointerType::get(rewriter.getContext())},
+            {i32}));
+    Value ggmlType = arith::ConstantIntOp::create(
+        rewriter, loc, i32, getFormatInfo(qtype.getFormat()).ggmlId);
+
+    LogicalResult decoded = success();
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      Value g = k.grid({k.ceilDiv(numBlocks, kThreads)})[0];
+      Value first = k.mul(g, kThreads);
+      k.phase(kThreads, [&](Value t) {
+        Value block = k.add(first, t);
+        k.when(k.ult(block, numBlocks), [&] {
+          OpBuilder &b = rewriter;
+          Value byte0 = k.mul(block, bb), elem0 = k.mul(block, be);
+          Value cur = k.alloca(be), lat = k.alloca(be), cand = k.alloca(be);
+          Value enc = memref::AllocaOp::create(b, loc, MemRefType::get({bb}, i8));
+          auto forEach = [&](int64_t n, ValueRange inits,
+                             function_ref<SmallVector<Value>(Value, ValueRange)>
+                                 body) {
+            auto loop = scf::ForOp::create(b, loc, k.idx(0), k.idx(n),
+                                           k.idx(1), inits);
+            OpBuilder::InsertionGuard g2(b);
+            Block *bodyBlock = loop.getBody();
+            if (!bodyBlock->empty()) { // the builder's empty scf.yield
+              b.setInsertionPoint(bodyBlock->getTerminator());
+              body(loop.getInductionVar(), loop.getRegionIterArgs());
+              return loop;
+            }
+            b.setInsertionPointToStart(bodyBlock);
+            scf::YieldOp::create(
+                b, loc, body(loop.getInductionVar(), loop.getRegionIterArgs()));
+            return loop;
+          };
+          auto copyBlock = [&](Value from, Value fromOffset) {
+            forEach(bb, {}, [&](Value j, ValueRange) {
+              Value v = memref::LoadOp::create(b, loc, from,
+                                               ValueRange{k.add(fromOffset, j)});
+              memref::StoreOp::create(b, loc, v, newWeightFlat,
+                                      ValueRange{k.add(byte0, j)});
+              return SmallVector<Value>{};
+            });
+          };
+          if (failed(emitBlockDecode(b, loc, qtype.getFormat(),
+                                     {weight, byte0, cur, k.idx(0)})))
+            decoded = failure();
+          // latent = (decoded + carry) + delta; finite unless some x - x != 0.
+          Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+          Value trueV = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 1);
+          auto latLoop = forEach(be, {trueV}, [&](Value j, ValueRange acc) {
+            Value e = k.add(elem0, j);
+            Value c = castToF32(b, loc, memref::LoadOp::create(b, loc, carry, e));
+            Value d = castToF32(b, loc, memref::LoadOp::create(b, loc, delta, e));
+            Value w = memref::LoadOp::create(b, loc, cur, j);
+            Value v = arith::AddFOp::create(
+                b, loc, arith::AddFOp::create(b, loc, w, c), d);
+            memref::StoreOp::create(b, loc, v, lat, j);
+            Value ok = arith::CmpFOp::create(
+                b, loc, arith::CmpFPredicate::OEQ,
+                arith::SubFOp::create(b, loc, v, v), zero);
+            return SmallVector<Value>{arith::AndIOp::create(b, loc, acc[0], ok)};
+          });
+          auto ifFinite = scf::IfOp::create(b, loc, latLoop.getResult(0),
+                                            /*withElseRegion=*/true);
+          {
+            // Not finite: bytes and carry as they were.
+            OpBuilder::InsertionGuard g2(b);
+            b.setInsertionPointToStart(&ifFinite.getElseRegion().front());
+            copyBlock(weight, byte0);
+            forEach(be, {}, [&](Value j, ValueRange) {
+              Value e = k.add(elem0, j);
+              memref::StoreOp::create(
+                  b, loc, memref::LoadOp::create(b, loc, carry, e),
+                  newCarryFlat, e);
+              return SmallVector<Value>{};
+            });
+          }
+          OpBuilder::InsertionGuard g2(b);
+          b.setInsertionPointToStart(&ifFinite.getThenRegion().front());
+          Value encoded =
+              func::CallOp::create(b, loc, encode,
+                                   ValueRange{ggmlType, dataPointer(b, loc, lat),
+                                              dataPointer(b, loc, enc)})
+                  .getResult(0);
+          Value falseV = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 0);
+          auto cmp = forEach(bb, {falseV}, [&](Value j, ValueRange acc) {
+            Value x = memref::LoadOp::create(b, loc, enc, j);
+            Value y = memref::LoadOp::create(b, loc, weight,
+                                             ValueRange{k.add(byte0, j)});
+            Value ne = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                             x, y);
+            return SmallVector<Value>{arith::OrIOp::create(b, loc, acc[0], ne)};
+          });
+          Value differs = arith::AndIOp::create(
+              b, loc, cmp.getResult(0),
+              arith::CmpIOp::create(
+                  b, loc, arith::CmpIPredicate::ne, encoded,
+                  arith::ConstantIntOp::create(b, loc, i32, 0)));
+          // take = differs && err(candidate) < err(current), in f64.
+          auto takeIf = scf::IfOp::create(b, loc, TypeRange{b.getI1Type()},
+                                          differs, /*withElseRegion=*/true);
+          {
+            OpBuilder::InsertionGuard g3(b);
+            b.setInsertionPointToStart(&takeIf.getThenRegion().front());
+            if (failed(emitBlockDecode(b, loc, qtype.getFormat(),
+                                       {enc, k.idx(0), cand, k.idx(0)})))
+              decoded = failure();
+            Value zero64 = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(0));
+            auto err = forEach(be, {zero64, zero64}, [&](Value j, ValueRange acc) {
+              Value v = arith::ExtFOp::create(
+                  b, loc, f64,
+                  memref::LoadOp::create(b, loc, lat, j).getResult());
+              SmallVector<Value> out;
+              SmallVector<Value, 2> bufs = {cand, cur};
+              for (auto [buf, s] : llvm::zip(bufs, acc)) {
+                Value a = arith::ExtFOp::create(
+                    b, loc, f64,
+                    memref::LoadOp::create(b, loc, buf, j).getResult());
+                Value d = arith::SubFOp::create(b, loc, a, v);
+                out.push_back(arith::AddFOp::create(
+                    b, loc, s, arith::MulFOp::create(b, loc, d, d)));
+              }
+              return out;
+            });
+            scf::YieldOp::create(
+                b, loc,
+                arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT,
+                                      err.getResult(0), err.getResult(1))
+                    .getResult());
+            b.setInsertionPointToStart(&takeIf.getElseRegion().front());
+            scf::YieldOp::create(b, loc, falseV);
+          }
+          auto apply = scf::IfOp::create(b, loc, takeIf.getResult(0),
+                                         /*withElseRegion=*/true);
+          {
+            OpBuilder::InsertionGuard g3(b);
+            b.setInsertionPointToStart(&apply.getThenRegion().front());
+            copyBlock(enc, k.idx(0));
+            forEach(be, {}, [&](Value j, ValueRange) {
+              memref::StoreOp::create(
+                  b, loc, memref::LoadOp::create(b, loc, cand, j), cur, j);
+              return SmallVector<Value>{};
+            });
+            b.setInsertionPointToStart(&apply.getElseRegion().front());
+            copyBlock(weight, byte0);
+          }
+          // The part that did not fit: carry = latent - decode(new block).
+          Type carryElem = carryType.getElementType();
+          forEach(be, {}, [&](Value j, ValueRange) {
+            Value r = arith::SubFOp::create(
+                b, loc, memref::LoadOp::create(b, loc, lat, j),
+                memref::LoadOp::create(b, loc, cur, j));
+            memref::StoreOp::create(b, loc, castFromF32(b, loc, r, carryElem),
+                                    newCarryFlat, k.add(elem0, j));
+            return SmallVector<Value>{};
+          });
+        });
+      });
+    }
+    if (failed(decoded))
+      return rewriter.notifyMatchFailure(op, "no decoder for the format");
+    rewriter.replaceOp(op,
+                       {newWeight, toTensor(rewriter, loc, newCarry, carryType)});
+    return success();
+  }
+};
+
 } // namespace
+
+bool mlir::qcc::detail::hasDeviceBlockEncoder(QTensorType type) {
+  switch (type.getFormat()) {
+  case QuantFormat::Q4_0:
+  case QuantFormat::Q4_1:
+  case QuantFormat::Q5_0:
+  case QuantFormat::Q5_1:
+  case QuantFormat::Q8_0:
+  case QuantFormat::Q2_K:
+  case QuantFormat::Q3_K:
+  case QuantFormat::Q4_K:
+  case QuantFormat::Q5_K:
+  case QuantFormat::Q6_K:
+    return true;
+  default:
+    return false;
+  }
+}
 
 void mlir::qcc::detail::populateKernelFormPatterns(
     TypeConverter &converter, RewritePatternSet &patterns) {
-  patterns.add<DequantKernel, QMatmulKernel>(converter, patterns.getContext());
+  patterns.add<DequantKernel, QMatmulKernel, CarryUpdateKernel>(
+      converter, patterns.getContext());
 }

@@ -128,6 +128,10 @@ void populateWeightUpdateToLoopsPatterns(TypeConverter &converter,
 /// qcc/Conversion/KernelForm.h), at a higher benefit than the CPU ones.
 void populateKernelFormPatterns(TypeConverter &converter,
                                 RewritePatternSet &patterns);
+/// Whether qcc_rt_encode_block (runtime/include/qcc/Runtime/StepRuntime.h)
+/// encodes blocks of `type`, on the host and as device bitcode: the formats
+/// whose carry_update has a kernel form.
+bool hasDeviceBlockEncoder(QTensorType type);
 /// Whether `op` is a 2-D f32 contraction that becomes a micro-GEMM call.
 bool isGemmCandidate(Operation *op);
 

@@ -71,8 +71,20 @@ struct LowerQccToLoopsPass
     // the ops that re-encode blocks are not available there yet.
     if (kernelForm) {
       WalkResult unsupported = getOperation().walk([](Operation *op) {
-        bool needsRuntime =
-            isa<RequantOp, CarryUpdateOp, WeightUpdateOp, ScaleUpdateOp>(op);
+        bool needsRuntime = isa<RequantOp, WeightUpdateOp, ScaleUpdateOp>(op);
+        if (auto carry = dyn_cast<CarryUpdateOp>(op)) {
+          if (carry.getJlAttr() ||
+              !mlir::qcc::detail::hasDeviceBlockEncoder(carry.getWeight().getType())) {
+            op->emitOpError()
+                << "is not supported by the kernel form (--target=cuda) yet "
+                   "for "
+                << (carry.getJlAttr() ? "a JL-sketched carry"
+                                      : "this weight format")
+                << ": it has a kernel form for a dense carry on q4_0, q4_1, "
+                   "q5_0, q5_1, q8_0 and q2_K..q6_K weights";
+            return WalkResult::interrupt();
+          }
+        }
         if (auto ste = dyn_cast<SteGradOp>(op))
           needsRuntime = ste.getNumResults() > 1;
         if (!needsRuntime)

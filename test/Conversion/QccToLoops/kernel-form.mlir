@@ -70,8 +70,24 @@ func.func @deq(%w: !qcc.qtensor<40x512xq8_0>) -> tensor<40x512xf32> {
 
 // -----
 
+// carry_update: a block per phase iteration, re-encoded by the runtime's
+// block encoder (linked as device bitcode on the GPU).
+// CHECK-LABEL: func.func @carry
+// CHECK: scf.parallel
+// CHECK:   scf.parallel
+// CHECK:     memref.alloca() : memref<34xi8>
+// CHECK:     func.call @qcc_rt_encode_block(%{{.+}}, %{{.+}}, %{{.+}}) : (i32, !llvm.ptr, !llvm.ptr) -> i32
+// CHECK:   } {qcc.thread_phase = 256 : i64}
+// CHECK: } {qcc.kernel_threads = 256 : i64}
 func.func @carry(%w: !qcc.qtensor<4x32xq8_0>, %c: tensor<4x32xf32>, %d: tensor<4x32xf32>) -> (!qcc.qtensor<4x32xq8_0>, tensor<4x32xf32>) {
-  // expected-error @below {{is not supported by the kernel form (--target=cuda) yet}}
   %0, %1 = qcc.carry_update %w, %c, %d : !qcc.qtensor<4x32xq8_0>, tensor<4x32xf32>, tensor<4x32xf32>
   return %0, %1 : !qcc.qtensor<4x32xq8_0>, tensor<4x32xf32>
+}
+
+// -----
+
+func.func @carry_iq(%w: !qcc.qtensor<4x32xiq4_nl>, %c: tensor<4x32xf32>, %d: tensor<4x32xf32>) -> (!qcc.qtensor<4x32xiq4_nl>, tensor<4x32xf32>) {
+  // expected-error @below {{is not supported by the kernel form (--target=cuda) yet for this weight format}}
+  %0, %1 = qcc.carry_update %w, %c, %d : !qcc.qtensor<4x32xiq4_nl>, tensor<4x32xf32>, tensor<4x32xf32>
+  return %0, %1 : !qcc.qtensor<4x32xiq4_nl>, tensor<4x32xf32>
 }

@@ -27,6 +27,14 @@ int32_t qcc_rt_encode_rows(uint32_t ggml_type, const float *src, void *dst,
                            int64_t rows, int64_t row_len,
                            const float *importance);
 
+/* Encodes one block of ggml type `ggml_type` from its f32 values `x` (all
+ * finite; uniform weights, as qcc_rt_encode_rows without importance) into
+ * `out`. Returns 1, or 0 for a format without a block encoder here: the
+ * legacy (q4_0, q4_1, q5_0, q5_1, q8_0) and K-quant (q2_K..q6_K) formats
+ * have one. The same function is compiled for NVPTX into the bitcode that
+ * CUDA steps link (runtime/lib/step/DeviceEncoders.cu). */
+int32_t qcc_rt_encode_block(uint32_t ggml_type, const float *x, uint8_t *out);
+
 /* qcc.carry_update over `rows` x `row_len` weights of ggml type `ggml_type`
  * (docs/spec.md §3.5): reads the weights `w_in` and the carry `carry_in`,
  * adds `delta` (f32), re-encodes the blocks whose fresh encoding represents
