@@ -58,10 +58,13 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
     device-neutral kernel form instead (qcc/Conversion/KernelForm.h, used
     by the CUDA target and runnable on the CPU): grids of 256-thread blocks
     whose phases decode blocks of W into a block-shared buffer (one block
-    per thread) and multiply from it; linalg ops are all left for
-    bufferization (no micro-GEMM calls); ops that need the runtime's
-    encoders (`requant`, `carry_update`, `weight_update`, `scale_update`,
-    `ste_grad lsq`) are rejected with an error.
+    per thread) and multiply from it; `qcc.carry_update` with a dense carry
+    on q4_0, q4_1, q5_0, q5_1, q8_0 and q2_K..q6_K weights re-encodes one
+    block per thread through `qcc_rt_encode_block` (the runtime's encoder,
+    also built as device bitcode); linalg ops are all left for
+    bufferization (no micro-GEMM calls); the other ops that need the
+    runtime (`requant`, `weight_update`, `scale_update`, `ste_grad lsq`,
+    other `carry_update`s) are rejected with an error.
 
     Float tensors entering or leaving an op are bridged with
     `bufferization.to_buffer` / `to_tensor`, so the rest of the function is
