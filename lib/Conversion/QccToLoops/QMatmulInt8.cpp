@@ -155,20 +155,31 @@ Value dotLanesInline(OpBuilder &b, Location loc, Int8Dot dot, Value u,
     return concat(b, loc, half[0], half[1]);
   }
   case Int8Dot::Generic: {
-    // |u · a| <= 255 · 127 fits i16; the sums of four are taken in i32.
+    // |u · a| <= 255 · 127 fits i16. Pairs and then fours of adjacent
+    // products are summed by reinterpreting the lanes as twice as wide
+    // (little-endian: the even element is the low half) and adding the
+    // sign-extended halves: shifts and adds on every target, where strided
+    // shuffles would cost permutes.
+    Type i64 = b.getI64Type();
     Value p = arith::MulIOp::create(
         b, loc, arith::ExtUIOp::create(b, loc, vecOf(i16, 64), u),
         arith::ExtSIOp::create(b, loc, vecOf(i16, 64), a));
-    Value sum;
-    for (int64_t k = 0; k < 4; ++k) {
-      SmallVector<int64_t> mask;
-      for (int64_t l = 0; l < 16; ++l)
-        mask.push_back(4 * l + k);
-      Value part = arith::ExtSIOp::create(
-          b, loc, vecOf(i32, 16), vector::ShuffleOp::create(b, loc, p, p, mask));
-      sum = sum ? arith::AddIOp::create(b, loc, sum, part).getResult() : part;
-    }
-    return sum;
+    Value w32 = vector::BitCastOp::create(b, loc, vecOf(i32, 32), p);
+    auto c32 = [&](int64_t v) {
+      return splatConst(b, loc, vecOf(i32, 32), b.getI32IntegerAttr(v));
+    };
+    Value lo = arith::ShRSIOp::create(
+        b, loc, arith::ShLIOp::create(b, loc, w32, c32(16)), c32(16));
+    Value hi = arith::ShRSIOp::create(b, loc, w32, c32(16));
+    Value pairs = arith::AddIOp::create(b, loc, lo, hi);
+    Value w64 = vector::BitCastOp::create(b, loc, vecOf(i64, 16), pairs);
+    Value lo32 = arith::TruncIOp::create(b, loc, vecOf(i32, 16), w64);
+    Value hi32 = arith::TruncIOp::create(
+        b, loc, vecOf(i32, 16),
+        arith::ShRSIOp::create(
+            b, loc, w64,
+            splatConst(b, loc, vecOf(i64, 16), b.getI64IntegerAttr(32))));
+    return arith::AddIOp::create(b, loc, lo32, hi32);
   }
   }
   llvm_unreachable("unknown Int8Dot");
