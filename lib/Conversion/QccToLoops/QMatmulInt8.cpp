@@ -129,28 +129,36 @@ const char *dotFunctionName(Int8Dot dot) {
   return dot == Int8Dot::Avx2 ? "__qcc_i8dot_avx2" : "__qcc_i8dot_avx512vnni";
 }
 
-/// The 16 i32 lanes Σ_{k<4} u[4l + k] · a[4l + k] of 64 unsigned bytes `u`
-/// and 64 signed bytes `a`. Every formulation is exact for the operands
-/// here (u <= 128 where pmaddubsw's i16 pair sums could saturate: q8_0's
-/// |q|; u <= 63 otherwise).
+/// The 16 i32 lanes sc[l] · Σ_{k<4} u[4l + k] · a[4l + k] of 64 unsigned
+/// bytes `u`, 64 signed bytes `a` and the lane scales `sc` (vector<16xi32>,
+/// |sc| < 2^15). Every formulation is exact for the operands here (u <= 128
+/// where pmaddubsw's i16 pair sums could saturate: q8_0's |q|; u <= 63
+/// otherwise; |sc| <= 128).
 Value dotLanesInline(OpBuilder &b, Location loc, Int8Dot dot, Value u,
-                     Value a) {
+                     Value a, Value sc) {
   Type i16 = b.getI16Type(), i32 = b.getI32Type();
   switch (dot) {
   case Int8Dot::Avx512Vnni: {
     Value zero = splatConst(b, loc, vecOf(i32, 16), b.getI32IntegerAttr(0));
-    return callIntrinsic(b, loc, vecOf(i32, 16), "llvm.x86.avx512.vpdpbusd.512",
-                         {zero, u, a});
+    Value lanes = callIntrinsic(b, loc, vecOf(i32, 16),
+                                "llvm.x86.avx512.vpdpbusd.512", {zero, u, a});
+    return arith::MulIOp::create(b, loc, lanes, sc);
   }
   case Int8Dot::Avx2: {
-    Value ones = splatConst(b, loc, vecOf(i16, 16), b.getI16IntegerAttr(1));
+    // pmaddubsw: i16 sums of pairs; pmaddwd against the scales, each i32
+    // lane's scale in both of its i16 lanes: sc · (sum of four).
+    Value sc16 = arith::TruncIOp::create(b, loc, vecOf(i16, 16), sc);
+    SmallVector<int64_t> twice;
+    for (int64_t l = 0; l < 32; ++l)
+      twice.push_back(l / 2);
+    Value sc2 = vector::ShuffleOp::create(b, loc, sc16, sc16, twice);
     Value half[2];
     for (int h = 0; h < 2; ++h) {
       Value pairs = callIntrinsic(
           b, loc, vecOf(i16, 16), "llvm.x86.avx2.pmadd.ub.sw",
           {slice(b, loc, u, 32 * h, 32), slice(b, loc, a, 32 * h, 32)});
       half[h] = callIntrinsic(b, loc, vecOf(i32, 8), "llvm.x86.avx2.pmadd.wd",
-                              {pairs, ones});
+                              {pairs, slice(b, loc, sc2, 16 * h, 16)});
     }
     return concat(b, loc, half[0], half[1]);
   }
@@ -179,7 +187,8 @@ Value dotLanesInline(OpBuilder &b, Location loc, Int8Dot dot, Value u,
         arith::ShRSIOp::create(
             b, loc, w64,
             splatConst(b, loc, vecOf(i64, 16), b.getI64IntegerAttr(32))));
-    return arith::AddIOp::create(b, loc, lo32, hi32);
+    return arith::MulIOp::create(
+        b, loc, arith::AddIOp::create(b, loc, lo32, hi32), sc);
   }
   }
   llvm_unreachable("unknown Int8Dot");
@@ -187,15 +196,16 @@ Value dotLanesInline(OpBuilder &b, Location loc, Int8Dot dot, Value u,
 
 FunctionType dotFunctionType(OpBuilder &b) {
   Type i8 = b.getI8Type(), i32 = b.getI32Type();
-  return b.getFunctionType({vecOf(i8, 64), vecOf(i8, 64)}, {vecOf(i32, 16)});
+  return b.getFunctionType({vecOf(i8, 64), vecOf(i8, 64), vecOf(i32, 16)},
+                           {vecOf(i32, 16)});
 }
 
 /// dotLanes: inline for the generic formulation, else a call of the target
 /// function (declared in the module of `from` on first use).
 Value dotLanes(OpBuilder &b, Location loc, Operation *from, Int8Dot dot,
-               Value u, Value a) {
+               Value u, Value a, Value sc) {
   if (dot == Int8Dot::Generic)
-    return dotLanesInline(b, loc, dot, u, a);
+    return dotLanesInline(b, loc, dot, u, a, sc);
   auto module = from->getParentOfType<ModuleOp>();
   StringRef name = dotFunctionName(dot);
   auto fn = module.lookupSymbol<func::FuncOp>(name);
@@ -205,7 +215,7 @@ Value dotLanes(OpBuilder &b, Location loc, Operation *from, Int8Dot dot,
     fn = func::FuncOp::create(b, loc, name, dotFunctionType(b));
     fn.setPrivate();
   }
-  return func::CallOp::create(b, loc, fn, ValueRange{u, a}).getResult(0);
+  return func::CallOp::create(b, loc, fn, ValueRange{u, a, sc}).getResult(0);
 }
 
 /// A splat of the i8 constant `v` shaped like `like`.
@@ -297,6 +307,10 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
   Type outElem = cast<MemRefType>(out.getType()).getElementType();
   VectorType vf16 = vecOf(f32, 16);
   Value zero16 = splatConst(b, loc, vf16, b.getF32FloatAttr(0));
+  Value ones32 =
+      splatConst(b, loc, vecOf(b.getI32Type(), 16), b.getI32IntegerAttr(1));
+  Value zeroI32 =
+      splatConst(b, loc, vecOf(b.getI32Type(), 16), b.getI32IntegerAttr(0));
   SmallVector<Value> rows;
   for (int64_t i = 0; i < m; ++i)
     rows.push_back(cIndex(b, loc, i));
@@ -349,7 +363,7 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
       Value u = wc;
       if (s.signedCodes)
         std::tie(u, a) = moveSign(b, loc, wc, a);
-      Value lanes = dotLanes(b, loc, fnOp, dot, u, a);
+      Value lanes = dotLanes(b, loc, fnOp, dot, u, a, ones32);
       Value f = arith::SIToFPOp::create(b, loc, vf16, lanes);
       accs.main(i, chain) =
           vector::FMAOp::create(b, loc, f, laneScale(i), accs.main(i, chain));
@@ -437,31 +451,44 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
         chain = (chain + 1) % kChains;
       }
     } else {
+      // K-quants: the integer sub-block scales multiply the lanes in the
+      // dot product (pmaddwd against them, or a multiply), the lanes of the
+      // block are summed in i32 (exact: < 2^24, so the conversion is too),
+      // and d · (activation scale) is applied once per block.
       for (int64_t t = 0; t < step; ++t) {
         Value blk = addIdx(b, loc, blk0, t);
         VecEmitter e(b, loc, bytes, blockByte(blk));
-        auto [scales, offsets] = emitCodeScales(e, s.format);
-        SmallVector<Value> rowScales;
+        auto [d, scInt] = emitIntCodeScales(e, s.format);
+        Value offsets = emitCodeScales(e, s.format).second;
+        Value col0 = mulIdx(b, loc, blk, s.blockElems);
+        SmallVector<Value> sums(m, zeroI32);
+        for (int64_t c = 0; c < s.blockElems / kDotElems; ++c) {
+          Value wc = kQuantChunkCodes(e, s.format, c);
+          SmallVector<int64_t> mask;
+          for (int64_t l = 0; l < 16; ++l)
+            mask.push_back((kDotElems * c + 4 * l) / s.group);
+          Value sc = vector::ShuffleOp::create(b, loc, scInt, scInt, mask);
+          for (int64_t i = 0; i < m; ++i) {
+            Value a = vector::LoadOp::create(
+                b, loc, vecOf(b.getI8Type(), kDotElems), codes,
+                ValueRange{rows[i], addIdx(b, loc, col0, kDotElems * c)});
+            sums[i] = arith::AddIOp::create(
+                b, loc, sums[i], dotLanes(b, loc, fnOp, dot, wc, a, sc));
+          }
+        }
         for (int64_t i = 0; i < m; ++i) {
-          Value d = memref::LoadOp::create(b, loc, ad, ValueRange{rows[i], blk});
-          rowScales.push_back(arith::MulFOp::create(
-              b, loc, scales, e.splatF(d, groupsPerBlock)));
-          Value sums = vector::LoadOp::create(
+          Value da = memref::LoadOp::create(b, loc, ad, ValueRange{rows[i], blk});
+          Value scale = e.splatF(arith::MulFOp::create(b, loc, d, da));
+          accs.main(i, chain) = vector::FMAOp::create(
+              b, loc, arith::SIToFPOp::create(b, loc, vf16, sums[i]), scale,
+              accs.main(i, chain));
+          Value xsums = vector::LoadOp::create(
               b, loc, vecOf(f32, groupsPerBlock), xo,
               ValueRange{rows[i], mulIdx(b, loc, blk, groupsPerBlock)});
           accs.corr(i) =
-              vector::FMAOp::create(b, loc, offsets, sums, accs.corr(i));
+              vector::FMAOp::create(b, loc, offsets, xsums, accs.corr(i));
         }
-        Value col0 = mulIdx(b, loc, blk, s.blockElems);
-        for (int64_t c = 0; c < s.blockElems / kDotElems; ++c) {
-          Value wc = kQuantChunkCodes(e, s.format, c);
-          dotInto(accs, chain, wc, addIdx(b, loc, col0, kDotElems * c),
-                  Value(), [&](int64_t i) {
-                    return laneScales(b, loc, rowScales[i], kDotElems * c,
-                                      s.group);
-                  });
-          chain = (chain + 1) % kChains;
-        }
+        chain = (chain + 1) % kChains;
       }
     }
     scf::YieldOp::create(b, loc, accs.v);
@@ -588,7 +615,7 @@ void mlir::qcc::defineInt8DotFunctions(ModuleOp module) {
     Block *entry = fn.addEntryBlock();
     b.setInsertionPointToStart(entry);
     Value lanes = dotLanesInline(b, fn.getLoc(), dot, entry->getArgument(0),
-                                 entry->getArgument(1));
+                                 entry->getArgument(1), entry->getArgument(2));
     func::ReturnOp::create(b, fn.getLoc(), lanes);
   }
 }

@@ -30,11 +30,11 @@
 // GEN: scf.parallel
 // GEN: func.call @__qcc_qmatmul_fwd_i8generic_m1_q4_K_
 
-// VNNI: func.func private @__qcc_i8dot_avx512vnni(vector<64xi8>, vector<64xi8>) -> vector<16xi32>
+// VNNI: func.func private @__qcc_i8dot_avx512vnni(vector<64xi8>, vector<64xi8>, vector<16xi32>) -> vector<16xi32>
 // VNNI-LABEL: func.func private @__qcc_qmatmul_fwd_i8vnni_m1_q4_K_
-// VNNI: func.call @__qcc_i8dot_avx512vnni(%{{.+}}, %{{.+}}) : (vector<64xi8>, vector<64xi8>) -> vector<16xi32>
+// VNNI: func.call @__qcc_i8dot_avx512vnni(%{{.+}}, %{{.+}}, %{{.+}}) : (vector<64xi8>, vector<64xi8>, vector<16xi32>) -> vector<16xi32>
 
-// AVX2: func.func private @__qcc_i8dot_avx2(vector<64xi8>, vector<64xi8>) -> vector<16xi32>
+// AVX2: func.func private @__qcc_i8dot_avx2(vector<64xi8>, vector<64xi8>, vector<16xi32>) -> vector<16xi32>
 // AVX2-LABEL: func.func private @__qcc_qmatmul_fwd_i8avx2_m1_q4_K_
 
 // BAD: int8-dot must be generic, avx2 or avx512vnni, not 'sse'
