@@ -205,3 +205,32 @@ func.func @{name}(%x: tensor<{m}x{lhs}xf32>, %w: {w_t}) -> tensor<{m}x{out}xf32>
         assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), name
         ref = x.astype(np.float64) @ (w.T if orientation == "fwd" else w)
         assert np.abs(a - ref).max() <= 1e-5 * np.abs(ref).max(), name
+
+
+@pytest.mark.parametrize("out_type", ["f32", "bf16"])
+def test_int8_gemv_batched_weight_and_narrow_output(tmp_path, out_type):
+    """A batched weight (one matrix per batch, each with its own 2 rows of
+    activations, quantized per batch) and a bf16 result rounded from the
+    f32 accumulation."""
+    fmt, bsz, m, n = "q6_K", 3, 2, N_ROWS
+    parts = [rebuilt_weight(fmt, n, seed=10 + b) for b in range(bsz)]
+    wq = np.concatenate([p[0] for p in parts])
+    w = np.stack([p[1] for p in parts]).astype(np.float64)
+    k = w.shape[2]
+    w_t = f"!qcc.qtensor<{bsz}x{n}x{k}x{fmt}>"
+    step = compile_step(f"""
+func.func @mm(%x: tensor<{bsz}x{m}x{k}xf32>, %w: {w_t}) -> tensor<{bsz}x{m}x{n}x{out_type}> {{
+  %y = qcc.qmatmul fwd %x, %w : tensor<{bsz}x{m}x{k}xf32>, {w_t} -> tensor<{bsz}x{m}x{n}x{out_type}>
+  return %y : tensor<{bsz}x{m}x{n}x{out_type}>
+}}""", tmp_path, "--gemv-int8")
+    x = np.stack([activations(m, k, BLOCK[fmt], seed=20 + b) for b in range(bsz)])
+    got = step.call("mm", x, wq)
+    if out_type == "bf16":  # returned as the raw bf16 bits
+        got = (got.astype(np.uint32) << 16).view(np.float32)
+    for b in range(bsz):
+        xq, _ = quantize_like_qcc(x[b], BLOCK[fmt])
+        ref_q = xq @ w[b].T
+        scale_q = np.abs(xq) @ np.abs(w[b]).T
+        # bf16 keeps 8 significant bits: half an ulp is 2^-9 relative.
+        tol = 1e-5 * scale_q if out_type == "f32" else 2.0 ** -8 * np.abs(ref_q) + 1e-5 * scale_q
+        assert (np.abs(got[b] - ref_q) <= tol).all(), f"batch {b}"
