@@ -316,7 +316,9 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
     rows.push_back(cIndex(b, loc, i));
 
   // Blocks per iteration of the row's block loop: 256 elements (4 dot
-  // products) per iteration for every format.
+  // products) per iteration for every format. q4_0 / q8_0 alternate their
+  // four dot products between the kChains accumulators; the K-quants add
+  // one f32 product per block (after summing the block in i32).
   int64_t stepBlocks = std::max<int64_t>(1, 256 / s.blockElems);
   bool legacy = s.blockElems == 32;
   int64_t groupsPerBlock = s.blockElems / s.group;
@@ -338,16 +340,16 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
   struct Accs {
     int64_t m;
     SmallVector<Value> v;
-    int64_t next = 0;
     Value &main(int64_t i, int64_t c) { return v[i * kChains + c]; }
     Value &corr(int64_t i) { return v[m * kChains + i]; }
   };
   auto blockByte = [&](Value blk) {
     return addIdx(b, loc, rowByte, mulIdx(b, loc, blk, s.blockBytes));
   };
-  // acc(i) += Σ over the 64 elements at column `col` of the block(s):
-  // weight codes `wc` (vector<64xi8>) times row i's activation codes, each
-  // lane scaled by laneScale(i).
+  // q4_0 / q8_0: acc(i) += Σ over the 64 elements at column `col` of two
+  // blocks (or one, zero-padded by `tailHalf`): weight codes `wc`
+  // (vector<64xi8>) times row i's activation codes, each lane's sum
+  // converted to f32 and scaled by laneScale(i).
   auto dotInto = [&](Accs &accs, int64_t chain, Value wc, Value col,
                      Value tailHalf, function_ref<Value(int64_t)> laneScale) {
     for (int64_t i = 0; i < m; ++i) {
