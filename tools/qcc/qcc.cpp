@@ -258,6 +258,16 @@ static LogicalResult linkSharedLibrary(StringRef object, StringRef path) {
                                  "-lstdc++",
                                  "-pthread",
                                  "-lm"};
+  // compiler-rt's builtins after everything else, unexported: libcalls
+  // such as __truncsfbf2 (f32 -> bf16 without AVX512-BF16) that GCC 12's
+  // libgcc does not have.
+  StringRef builtins = QCC_COMPILER_RT_BUILTINS;
+  std::string hideBuiltins =
+      "-Wl,--exclude-libs," + llvm::sys::path::filename(builtins).str();
+  if (!builtins.empty()) {
+    argv.push_back(builtins);
+    argv.push_back(hideBuiltins);
+  }
   std::string errMsg;
   int rc = llvm::sys::ExecuteAndWait(*cc, argv, std::nullopt, {}, 0, 0,
                                      &errMsg);
