@@ -3,6 +3,7 @@
 #include "qcc/Pipelines/Pipelines.h"
 
 #include "qcc/Conversion/Passes.h"
+#include "qcc/Conversion/QccToLoops/QccToLoops.h"
 #include "qcc/Dialect/Qcc/Transforms/Passes.h"
 
 #include "mlir/Conversion/Passes.h"
@@ -47,6 +48,17 @@ struct HoistSerialParallelAllocasPass
   }
 };
 
+/// Defines the int8 GEMV's target dot-product functions (see
+/// defineInt8DotFunctions) once buffers are deallocated.
+struct DefineInt8DotsPass
+    : public PassWrapper<DefineInt8DotsPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(DefineInt8DotsPass)
+  StringRef getArgument() const final { return "qcc-define-int8-dots"; }
+  void runOnOperation() override {
+    mlir::qcc::defineInt8DotFunctions(getOperation());
+  }
+};
+
 } // namespace
 
 void mlir::qcc::buildQccTensorPipeline(OpPassManager &pm,
@@ -71,6 +83,8 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
     pm.addPass(createOutlineKernels());
   LowerQccToLoopsOptions loops;
   loops.kernelForm = options.kernelForm;
+  loops.int8Activations = options.int8Activations;
+  loops.int8Dot = options.int8Dot;
   pm.addPass(createLowerQccToLoops(loops));
 
   // Tensors to buffers. Entry points return through out-parameters so the
@@ -89,6 +103,7 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   outParams.modifyPublicFunctions = true;
   pm.addPass(bufferization::createBufferResultsToOutParamsPass(outParams));
   bufferization::buildBufferDeallocationPipeline(pm);
+  pm.addPass(std::make_unique<DefineInt8DotsPass>());
 
   // Loops, threads, LLVM.
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());

@@ -26,6 +26,7 @@
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/CommandLine.h"
@@ -92,6 +93,27 @@ static cl::opt<bool> outlineKernels(
     cl::desc("Share one function among identical ops (qcc-outline-kernels; "
              "default true); false lowers every op in place"),
     cl::init(true), cl::cat(qccCategory));
+static cl::opt<bool> gemvInt8(
+    "gemv-int8",
+    cl::desc("Forward qmatmuls with at most 8 activation rows on q4_0, q8_0, "
+             "q4_K and q6_K weights quantize the activations to int8 blocks "
+             "and use integer dot products, as ggml does (faster GEMV, but "
+             "the activations are rounded to 8 bits per block; default "
+             "false: the exact f32 path that training needs)"),
+    cl::init(false), cl::cat(qccCategory));
+static cl::opt<std::string> int8Dot(
+    "int8-dot",
+    cl::desc("Instructions of --gemv-int8's dot products: auto (default: "
+             "avx512vnni if the target CPU has AVX512-VNNI and AVX512BW, "
+             "else avx2 if it has AVX2, else generic), avx512vnni, avx2, "
+             "generic"),
+    cl::init("auto"), cl::cat(qccCategory));
+static cl::opt<std::string> mcpu(
+    "mcpu",
+    cl::desc("Compile for this CPU (an LLVM CPU name such as znver4) "
+             "instead of the host and its features; for inspecting code "
+             "with --emit=obj, the library may not run here"),
+    cl::init(""), cl::cat(qccCategory));
 // `--threads N` is parsed by hand: libLLVM already registers a global
 // option named "threads", so a cl::opt of that name would abort at startup.
 static unsigned threads = 0;
@@ -161,16 +183,20 @@ static std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
                  << error << "\n";
     return nullptr;
   }
+  // The host CPU with the features it reports, or --mcpu with that CPU's
+  // own features.
   llvm::SubtargetFeatures features;
-  for (const auto &[name, enabled] : llvm::sys::getHostCPUFeatures())
-    features.AddFeature(name, enabled);
+  if (mcpu.empty())
+    for (const auto &[name, enabled] : llvm::sys::getHostCPUFeatures())
+      features.AddFeature(name, enabled);
+  std::string cpu = mcpu.empty() ? llvm::sys::getHostCPUName().str() : mcpu;
   llvm::TargetOptions options;
   auto level = optLevel == 0   ? llvm::CodeGenOptLevel::None
                : optLevel == 1 ? llvm::CodeGenOptLevel::Less
                : optLevel == 2 ? llvm::CodeGenOptLevel::Default
                                : llvm::CodeGenOptLevel::Aggressive;
   return std::unique_ptr<llvm::TargetMachine>(t->createTargetMachine(
-      llvm::Triple(triple), llvm::sys::getHostCPUName(), features.getString(),
+      llvm::Triple(triple), cpu, features.getString(),
       options, llvm::Reloc::PIC_, std::nullopt, level));
 }
 
@@ -402,9 +428,30 @@ int main(int argc, char **argv) {
   if (!module)
     return 1;
 
+  // The target first: --int8-dot=auto picks the dot instructions by its
+  // features.
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  std::unique_ptr<llvm::TargetMachine> tm = hostTargetMachine();
+  if (!tm)
+    return 1;
+  std::string dot = int8Dot;
+  if (dot == "auto") {
+    const llvm::MCSubtargetInfo *sti = tm->getMCSubtargetInfo();
+    dot = sti->checkFeatures("+avx512vnni,+avx512bw") ? "avx512vnni"
+          : sti->checkFeatures("+avx2")               ? "avx2"
+                                                      : "generic";
+  } else if (dot != "generic" && dot != "avx2" && dot != "avx512vnni") {
+    llvm::errs() << "qcc: error: --int8-dot=" << dot
+                 << " is not auto, avx512vnni, avx2 or generic\n";
+    return 2;
+  }
+
   // The tensor-level passes first: the manifest records which results the
   // fused, guarded updates let the host write in place.
   qcc::LowerToCPUOptions options;
+  options.int8Activations = gemvInt8;
+  options.int8Dot = dot;
   options.threads = threads;
   // CUDA: weight updates stay unfused (qcc.weight_update has no kernel
   // form; the gradient, the rule and carry_update run as kernels).
@@ -461,8 +508,6 @@ int main(int argc, char **argv) {
     return failed(writeAtomically(outputFile, text));
   }
 
-  llvm::InitializeNativeTarget();
-  llvm::InitializeNativeTargetAsmPrinter();
   llvm::LLVMContext llvmContext;
   std::unique_ptr<llvm::Module> llvmModule =
       translateModuleToLLVMIR(*module, llvmContext, "qcc-step");
@@ -474,9 +519,6 @@ int main(int argc, char **argv) {
     llvm::errs() << "qcc: error: " << error << "\n";
     return 1;
   }
-  std::unique_ptr<llvm::TargetMachine> tm = hostTargetMachine();
-  if (!tm)
-    return 1;
   llvmModule->setDataLayout(tm->createDataLayout());
   llvmModule->setTargetTriple(tm->getTargetTriple());
   if (llvm::verifyModule(*llvmModule, &llvm::errs())) {

@@ -37,6 +37,23 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
       (`memref.prefetch`). These loops live in a function per format and
       shape, shared like the tile decoders. The f32 weight matrix is never
       materialized;
+    - `qcc.qmatmul` with `int8-activations`: a forward few-rows qmatmul
+      on q4_0, q8_0, q4_K or q6_K weights (K a multiple of the block) first quantizes
+      each activation row to int8 codes (per 32 elements for q4_0/q8_0,
+      per 256 for the K-quants: `d = max|x| / 127`, codes
+      `roundeven(x / d)`) with the f32 scale per block and `d · Σ codes`
+      per scale group of the weight, into heap buffers, once per call;
+      the row loop then multiplies the weight's integer codes with those
+      int8 codes 64 at a time (unsigned x signed bytes summed in fours into
+      i32 lanes, as `vpdpbusd` does, emitted as chosen by `int8-dot`; the
+      avx2 / avx512vnni forms are calls of `__qcc_i8dot_*` functions whose
+      `llvm.call_intrinsic` bodies the `qcc-lower-to-cpu` pipeline adds
+      after buffer deallocation),
+      converts the lane sums to f32 and applies the weight scale times the
+      activation scale per group, and the offsets (q4_0's 8, q6_K's 32,
+      q4_K's mins) against the activation code sums. The other formats,
+      backward qmatmuls and larger row counts are lowered as without the
+      option;
     - `qcc.hadamard`: an `scf.parallel` over blocks, each a fast
       Walsh-Hadamard transform with the signs as a constant table;
     - `qcc.requant`: a call to the runtime encoder `qcc_rt_encode_rows`
@@ -93,6 +110,18 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
   let options = [
     Option<"kernelForm", "kernel-form", "bool", /*default=*/"false",
            "Lower dequant and qmatmul to the GPU-shaped kernel form">,
+    Option<"int8Activations", "int8-activations", "bool", /*default=*/"false",
+           "Forward few-rows qmatmuls (GEMV) on q4_0, q8_0, q4_K and q6_K "
+           "quantize each activation row to int8 blocks once per call and "
+           "take integer dot products against the weight codes (ggml's "
+           "method; not exact: the activations are rounded to 8 bits per "
+           "block). Default false: the exact f32 decode-and-FMA path">,
+    Option<"int8Dot", "int8-dot", "std::string", /*default=*/"\"generic\"",
+           "How the int8 dot products are emitted: generic (portable "
+           "vector-dialect extui/extsi/muli and lane sums), avx2 "
+           "(llvm.x86.avx2.pmadd.ub.sw + pmadd.wd), avx512vnni "
+           "(llvm.x86.avx512.vpdpbusd.512). The target must have the named "
+           "instructions; all three give bit-identical results">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::bufferization::BufferizationDialect",

@@ -36,6 +36,18 @@ struct LowerToCPUOptions : public PassPipelineOptions<LowerToCPUOptions> {
                      "the CUDA target maps to GPU threads (to run and test "
                      "the GPU kernels' code on the CPU)"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> int8Activations{
+      *this, "int8-activations",
+      llvm::cl::desc("Forward few-rows qmatmuls (GEMV) on q4_0, q8_0, q4_K, "
+                     "q6_K quantize the activations to int8 blocks and take "
+                     "integer dot products (qcc-lower-to-loops "
+                     "int8-activations; inexact, off by default)"),
+      llvm::cl::init(false)};
+  PassOptions::Option<std::string> int8Dot{
+      *this, "int8-dot",
+      llvm::cl::desc("The int8 dot products' instructions: generic, avx2 or "
+                     "avx512vnni (qcc-lower-to-loops int8-dot)"),
+      llvm::cl::init("generic")};
 };
 
 struct LowerToCUDAOptions : public PassPipelineOptions<LowerToCUDAOptions> {

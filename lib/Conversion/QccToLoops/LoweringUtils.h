@@ -108,16 +108,45 @@ bool useSmallNQMatmul(int64_t rows, bool fwd);
 /// at row `rowBase` of `lhs2d` (and of `out2d`, the f32/f16/bf16 result),
 /// against the W rows starting at `wRowBase` of the flat block storage
 /// `bytes`. Emits an scf.parallel at the builder's insertion point.
+/// With `options.int8Activations`, a forward qmatmul of a format that
+/// supportsInt8Gemv quantizes the activations to int8 blocks first
+/// (QMatmulInt8.cpp).
 LogicalResult emitSmallNQMatmul(OpBuilder &b, Location loc, Operation *from,
                                 QTensorType wType, bool fwd, int64_t m,
                                 Value bytes, Value lhs2d, Value out2d,
-                                Value rowBase, Value wRowBase);
+                                Value rowBase, Value wRowBase,
+                                const QccToLoopsOptions &options);
+
+/// Helpers of the few-rows paths (QMatmulSmallN.cpp): "4x32xf32" for a
+/// memref type; a private function `name` of the module of `from`, built by
+/// `body` on first use; prefetches of W ahead of [byte, byte + count).
+std::string memrefShapeName(MemRefType t);
+FailureOr<func::FuncOp> getOrCreatePrivateFunction(
+    OpBuilder &b, Operation *from, StringRef name, ArrayRef<Type> argTypes,
+    function_ref<LogicalResult(OpBuilder &, ValueRange)> body);
+void prefetchWeight(OpBuilder &b, Location loc, Value bytes, Value byte,
+                    int64_t count);
+
+/// Whether the int8-activation GEMV handles `wType` (q4_0, q8_0, q4_K,
+/// q6_K with K a multiple of the block).
+bool supportsInt8Gemv(QTensorType wType);
+
+/// The int8-activation forward qmatmul of `m` rows (see emitSmallNQMatmul):
+/// the quantization prologue at the builder's insertion point, then an
+/// scf.parallel over chunks of W rows calling a function per format and
+/// shape.
+LogicalResult emitInt8SmallNQMatmul(OpBuilder &b, Location loc,
+                                    Operation *from, QTensorType wType,
+                                    int64_t m, Value bytes, Value lhs2d,
+                                    Value out2d, Value rowBase, Value wRowBase,
+                                    Int8Dot dot);
 
 // Pattern sets of the op families.
 void populateDequantToLoopsPatterns(TypeConverter &converter,
                                     RewritePatternSet &patterns);
 void populateQMatmulToLoopsPatterns(TypeConverter &converter,
-                                    RewritePatternSet &patterns);
+                                    RewritePatternSet &patterns,
+                                    const QccToLoopsOptions &options);
 void populateRuntimeCallPatterns(TypeConverter &converter,
                                  RewritePatternSet &patterns);
 void populateHadamardToLoopsPatterns(TypeConverter &converter,

@@ -629,6 +629,21 @@ LogicalResult buildBackward(OpBuilder &b, Location loc, const Shape &s,
 
 } // namespace
 
+std::string mlir::qcc::detail::memrefShapeName(MemRefType t) {
+  return shapeName(t);
+}
+
+FailureOr<func::FuncOp> mlir::qcc::detail::getOrCreatePrivateFunction(
+    OpBuilder &b, Operation *from, StringRef name, ArrayRef<Type> argTypes,
+    function_ref<LogicalResult(OpBuilder &, ValueRange)> body) {
+  return getOrCreateFunction(b, from, name, argTypes, body);
+}
+
+void mlir::qcc::detail::prefetchWeight(OpBuilder &b, Location loc, Value bytes,
+                                       Value byte, int64_t count) {
+  prefetch(b, loc, bytes, byte, count);
+}
+
 bool mlir::qcc::detail::useSmallNQMatmul(int64_t rows, bool fwd) {
   return rows >= 1 && rows <= (fwd ? kSmallNMaxRowsFwd : kSmallNMaxRowsBwd);
 }
@@ -636,7 +651,10 @@ bool mlir::qcc::detail::useSmallNQMatmul(int64_t rows, bool fwd) {
 LogicalResult mlir::qcc::detail::emitSmallNQMatmul(
     OpBuilder &b, Location loc, Operation *from, QTensorType wType, bool fwd,
     int64_t m, Value bytes, Value lhs2d, Value out2d, Value rowBase,
-    Value wRowBase) {
+    Value wRowBase, const QccToLoopsOptions &options) {
+  if (fwd && options.int8Activations && supportsInt8Gemv(wType))
+    return emitInt8SmallNQMatmul(b, loc, from, wType, m, bytes, lhs2d, out2d,
+                                 rowBase, wRowBase, options.int8Dot);
   Shape s = shapeOf(wType);
   int64_t n = wType.getShape()[wType.getRank() - 2];
   auto bytesType = cast<MemRefType>(bytes.getType());

@@ -28,7 +28,10 @@ constexpr int64_t kTileRowsBwd = 32;
 constexpr int64_t kTileCols = 512;
 
 struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
-  using OpConversionPattern::OpConversionPattern;
+  QMatmulLowering(TypeConverter &converter, MLIRContext *ctx,
+                  const QccToLoopsOptions &options)
+      : OpConversionPattern(converter, ctx), options(options) {}
+  QccToLoopsOptions options;
 
   LogicalResult
   matchAndRewrite(QMatmulOp op, OpAdaptor adaptor,
@@ -95,7 +98,8 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     }
     if (!ShapedType::isDynamic(mStatic) && useSmallNQMatmul(mStatic, fwd)) {
       if (failed(emitSmallNQMatmul(rewriter, loc, op, wType, fwd, mStatic,
-                                   bytes, lhs2d, out2d, rowBase, wRowBase)))
+                                   bytes, lhs2d, out2d, rowBase, wRowBase,
+                                   options)))
         return rewriter.notifyMatchFailure(op, "no decoder for the format");
       if (batchLoop)
         rewriter.setInsertionPointAfter(batchLoop);
@@ -403,9 +407,10 @@ struct MatmulToGemmCall
 } // namespace
 
 void mlir::qcc::detail::populateQMatmulToLoopsPatterns(
-    TypeConverter &converter, RewritePatternSet &patterns) {
-  patterns.add<QMatmulLowering, MatmulToGemmCall>(converter,
-                                                  patterns.getContext());
+    TypeConverter &converter, RewritePatternSet &patterns,
+    const QccToLoopsOptions &options) {
+  patterns.add<QMatmulLowering>(converter, patterns.getContext(), options);
+  patterns.add<MatmulToGemmCall>(converter, patterns.getContext());
 }
 
 bool mlir::qcc::detail::isGemmCandidate(Operation *op) {

@@ -24,6 +24,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include "llvm/ADT/StringSwitch.h"
+
 #define DEBUG_TYPE "qcc-lower-to-loops"
 
 namespace mlir::qcc {
@@ -42,10 +44,20 @@ MemRefType mlir::qcc::getStorageType(QTensorType type) {
   return MemRefType::get(shape, IntegerType::get(type.getContext(), 8));
 }
 
+std::optional<Int8Dot> mlir::qcc::parseInt8Dot(llvm::StringRef name) {
+  return llvm::StringSwitch<std::optional<Int8Dot>>(name)
+      .Case("generic", Int8Dot::Generic)
+      .Case("avx2", Int8Dot::Avx2)
+      .Case("avx512vnni", Int8Dot::Avx512Vnni)
+      .Default(std::nullopt);
+}
+
 void mlir::qcc::populateQccToLoopsPatterns(TypeConverter &converter,
-                                           RewritePatternSet &patterns) {
+                                           RewritePatternSet &patterns,
+                                           const QccToLoopsOptions &options) {
   mlir::qcc::detail::populateDequantToLoopsPatterns(converter, patterns);
-  mlir::qcc::detail::populateQMatmulToLoopsPatterns(converter, patterns);
+  mlir::qcc::detail::populateQMatmulToLoopsPatterns(converter, patterns,
+                                                    options);
   mlir::qcc::detail::populateRuntimeCallPatterns(converter, patterns);
   mlir::qcc::detail::populateHadamardToLoopsPatterns(converter, patterns);
   mlir::qcc::detail::populateWeightUpdateToLoopsPatterns(converter, patterns);
@@ -62,6 +74,16 @@ struct LowerQccToLoopsPass
 
   void runOnOperation() override {
     MLIRContext *ctx = &getContext();
+    QccToLoopsOptions options;
+    options.int8Activations = int8Activations;
+    std::optional<Int8Dot> dot = parseInt8Dot(int8Dot);
+    if (!dot) {
+      getOperation().emitError("qcc-lower-to-loops: int8-dot must be "
+                               "generic, avx2 or avx512vnni, not '")
+          << int8Dot << "'";
+      return signalPassFailure();
+    }
+    options.int8Dot = *dot;
     TypeConverter converter;
     converter.addConversion([](Type t) { return t; });
     converter.addConversion(
@@ -125,7 +147,7 @@ struct LowerQccToLoopsPass
     RewritePatternSet patterns(ctx);
     if (kernelForm)
       mlir::qcc::detail::populateKernelFormPatterns(converter, patterns);
-    populateQccToLoopsPatterns(converter, patterns);
+    populateQccToLoopsPatterns(converter, patterns, options);
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
                                                                    converter);
     populateReturnOpTypeConversionPattern(patterns, converter);

@@ -30,8 +30,7 @@ DecodeEmitter scalarEmitter(VecEmitter &e) {
 /// at once: pair j < 4 is (b[j] & 63, b[j + 4] & 63), pair j >= 4 is
 /// ((b[j + 4] & 15) | (b[j - 4] >> 6) << 4, (b[j + 4] >> 4) | (b[j] >> 6) << 4)
 /// with b the 12 scale bytes; each product is the reference's one multiply.
-std::pair<Value, Value> q4KScaleProducts(VecEmitter &e) {
-  DecodeEmitter s = scalarEmitter(e);
+std::pair<Value, Value> q4KScaleInts(VecEmitter &e) {
   Value sb = e.u8s(4); // bytes 4..19: the 12 scale bytes, then qs
   Value zero = e.splatI(0, sb);
   auto pick = [&](ArrayRef<int64_t> lanes) {
@@ -47,6 +46,12 @@ std::pair<Value, Value> q4KScaleProducts(VecEmitter &e) {
                        e.constI({63, 63, 63, 63, 15, 15, 15, 15}));
   Value mn = e.ori(mnLow,
                    e.shli(e.shrui(pick({16, 16, 16, 16, 4, 5, 6, 7}), 6), 4));
+  return {sc, mn};
+}
+
+std::pair<Value, Value> q4KScaleProducts(VecEmitter &e) {
+  DecodeEmitter s = scalarEmitter(e);
+  auto [sc, mn] = q4KScaleInts(e);
   Value ds = e.mulf(e.splatF(s.f16At(0), 8), e.sitofp(sc));
   Value dm = e.mulf(e.splatF(s.f16At(2), 8), e.sitofp(mn));
   return {ds, dm};
@@ -232,6 +237,20 @@ mlir::qcc::detail::emitCodeScales(VecEmitter &e, QuantFormat format) {
   }
   default:
     llvm_unreachable("not a scaled-code format");
+  }
+}
+
+std::pair<Value, Value> mlir::qcc::detail::emitIntCodeScales(VecEmitter &e,
+                                                          QuantFormat format) {
+  DecodeEmitter s = scalarEmitter(e);
+  switch (format) {
+  case QuantFormat::Q4_K:
+  case QuantFormat::Q5_K:
+    return {s.f16At(0), q4KScaleInts(e).first};
+  case QuantFormat::Q6_K:
+    return {s.f16At(208), e.s8s(192)};
+  default:
+    llvm_unreachable("no integer sub-block scales");
   }
 }
 

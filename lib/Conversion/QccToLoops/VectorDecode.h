@@ -175,6 +175,11 @@ std::optional<int64_t> getCodeGroup(QuantFormat format, bool &hasOffsets);
 /// vector<blockElems / G x f32>.
 std::pair<Value, Value> emitCodeScales(VecEmitter &e, QuantFormat format);
 
+/// For q4_K / q5_K / q6_K: the super-block scale d (f32) and the integer
+/// sub-block scales sc (vector<blockElems / G x i32>), scale[g] = d ·
+/// sc[g] (the int8 GEMV applies them in integer arithmetic).
+std::pair<Value, Value> emitIntCodeScales(VecEmitter &e, QuantFormat format);
+
 /// Emits the block's codes as vector<16xf32> (exact integers), passing each
 /// to `sink` with its first element; the vectors of a group come one after
 /// the other.
