@@ -162,7 +162,7 @@ def test_cuda_step_library_links_and_declares_its_target(tmp_path):
     assert b'"gpu_arch":"sm_90"' in so.read_bytes()
 
 
-@pytest.mark.parametrize("op", ["requant", "carry_update_jl", "carry_update_iq4_nl"])
+@pytest.mark.parametrize("op", ["requant", "carry_update_jl", "carry_update_iq2_xs"])
 def test_ops_without_device_encoders_are_rejected_clearly(tmp_path, op):
     if op == "requant":
         w = "!qcc.qtensor<4x32xq8_0>"
@@ -172,7 +172,7 @@ func.func @f(%x: tensor<4x32xf32>) -> {w} {{
   return %0 : {w}
 }}"""
     else:
-        fmt, shape = ("q8_0", "4x256") if op.endswith("jl") else ("iq4_nl", "4x32")
+        fmt, shape = ("q8_0", "4x256") if op.endswith("jl") else ("iq2_xs", "4x256")
         w = f"!qcc.qtensor<{shape}x{fmt}>"
         jl = " {jl = #qcc.jl<dim = 16, chunk = 256, seed = 5>}" if op.endswith("jl") else ""
         carry = "tensor<4x16xf32>" if op.endswith("jl") else f"tensor<{shape}xf32>"
@@ -193,7 +193,8 @@ func.func @f(%w: {w}, %c: {carry}, %d: tensor<{shape}xf32>) -> ({w}, {carry}) {{
 
 
 DEVICE_ENCODED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K",
-                  "q4_K", "q5_K", "q6_K"]
+                  "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0",
+                  "q1_0", "q2_0", "mxfp4", "nvfp4"]
 
 
 @pytest.mark.parametrize("fmt", DEVICE_ENCODED)
@@ -340,3 +341,24 @@ def test_lora_training_step_compiles_for_cuda(tmp_path):
     ptxas(ptx, "sm_80")
     ptxas(ptx, "sm_90")
     compile_cuda(tmp_path, text, "sm_90", emit="so")
+
+
+@pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")
+@pytest.mark.parametrize("fmt", DEVICE_ENCODED)
+def test_carry_update_ptx_of_every_device_encoded_format_assembles(tmp_path, fmt):
+    """carry_update for each format with a device encoder: the encoder is
+    linked (no unresolved extern) and ptxas accepts the module for sm_80
+    and sm_90."""
+    _, ne, _ = GOLDEN[f"{fmt}.q"]
+    rows, cols = ne[1], ne[0]
+    w = f"!qcc.qtensor<{rows}x{cols}x{fmt}>"
+    ct = f"tensor<{rows}x{cols}xbf16>"
+    text = f"""
+func.func @f(%w: {w}, %c: {ct}, %d: tensor<{rows}x{cols}xf32>) -> ({w}, {ct}) {{
+  %0, %1 = qcc.carry_update %w, %c, %d : {w}, {ct}, tensor<{rows}x{cols}xf32>
+  return %0, %1 : {w}, {ct}
+}}"""
+    ptx = compile_cuda(tmp_path, text, "sm_80", emit="ptx")
+    assert ".extern .func" not in ptx.read_text()
+    ptxas(ptx, "sm_80")
+    ptxas(ptx, "sm_90")

@@ -76,7 +76,6 @@ LogicalResult parallelToSequential(scf::ParallelOp par) {
   OpBuilder b(par);
   Location loc = par.getLoc();
   IRMapping map;
-  SmallVector<scf::ForOp> loops;
   SmallVector<Value> ivs(par.getInductionVars());
   for (auto [lb, ub, step, iv] :
        llvm::zip(par.getLowerBound(), par.getUpperBound(), par.getStep(),
@@ -84,7 +83,6 @@ LogicalResult parallelToSequential(scf::ParallelOp par) {
     auto loop = scf::ForOp::create(b, loc, lb, ub, step);
     map.map(iv, loop.getInductionVar());
     b.setInsertionPointToStart(loop.getBody());
-    loops.push_back(loop);
   }
   for (Operation &op : par.getBody()->without_terminator())
     b.clone(op, map);

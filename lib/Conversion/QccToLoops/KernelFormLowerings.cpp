@@ -547,6 +547,14 @@ bool mlir::qcc::detail::hasDeviceBlockEncoder(QTensorType type) {
   case QuantFormat::Q4_K:
   case QuantFormat::Q5_K:
   case QuantFormat::Q6_K:
+  case QuantFormat::IQ4_NL:
+  case QuantFormat::IQ4_XS:
+  case QuantFormat::TQ1_0:
+  case QuantFormat::TQ2_0:
+  case QuantFormat::Q1_0:
+  case QuantFormat::Q2_0:
+  case QuantFormat::MXFP4:
+  case QuantFormat::NVFP4:
     return true;
   default:
     return false;

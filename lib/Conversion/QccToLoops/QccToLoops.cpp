@@ -102,8 +102,9 @@ struct LowerQccToLoopsPass
                    "for "
                 << (carry.getJlAttr() ? "a JL-sketched carry"
                                       : "this weight format")
-                << ": it has a kernel form for a dense carry on q4_0, q4_1, "
-                   "q5_0, q5_1, q8_0 and q2_K..q6_K weights";
+                << ": it has a kernel form for a dense carry on the formats "
+                   "whose block encoder also builds for the device (all but "
+                   "the float formats and the grid i-quants)";
             return WalkResult::interrupt();
           }
         }

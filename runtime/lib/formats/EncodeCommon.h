@@ -74,26 +74,47 @@ struct IntLevels {
   float bottom() const { return float(qmin); }
 };
 
-/// A sorted table of integer-valued, non-linear levels; a code is the index
-/// in the table. Nearest-level lookup goes through a table indexed by
-/// floor(v): the answer is that cell's level or the next one up, since all
-/// levels are integers. Build once (static) with make().
+/// Packs 32 codes (already offset to be unsigned) as ggml's 4-bit layout:
+/// element j < 16 in the low nibble of byte j, element j + 16 in the high.
+inline void packNibbles32(const int *u, uint8_t *qs) {
+  for (int j = 0; j < 16; ++j)
+    qs[j] = uint8_t((u[j] & 0xf) | ((u[j + 16] & 0xf) << 4));
+}
+
+/// Tables an encoder builds once: static on the host; on the device (the
+/// CUDA build of the encoders, runtime/lib/step/DeviceEncoders.cu) built
+/// per call instead, since device code has no dynamically initialized
+/// statics. Either way the same values.
+#ifdef __CUDA_ARCH__
+#define QCC_ENCODER_TABLE
+#else
+#define QCC_ENCODER_TABLE static
+#endif
+
+/// A sorted table of integer-valued, non-linear levels (at most 16); a code
+/// is the index in the table. Nearest-level lookup goes through a table
+/// indexed by floor(v): the answer is that cell's level or the next one up,
+/// since all levels are integers. Self-contained (no pointers), so that it
+/// can be built per call where it cannot be static.
 struct TableLevels {
-  const float *vals;
+  float vals[16];
   int count;
-  const uint8_t *cellLevel; ///< largest level index <= cell, per unit cell
+  uint8_t cellLevel[256]; ///< largest level index <= cell, per unit cell
   int lo, cells;
 
-  static TableLevels make(const float *vals, int count) {
-    const int lo = int(vals[0]), hi = int(vals[count - 1]);
-    const int cells = hi - lo + 1;
-    uint8_t *lut = new uint8_t[cells]; // lives as long as the program
-    for (int c = 0, i = 0; c < cells; ++c) {
-      while (i + 1 < count && vals[i + 1] <= float(lo + c))
+  static TableLevels make(const float *v, int count) {
+    TableLevels t{};
+    for (int i = 0; i < count; ++i)
+      t.vals[i] = v[i];
+    t.count = count;
+    t.lo = int(v[0]);
+    t.cells = int(v[count - 1]) - t.lo + 1; // <= 256 for every table here
+    for (int c = 0, i = 0; c < t.cells; ++c) {
+      while (i + 1 < count && v[i + 1] <= float(t.lo + c))
         ++i;
-      lut[c] = uint8_t(i);
+      t.cellLevel[c] = uint8_t(i);
     }
-    return TableLevels{vals, count, lut, lo, cells};
+    return t;
   }
   int nearest(float v) const {
     // Truncation is floor for non-negative t (std::floor is a library call

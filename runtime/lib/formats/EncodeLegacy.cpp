@@ -14,13 +14,6 @@
 namespace qcc {
 namespace encode {
 
-/// Packs 32 codes (already offset to be unsigned) as ggml's 4-bit layout:
-/// element j < 16 in the low nibble of byte j, element j + 16 in the high.
-static void packNibbles32(const int *u, uint8_t *qs) {
-  for (int j = 0; j < 16; ++j)
-    qs[j] = uint8_t((u[j] & 0xf) | ((u[j + 16] & 0xf) << 4));
-}
-
 /// The fifth bits of 32 5-bit codes as q5_0 / q5_1 store them: bit j of a
 /// little-endian u32.
 static uint32_t highBits32(const int *u) {

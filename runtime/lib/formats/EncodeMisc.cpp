@@ -24,26 +24,21 @@ using namespace codebooks;
 //===----------------------------------------------------------------------===//
 
 /// kValuesIQ4NL as floats; the table is sorted, so index == code.
-static const TableLevels &iq4Levels() {
-  static const float vals[16] = {
+static TableLevels iq4Levels() {
+  const float vals[16] = {
       float(kValuesIQ4NL[0]),  float(kValuesIQ4NL[1]),  float(kValuesIQ4NL[2]),
       float(kValuesIQ4NL[3]),  float(kValuesIQ4NL[4]),  float(kValuesIQ4NL[5]),
       float(kValuesIQ4NL[6]),  float(kValuesIQ4NL[7]),  float(kValuesIQ4NL[8]),
       float(kValuesIQ4NL[9]),  float(kValuesIQ4NL[10]), float(kValuesIQ4NL[11]),
       float(kValuesIQ4NL[12]), float(kValuesIQ4NL[13]), float(kValuesIQ4NL[14]),
       float(kValuesIQ4NL[15])};
-  static const TableLevels lv = TableLevels::make(vals, 16);
+  QCC_ENCODER_TABLE const TableLevels lv = TableLevels::make(vals, 16);
   return lv;
-}
-
-static void packNibbles32(const int *u, uint8_t *qs) {
-  for (int j = 0; j < 16; ++j)
-    qs[j] = uint8_t((u[j] & 0xf) | ((u[j + 16] & 0xf) << 4));
 }
 
 // iq4_nl (18 B): f16 d @0, qs[16] @2 (q4_0 nibble order).
 static void encodeIQ4_NL(const float *x, const float *w, uint8_t *out) {
-  const TableLevels &lv = iq4Levels();
+  const TableLevels lv = iq4Levels();
   int q[32];
   const float d = fitScale(x, w, 32, lv, q, 8);
   storeU16(out + layout::IQ4_NL::d,
@@ -129,7 +124,7 @@ static void encodeTQ2_0(const float *x, const float *w, uint8_t *out) {
 // q1_0 (18 B, 128 elements): f16 d @0, qs[16] @2; bit set -> +d.
 static void encodeQ1_0(const float *x, const float *w, uint8_t *out) {
   static const float kSigns[2] = {-1.0f, 1.0f};
-  static const TableLevels lv = TableLevels::make(kSigns, 2);
+  QCC_ENCODER_TABLE const TableLevels lv = TableLevels::make(kSigns, 2);
   int q[128];
   using L = layout::Q1_0;
   // With codes fixed to the signs, the least-squares scale is the weighted
@@ -173,7 +168,7 @@ static uint8_t fp4Nibble(int sortedIndex) { return kFP4Code[sortedIndex]; }
 
 // mxfp4 (17 B): e8m0 exponent e @0, qs[16] @1; y = kv[q] * 2^(e - 128).
 static void encodeMXFP4(const float *x, const float *w, uint8_t *out) {
-  static const TableLevels lv = TableLevels::make(kFP4Sorted, 15);
+  QCC_ENCODER_TABLE const TableLevels lv = TableLevels::make(kFP4Sorted, 15);
   float amax = 0;
   for (int j = 0; j < 32; ++j)
     amax = std::max(amax, std::fabs(x[j]));
@@ -212,18 +207,28 @@ static float ue4m3Half(int code) {
 // nvfp4 (36 B): ue4m3 scales d[4] @0, qs[32] @4; sub-block s element j < 8
 // in the low nibble of qs[8s + j], j + 8 in the high nibble.
 static void encodeNVFP4(const float *x, const float *w, uint8_t *out) {
-  static const auto table = [] {
+  QCC_ENCODER_TABLE const auto table = [] {
     std::array<float, 127> t{};
     for (int c = 0; c < 127; ++c)
       t[c] = c == 0 ? 0.0f : ue4m3Half(c);
     return t;
   }();
-  static const TableLevels lv = TableLevels::make(kFP4Sorted, 15);
+  QCC_ENCODER_TABLE const TableLevels lv = TableLevels::make(kFP4Sorted, 15);
   // The finite nonzero code whose scale is nearest to d.
   auto nearestCode = [&](float d) {
-    const float *it =
-        std::lower_bound(table.begin() + 1, table.begin() + 127, d);
-    int c = int(it - table.begin());
+    // The first code in 1..126 whose value is not below d (127 if none);
+    // by hand rather than std::lower_bound, so that the device build of
+    // the encoders (runtime/lib/step/DeviceEncoders.cu) has it too.
+    int c = 1;
+    for (int len = 126; len > 0;) {
+      const int half = len / 2;
+      if (table[c + half] < d) {
+        c += half + 1;
+        len -= half + 1;
+      } else {
+        len = half;
+      }
+    }
     if (c > 126 || (c > 1 && d - table[c - 1] < table[c] - d))
       --c;
     return std::min(std::max(c, 1), 126);

@@ -27,5 +27,7 @@
 #include "Half.cpp"
 #include "EncodeLegacy.cpp"
 #include "EncodeKQuants.cpp"
+#include "Codebooks.cpp"
+#include "EncodeMisc.cpp"
 #include "EncodeBlock.inc"
 #pragma clang force_cuda_host_device end

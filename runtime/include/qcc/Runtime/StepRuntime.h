@@ -30,8 +30,10 @@ int32_t qcc_rt_encode_rows(uint32_t ggml_type, const float *src, void *dst,
 /* Encodes one block of ggml type `ggml_type` from its f32 values `x` (all
  * finite; uniform weights, as qcc_rt_encode_rows without importance) into
  * `out`. Returns 1, or 0 for a format without a block encoder here: the
- * legacy (q4_0, q4_1, q5_0, q5_1, q8_0) and K-quant (q2_K..q6_K) formats
- * have one. The same function is compiled for NVPTX into the bitcode that
+ * legacy (q4_0, q4_1, q5_0, q5_1, q8_0), K-quant (q2_K..q6_K), iq4_nl,
+ * iq4_xs, tq1_0, tq2_0, q1_0, q2_0, mxfp4 and nvfp4 formats have one (not
+ * the float formats, nor the i-quants whose encoders search codebook
+ * grids). The same function is compiled for NVPTX into the bitcode that
  * CUDA steps link (runtime/lib/step/DeviceEncoders.cu). */
 int32_t qcc_rt_encode_block(uint32_t ggml_type, const float *x, uint8_t *out);
 
