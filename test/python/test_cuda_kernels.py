@@ -194,7 +194,7 @@ func.func @f(%w: {w}, %c: {carry}, %d: tensor<{shape}xf32>) -> ({w}, {carry}) {{
 
 DEVICE_ENCODED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K",
                   "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0",
-                  "q1_0", "q2_0", "mxfp4", "nvfp4"]
+                  "q1_0", "q2_0", "mxfp4", "nvfp4", "f32", "f16", "bf16"]
 
 
 @pytest.mark.parametrize("fmt", DEVICE_ENCODED)

@@ -328,6 +328,20 @@ struct QMatmulKernel : public OpConversionPattern<QMatmulOp> {
 
 constexpr StringLiteral kEncodeBlockFn = "qcc_rt_encode_block";
 
+/// The element type of a float weight format, or null for block formats.
+Type floatWeightType(OpBuilder &b, QuantFormat format) {
+  switch (format) {
+  case QuantFormat::F32:
+    return b.getF32Type();
+  case QuantFormat::F16:
+    return b.getF16Type();
+  case QuantFormat::BF16:
+    return b.getBF16Type();
+  default:
+    return nullptr;
+  }
+}
+
 /// The semantics of qcc_rt_carry_update (runtime/lib/step/CarryUpdate.cpp)
 /// for a dense carry, one block per phase iteration: decode the stored
 /// block, add carry and delta (the latent value), encode the latent value
@@ -362,7 +376,9 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
     Value newWeightFlat = flatten(rewriter, loc, newWeight);
     Value newCarryFlat = flatten(rewriter, loc, newCarry);
     Value numBlocks = k.div(numElements(rewriter, loc, delta), be);
-    func::FuncOp encode = getOrDeclareRuntimeFunction(
+    func::FuncOp encode;
+    if (!floatWeightType(rewriter, qtype.getFormat()))
+      encode = getOrDeclareRuntimeFunction(
         rewriter, op, kEncodeBlockFn,
         rewriter.getFunctionType(
             {i32, LLVM::LLVMPointerType::get(rewriter.getContext()),
@@ -445,11 +461,33 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
           }
           OpBuilder::InsertionGuard g2(b);
           b.setInsertionPointToStart(&ifFinite.getThenRegion().front());
-          Value encoded =
-              func::CallOp::create(b, loc, encode,
-                                   ValueRange{ggmlType, dataPointer(b, loc, lat),
-                                              dataPointer(b, loc, enc)})
-                  .getResult(0);
+          Value encoded;
+          if (Type floatType = floatWeightType(b, qtype.getFormat())) {
+            // A float "block" is one value: its encoding is the rounding
+            // (castFromF32, as the runtime's converters round), stored as
+            // little-endian bytes.
+            unsigned bits = floatType.getIntOrFloatBitWidth();
+            Type intType = b.getIntegerType(bits);
+            Value rounded = castFromF32(
+                b, loc, memref::LoadOp::create(b, loc, lat, k.idx(0)),
+                floatType);
+            Value word = arith::BitcastOp::create(b, loc, intType, rounded);
+            for (unsigned byte = 0; byte < bits / 8; ++byte) {
+              Value shifted = arith::ShRUIOp::create(
+                  b, loc, word,
+                  arith::ConstantIntOp::create(b, loc, intType, 8 * byte));
+              memref::StoreOp::create(
+                  b, loc, arith::TruncIOp::create(b, loc, i8, shifted), enc,
+                  k.idx(byte));
+            }
+            encoded = arith::ConstantIntOp::create(b, loc, i32, 1);
+          } else {
+            encoded = func::CallOp::create(
+                          b, loc, encode,
+                          ValueRange{ggmlType, dataPointer(b, loc, lat),
+                                     dataPointer(b, loc, enc)})
+                          .getResult(0);
+          }
           Value falseV = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 0);
           auto cmp = forEach(bb, {falseV}, [&](Value j, ValueRange acc) {
             Value x = memref::LoadOp::create(b, loc, enc, j);
@@ -537,6 +575,9 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
 
 bool mlir::qcc::detail::hasDeviceBlockEncoder(QTensorType type) {
   switch (type.getFormat()) {
+  case QuantFormat::F32:
+  case QuantFormat::F16:
+  case QuantFormat::BF16:
   case QuantFormat::Q4_0:
   case QuantFormat::Q4_1:
   case QuantFormat::Q5_0:

@@ -104,7 +104,7 @@ struct LowerQccToLoopsPass
                                       : "this weight format")
                 << ": it has a kernel form for a dense carry on the formats "
                    "whose block encoder also builds for the device (all but "
-                   "the float formats and the grid i-quants)";
+                   "the grid i-quants)";
             return WalkResult::interrupt();
           }
         }
