@@ -162,7 +162,7 @@ def test_cuda_step_library_links_and_declares_its_target(tmp_path):
     assert b'"gpu_arch":"sm_90"' in so.read_bytes()
 
 
-@pytest.mark.parametrize("op", ["requant", "carry_update_jl", "carry_update_iq2_xs"])
+@pytest.mark.parametrize("op", ["requant", "carry_update_iq2_xs"])
 def test_ops_without_device_encoders_are_rejected_clearly(tmp_path, op):
     if op == "requant":
         w = "!qcc.qtensor<4x32xq8_0>"
@@ -172,10 +172,10 @@ func.func @f(%x: tensor<4x32xf32>) -> {w} {{
   return %0 : {w}
 }}"""
     else:
-        fmt, shape = ("q8_0", "4x256") if op.endswith("jl") else ("iq2_xs", "4x256")
+        fmt, shape = "iq2_xs", "4x256"
         w = f"!qcc.qtensor<{shape}x{fmt}>"
-        jl = " {jl = #qcc.jl<dim = 16, chunk = 256, seed = 5>}" if op.endswith("jl") else ""
-        carry = "tensor<4x16xf32>" if op.endswith("jl") else f"tensor<{shape}xf32>"
+        jl = ""
+        carry = f"tensor<{shape}xf32>"
         text = f"""
 func.func @f(%w: {w}, %c: {carry}, %d: tensor<{shape}xf32>) -> ({w}, {carry}) {{
   %0, %1 = qcc.carry_update %w, %c, %d{jl} : {w}, {carry}, tensor<{shape}xf32>
@@ -232,6 +232,53 @@ func.func @f(%w: {w}, %c: {ct}, %d: tensor<{rows}x{cols}xf32>) -> ({w}, {ct}) {{
 
 
 @pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")
+def _jl_carry_module(fmt, rows, cols, dim, chunk, carry_type):
+    w = f"!qcc.qtensor<{rows}x{cols}x{fmt}>"
+    ct = f"tensor<{rows}x{cols * dim // chunk}x{carry_type}>"
+    return f"""
+func.func @f(%w: {w}, %c: {ct}, %d: tensor<{rows}x{cols}xf32>) -> ({w}, {ct}) {{
+  %0, %1 = qcc.carry_update %w, %c, %d {{jl = #qcc.jl<dim = {dim}, chunk = {chunk}, seed = 7>}} : {w}, {ct}, tensor<{rows}x{cols}xf32>
+  return %0, %1 : {w}, {ct}
+}}"""
+
+
+@pytest.mark.parametrize("fmt,chunk", [("q4_K", 256), ("q8_0", 64), ("q6_K", 512)])
+@pytest.mark.parametrize("carry_type", ["f32", "bf16"])
+def test_kernel_form_jl_carry_update_is_bit_identical_to_the_runtime(tmp_path, fmt, chunk, carry_type):
+    """A JL-sketched carry (dim 16 per chunk of weights, P = ±1/4 from
+    splitmix signs computed in the kernel): the kernel form against the
+    runtime's qcc_rt_carry_update, bit for bit, a non-finite chunk
+    included; chunks of one, several and two K-quant blocks."""
+    _, ne, q = GOLDEN[f"{fmt}.q"]
+    rows, cols = ne[1], ne[0]
+    q = np.frombuffer(q, np.uint8)
+    dim = 16
+    text = _jl_carry_module(fmt, rows, cols, dim, chunk, carry_type)
+    runtime = compile_step(text, tmp_path / "runtime")
+    kernel = compile_step(text, tmp_path / "kernel", "--kernel-form")
+    rng = np.random.default_rng(3)
+    c = (rng.standard_normal((rows, cols * dim // chunk)) * 0.02).astype(np.float32)
+    if carry_type == "bf16":
+        c = (c.view(np.uint32) >> 16).astype(np.uint16)
+    d = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+    d[1, 5] = np.nan
+    want = runtime.call("f", q, c, d)
+    got = kernel.call("f", q, c, d)
+    for a, b in zip(got, want):
+        assert np.asarray(a).view(np.uint8).tobytes() == np.asarray(b).view(np.uint8).tobytes()
+    moved = np.asarray(want[0]).view(np.uint8) != q
+    assert moved.any() and not moved.all()
+
+
+@pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")
+def test_jl_carry_update_ptx_assembles(tmp_path):
+    ptx = compile_cuda(tmp_path, _jl_carry_module("q4_K", 16, 512, 16, 256, "bf16"),
+                       "sm_80", emit="ptx")
+    assert ".extern .func" not in ptx.read_text()
+    ptxas(ptx, "sm_80")
+    ptxas(ptx, "sm_90")
+
+
 def test_training_step_with_carry_update_compiles_for_cuda(tmp_path):
     """examples/train_step.mlir (q4_K weights, bf16 carry, SGD through
     carry_update) builds for CUDA with the block encoder linked into the

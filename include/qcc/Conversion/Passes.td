@@ -75,10 +75,10 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
     device-neutral kernel form instead (qcc/Conversion/KernelForm.h, used
     by the CUDA target and runnable on the CPU): grids of 256-thread blocks
     whose phases decode blocks of W into a block-shared buffer (one block
-    per thread) and multiply from it; `qcc.carry_update` with a dense carry
-    on q4_0, q4_1, q5_0, q5_1, q8_0 and q2_K..q6_K weights re-encodes one
-    block per thread through `qcc_rt_encode_block` (the runtime's encoder,
-    also built as device bitcode); linalg ops are all left for
+    per thread) and multiply from it; `qcc.carry_update` (dense or JL
+    carry) re-encodes one block or JL chunk per thread through
+    `qcc_rt_encode_block` (the runtime's encoder, also built as device
+    bitcode; every format but the grid i-quants); linalg ops are all left for
     bufferization (no micro-GEMM calls); the other ops that need the
     runtime (`requant`, `weight_update`, `scale_update`, `ste_grad lsq`,
     other `carry_update`s) are rejected with an error.

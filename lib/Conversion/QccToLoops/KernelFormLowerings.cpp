@@ -18,6 +18,8 @@
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::qcc;
 using namespace mlir::qcc::detail;
@@ -342,13 +344,17 @@ Type floatWeightType(OpBuilder &b, QuantFormat format) {
   }
 }
 
-/// The semantics of qcc_rt_carry_update (runtime/lib/step/CarryUpdate.cpp)
-/// for a dense carry, one block per phase iteration: decode the stored
-/// block, add carry and delta (the latent value), encode the latent value
-/// with the runtime's block encoder (linked as device bitcode on the GPU),
-/// take the new block only if it differs and is strictly closer in squared
-/// error (summed in f64), and keep the rest as the new carry. A block whose
-/// latent value is not finite keeps its bytes and its carry.
+/// The semantics of qcc_rt_carry_update (runtime/lib/step/CarryUpdate.cpp),
+/// one *unit* per phase iteration: a block for a dense carry, a chunk of
+/// `jl.chunk` weights for a JL-sketched one. Decode the unit's stored blocks
+/// (emitted decoder); the residual is the dense carry, or Pᵀ·z for the
+/// sketch z (P = ±1/√dim with splitmix signs, computed on the fly); add it
+/// and delta (the latent value). A unit with a non-finite latent value keeps
+/// its bytes and carry. Otherwise each block is encoded (the runtime's block
+/// encoder: linked as device bitcode on the GPU; the rounding itself for
+/// float weights) and taken only if its bytes differ and its squared error
+/// (summed in f64) is strictly smaller; what did not fit, e, is the new
+/// dense carry, or P·e for a sketch.
 struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
   CarryUpdateKernel(TypeConverter &converter, MLIRContext *ctx)
       : OpConversionPattern(converter, ctx, /*benefit=*/2) {}
@@ -356,15 +362,24 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
   LogicalResult
   matchAndRewrite(CarryUpdateOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    if (op.getJlAttr() || !hasDeviceBlockEncoder(op.getWeight().getType()))
+    QTensorType qtype = op.getWeight().getType();
+    if (!hasDeviceBlockEncoder(qtype))
       return rewriter.notifyMatchFailure(op, "no kernel form");
     Location loc = op.getLoc();
-    QTensorType qtype = op.getWeight().getType();
     auto carryType = cast<RankedTensorType>(op.getCarry().getType());
+    Type carryElem = carryType.getElementType();
     int64_t be = qtype.getBlockElems(), bb = qtype.getBlockBytes();
+    JLCarryAttr jl = op.getJlAttr();
+    const int64_t unit = jl ? jl.getChunk() : be;
+    const int64_t blocksPerUnit = unit / be, unitBytes = blocksPerUnit * bb;
+    const int64_t carryPerUnit = jl ? jl.getDim() : unit;
+    // P's magnitude, rounded as the runtime rounds it.
+    const float jlMag = jl ? 1.0f / std::sqrt(float(jl.getDim())) : 0.0f;
     KernelBuilder k{rewriter, loc};
     Type f32 = rewriter.getF32Type(), f64 = rewriter.getF64Type();
     Type i8 = rewriter.getI8Type(), i32 = rewriter.getI32Type();
+    Type i64 = rewriter.getI64Type();
+    Type floatType = floatWeightType(rewriter, qtype.getFormat());
 
     Value weight = flatten(rewriter, loc, adaptor.getWeight());
     Value carry = flatten(rewriter, loc, toBuffer(rewriter, loc, op.getCarry()));
@@ -375,30 +390,35 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
     Value newCarry = allocLike(rewriter, loc, carryType, carry);
     Value newWeightFlat = flatten(rewriter, loc, newWeight);
     Value newCarryFlat = flatten(rewriter, loc, newCarry);
-    Value numBlocks = k.div(numElements(rewriter, loc, delta), be);
+    Value numUnits = k.div(numElements(rewriter, loc, delta), unit);
     func::FuncOp encode;
-    if (!floatWeightType(rewriter, qtype.getFormat()))
+    if (!floatType)
       encode = getOrDeclareRuntimeFunction(
-        rewriter, op, kEncodeBlockFn,
-        rewriter.getFunctionType(
-            {i32, LLVM::LLVMPointerType::get(rewriter.getContext()),
-             LLVM::LLVMPointerType::get(rewriter.getContext())},
-            {i32}));
+          rewriter, op, kEncodeBlockFn,
+          rewriter.getFunctionType(
+              {i32, LLVM::LLVMPointerType::get(rewriter.getContext()),
+               LLVM::LLVMPointerType::get(rewriter.getContext())},
+              {i32}));
     Value ggmlType = arith::ConstantIntOp::create(
         rewriter, loc, i32, getFormatInfo(qtype.getFormat()).ggmlId);
 
     LogicalResult decoded = success();
     {
       OpBuilder::InsertionGuard guard(rewriter);
-      Value g = k.grid({k.ceilDiv(numBlocks, kThreads)})[0];
+      Value g = k.grid({k.ceilDiv(numUnits, kThreads)})[0];
       Value first = k.mul(g, kThreads);
       k.phase(kThreads, [&](Value t) {
-        Value block = k.add(first, t);
-        k.when(k.ult(block, numBlocks), [&] {
+        Value u = k.add(first, t);
+        k.when(k.ult(u, numUnits), [&] {
           OpBuilder &b = rewriter;
-          Value byte0 = k.mul(block, bb), elem0 = k.mul(block, be);
-          Value cur = k.alloca(be), lat = k.alloca(be), cand = k.alloca(be);
+          Value byte0 = k.mul(u, unitBytes), elem0 = k.mul(u, unit);
+          Value carry0 = k.mul(u, carryPerUnit);
+          Value cur = k.alloca(unit), lat = k.alloca(unit);
+          Value cand = k.alloca(be);
           Value enc = memref::AllocaOp::create(b, loc, MemRefType::get({bb}, i8));
+          Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+          Value trueV = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 1);
+          Value falseV = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 0);
           auto forEach = [&](int64_t n, ValueRange inits,
                              function_ref<SmallVector<Value>(Value, ValueRange)>
                                  body) {
@@ -416,28 +436,73 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
                 b, loc, body(loop.getInductionVar(), loop.getRegionIterArgs()));
             return loop;
           };
-          auto copyBlock = [&](Value from, Value fromOffset) {
-            forEach(bb, {}, [&](Value j, ValueRange) {
-              Value v = memref::LoadOp::create(b, loc, from,
-                                               ValueRange{k.add(fromOffset, j)});
-              memref::StoreOp::create(b, loc, v, newWeightFlat,
-                                      ValueRange{k.add(byte0, j)});
+          auto load = [&](Value m, Value i) -> Value {
+            return memref::LoadOp::create(b, loc, m, i);
+          };
+          auto copyBytes = [&](Value from, Value fromOffset, Value toOffset,
+                               int64_t n) {
+            forEach(n, {}, [&](Value j, ValueRange) {
+              memref::StoreOp::create(b, loc, load(from, k.add(fromOffset, j)),
+                                      newWeightFlat, k.add(toOffset, j));
               return SmallVector<Value>{};
             });
           };
-          if (failed(emitBlockDecode(b, loc, qtype.getFormat(),
-                                     {weight, byte0, cur, k.idx(0)})))
-            decoded = failure();
-          // latent = (decoded + carry) + delta; finite unless some x - x != 0.
-          Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
-          Value trueV = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 1);
-          auto latLoop = forEach(be, {trueV}, [&](Value j, ValueRange acc) {
-            Value e = k.add(elem0, j);
-            Value c = castToF32(b, loc, memref::LoadOp::create(b, loc, carry, e));
-            Value d = castToF32(b, loc, memref::LoadOp::create(b, loc, delta, e));
-            Value w = memref::LoadOp::create(b, loc, cur, j);
+          // P[kk, j] = ±jlMag, the sign of splitmix64(seed + kk·chunk + j).
+          auto pEntry = [&](Value kk, Value j) -> Value {
+            auto c64 = [&](uint64_t v) -> Value {
+              return arith::ConstantIntOp::create(b, loc, i64, int64_t(v));
+            };
+            Value idx = arith::IndexCastUIOp::create(
+                b, loc, i64, k.add(k.mul(kk, unit), j));
+            Value z = arith::AddIOp::create(
+                b, loc,
+                arith::AddIOp::create(b, loc, c64(jl.getSeed()), idx),
+                c64(0x9E3779B97F4A7C15ull));
+            auto mix = [&](Value v, unsigned shift, uint64_t mul) -> Value {
+              Value x = arith::XOrIOp::create(
+                  b, loc, v, arith::ShRUIOp::create(b, loc, v, c64(shift)));
+              return mul ? arith::MulIOp::create(b, loc, x, c64(mul)).getResult()
+                         : x;
+            };
+            z = mix(z, 30, 0xBF58476D1CE4E5B9ull);
+            z = mix(z, 27, 0x94D049BB133111EBull);
+            z = mix(z, 31, 0);
+            Value negative = arith::CmpIOp::create(
+                b, loc, arith::CmpIPredicate::ne,
+                arith::ShRUIOp::create(b, loc, z, c64(63)), c64(0));
+            return arith::SelectOp::create(
+                b, loc, negative,
+                arith::ConstantOp::create(b, loc, b.getF32FloatAttr(-jlMag)),
+                arith::ConstantOp::create(b, loc, b.getF32FloatAttr(jlMag)));
+          };
+
+          // The stored blocks, decoded.
+          for (int64_t blk = 0; blk < blocksPerUnit; ++blk)
+            if (failed(emitBlockDecode(
+                    b, loc, qtype.getFormat(),
+                    {weight, k.add(byte0, k.idx(blk * bb)), cur,
+                     k.idx(blk * be)})))
+              decoded = failure();
+          // latent = (decoded + residual) + delta; finite unless some
+          // x - x != 0.
+          auto latLoop = forEach(unit, {trueV}, [&](Value j, ValueRange acc) {
+            Value r;
+            if (jl) {
+              r = forEach(jl.getDim(), {zero},
+                          [&](Value kk, ValueRange s) {
+                            Value z = castToF32(b, loc,
+                                                load(carry, k.add(carry0, kk)));
+                            return SmallVector<Value>{arith::AddFOp::create(
+                                b, loc, s[0],
+                                arith::MulFOp::create(b, loc, pEntry(kk, j), z))};
+                          })
+                      .getResult(0);
+            } else {
+              r = castToF32(b, loc, load(carry, k.add(elem0, j)));
+            }
+            Value d = castToF32(b, loc, load(delta, k.add(elem0, j)));
             Value v = arith::AddFOp::create(
-                b, loc, arith::AddFOp::create(b, loc, w, c), d);
+                b, loc, arith::AddFOp::create(b, loc, load(cur, j), r), d);
             memref::StoreOp::create(b, loc, v, lat, j);
             Value ok = arith::CmpFOp::create(
                 b, loc, arith::CmpFPredicate::OEQ,
@@ -450,116 +515,133 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
             // Not finite: bytes and carry as they were.
             OpBuilder::InsertionGuard g2(b);
             b.setInsertionPointToStart(&ifFinite.getElseRegion().front());
-            copyBlock(weight, byte0);
-            forEach(be, {}, [&](Value j, ValueRange) {
-              Value e = k.add(elem0, j);
-              memref::StoreOp::create(
-                  b, loc, memref::LoadOp::create(b, loc, carry, e),
-                  newCarryFlat, e);
+            copyBytes(weight, byte0, byte0, unitBytes);
+            forEach(carryPerUnit, {}, [&](Value j, ValueRange) {
+              Value e = k.add(carry0, j);
+              memref::StoreOp::create(b, loc, load(carry, e), newCarryFlat, e);
               return SmallVector<Value>{};
             });
           }
           OpBuilder::InsertionGuard g2(b);
           b.setInsertionPointToStart(&ifFinite.getThenRegion().front());
-          Value encoded;
-          if (Type floatType = floatWeightType(b, qtype.getFormat())) {
-            // A float "block" is one value: its encoding is the rounding
-            // (castFromF32, as the runtime's converters round), stored as
-            // little-endian bytes.
-            unsigned bits = floatType.getIntOrFloatBitWidth();
-            Type intType = b.getIntegerType(bits);
-            Value rounded = castFromF32(
-                b, loc, memref::LoadOp::create(b, loc, lat, k.idx(0)),
-                floatType);
-            Value word = arith::BitcastOp::create(b, loc, intType, rounded);
-            for (unsigned byte = 0; byte < bits / 8; ++byte) {
-              Value shifted = arith::ShRUIOp::create(
-                  b, loc, word,
-                  arith::ConstantIntOp::create(b, loc, intType, 8 * byte));
-              memref::StoreOp::create(
-                  b, loc, arith::TruncIOp::create(b, loc, i8, shifted), enc,
-                  k.idx(byte));
-            }
-            encoded = arith::ConstantIntOp::create(b, loc, i32, 1);
-          } else {
-            encoded = func::CallOp::create(
-                          b, loc, encode,
-                          ValueRange{ggmlType, dataPointer(b, loc, lat),
-                                     dataPointer(b, loc, enc)})
-                          .getResult(0);
-          }
-          Value falseV = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 0);
-          auto cmp = forEach(bb, {falseV}, [&](Value j, ValueRange acc) {
-            Value x = memref::LoadOp::create(b, loc, enc, j);
-            Value y = memref::LoadOp::create(b, loc, weight,
-                                             ValueRange{k.add(byte0, j)});
-            Value ne = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
-                                             x, y);
-            return SmallVector<Value>{arith::OrIOp::create(b, loc, acc[0], ne)};
-          });
-          Value differs = arith::AndIOp::create(
-              b, loc, cmp.getResult(0),
-              arith::CmpIOp::create(
-                  b, loc, arith::CmpIPredicate::ne, encoded,
-                  arith::ConstantIntOp::create(b, loc, i32, 0)));
-          // take = differs && err(candidate) < err(current), in f64.
-          auto takeIf = scf::IfOp::create(b, loc, TypeRange{b.getI1Type()},
-                                          differs, /*withElseRegion=*/true);
-          {
-            OpBuilder::InsertionGuard g3(b);
-            b.setInsertionPointToStart(&takeIf.getThenRegion().front());
-            if (failed(emitBlockDecode(b, loc, qtype.getFormat(),
-                                       {enc, k.idx(0), cand, k.idx(0)})))
-              decoded = failure();
-            Value zero64 = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(0));
-            auto err = forEach(be, {zero64, zero64}, [&](Value j, ValueRange acc) {
-              Value v = arith::ExtFOp::create(
-                  b, loc, f64,
-                  memref::LoadOp::create(b, loc, lat, j).getResult());
-              SmallVector<Value> out;
-              SmallVector<Value, 2> bufs = {cand, cur};
-              for (auto [buf, s] : llvm::zip(bufs, acc)) {
-                Value a = arith::ExtFOp::create(
-                    b, loc, f64,
-                    memref::LoadOp::create(b, loc, buf, j).getResult());
-                Value d = arith::SubFOp::create(b, loc, a, v);
-                out.push_back(arith::AddFOp::create(
-                    b, loc, s, arith::MulFOp::create(b, loc, d, d)));
+          // Each block: keep, or take the fresh encoding when strictly
+          // closer to the latent value.
+          forEach(blocksPerUnit, {}, [&](Value blk, ValueRange) {
+            Value blockByte = k.add(byte0, k.mul(blk, bb));
+            Value blockElem = k.mul(blk, be); // within the unit
+            Value encoded;
+            if (floatType) {
+              // A float "block" is one value: its encoding is the rounding
+              // (castFromF32, as the runtime's converters round), stored as
+              // little-endian bytes.
+              unsigned bits = floatType.getIntOrFloatBitWidth();
+              Type intType = b.getIntegerType(bits);
+              Value rounded =
+                  castFromF32(b, loc, load(lat, blockElem), floatType);
+              Value word = arith::BitcastOp::create(b, loc, intType, rounded);
+              for (unsigned byte = 0; byte < bits / 8; ++byte) {
+                Value shifted = arith::ShRUIOp::create(
+                    b, loc, word,
+                    arith::ConstantIntOp::create(b, loc, intType, 8 * byte));
+                memref::StoreOp::create(
+                    b, loc, arith::TruncIOp::create(b, loc, i8, shifted), enc,
+                    k.idx(byte));
               }
-              return out;
+              encoded = arith::ConstantIntOp::create(b, loc, i32, 1);
+            } else {
+              Value latBlock = bytePointer(b, loc, lat, k.mul(blockElem, 4));
+              encoded = func::CallOp::create(
+                            b, loc, encode,
+                            ValueRange{ggmlType, latBlock,
+                                       dataPointer(b, loc, enc)})
+                            .getResult(0);
+            }
+            auto cmp = forEach(bb, {falseV}, [&](Value j, ValueRange acc) {
+              Value ne = arith::CmpIOp::create(
+                  b, loc, arith::CmpIPredicate::ne, load(enc, j),
+                  load(weight, k.add(blockByte, j)));
+              return SmallVector<Value>{arith::OrIOp::create(b, loc, acc[0], ne)};
             });
-            scf::YieldOp::create(
-                b, loc,
-                arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT,
-                                      err.getResult(0), err.getResult(1))
-                    .getResult());
-            b.setInsertionPointToStart(&takeIf.getElseRegion().front());
-            scf::YieldOp::create(b, loc, falseV);
-          }
-          auto apply = scf::IfOp::create(b, loc, takeIf.getResult(0),
-                                         /*withElseRegion=*/true);
-          {
-            OpBuilder::InsertionGuard g3(b);
-            b.setInsertionPointToStart(&apply.getThenRegion().front());
-            copyBlock(enc, k.idx(0));
-            forEach(be, {}, [&](Value j, ValueRange) {
-              memref::StoreOp::create(
-                  b, loc, memref::LoadOp::create(b, loc, cand, j), cur, j);
-              return SmallVector<Value>{};
-            });
-            b.setInsertionPointToStart(&apply.getElseRegion().front());
-            copyBlock(weight, byte0);
-          }
-          // The part that did not fit: carry = latent - decode(new block).
-          Type carryElem = carryType.getElementType();
-          forEach(be, {}, [&](Value j, ValueRange) {
-            Value r = arith::SubFOp::create(
-                b, loc, memref::LoadOp::create(b, loc, lat, j),
-                memref::LoadOp::create(b, loc, cur, j));
-            memref::StoreOp::create(b, loc, castFromF32(b, loc, r, carryElem),
-                                    newCarryFlat, k.add(elem0, j));
+            Value differs = arith::AndIOp::create(
+                b, loc, cmp.getResult(0),
+                arith::CmpIOp::create(
+                    b, loc, arith::CmpIPredicate::ne, encoded,
+                    arith::ConstantIntOp::create(b, loc, i32, 0)));
+            // take = differs && err(candidate) < err(current), in f64.
+            auto takeIf = scf::IfOp::create(b, loc, TypeRange{b.getI1Type()},
+                                            differs, /*withElseRegion=*/true);
+            {
+              OpBuilder::InsertionGuard g3(b);
+              b.setInsertionPointToStart(&takeIf.getThenRegion().front());
+              if (failed(emitBlockDecode(b, loc, qtype.getFormat(),
+                                         {enc, k.idx(0), cand, k.idx(0)})))
+                decoded = failure();
+              Value zero64 =
+                  arith::ConstantOp::create(b, loc, b.getF64FloatAttr(0));
+              auto err = forEach(be, {zero64, zero64}, [&](Value j,
+                                                           ValueRange acc) {
+                Value v = arith::ExtFOp::create(
+                    b, loc, f64, load(lat, k.add(blockElem, j)));
+                Value a0 = arith::ExtFOp::create(b, loc, f64, load(cand, j));
+                Value a1 = arith::ExtFOp::create(
+                    b, loc, f64, load(cur, k.add(blockElem, j)));
+                SmallVector<Value> out;
+                for (auto [a, s] : llvm::zip(SmallVector<Value, 2>{a0, a1}, acc)) {
+                  Value d = arith::SubFOp::create(b, loc, a, v);
+                  out.push_back(arith::AddFOp::create(
+                      b, loc, s, arith::MulFOp::create(b, loc, d, d)));
+                }
+                return out;
+              });
+              scf::YieldOp::create(
+                  b, loc,
+                  arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT,
+                                        err.getResult(0), err.getResult(1))
+                      .getResult());
+              b.setInsertionPointToStart(&takeIf.getElseRegion().front());
+              scf::YieldOp::create(b, loc, falseV);
+            }
+            auto apply = scf::IfOp::create(b, loc, takeIf.getResult(0),
+                                           /*withElseRegion=*/true);
+            {
+              OpBuilder::InsertionGuard g3(b);
+              b.setInsertionPointToStart(&apply.getThenRegion().front());
+              copyBytes(enc, k.idx(0), blockByte, bb);
+              forEach(be, {}, [&](Value j, ValueRange) {
+                memref::StoreOp::create(b, loc, load(cand, j), cur,
+                                        k.add(blockElem, j));
+                return SmallVector<Value>{};
+              });
+              b.setInsertionPointToStart(&apply.getElseRegion().front());
+              copyBytes(weight, blockByte, blockByte, bb);
+            }
             return SmallVector<Value>{};
           });
+          // What did not fit: e = latent - decode(new blocks); the carry is
+          // e, or P·e.
+          auto residual = [&](Value j) -> Value {
+            return arith::SubFOp::create(b, loc, load(lat, j), load(cur, j));
+          };
+          if (jl) {
+            forEach(jl.getDim(), {}, [&](Value kk, ValueRange) {
+              Value z = forEach(unit, {zero}, [&](Value j, ValueRange s) {
+                          return SmallVector<Value>{arith::AddFOp::create(
+                              b, loc, s[0],
+                              arith::MulFOp::create(b, loc, pEntry(kk, j),
+                                                    residual(j)))};
+                        }).getResult(0);
+              memref::StoreOp::create(b, loc, castFromF32(b, loc, z, carryElem),
+                                      newCarryFlat, k.add(carry0, kk));
+              return SmallVector<Value>{};
+            });
+          } else {
+            forEach(unit, {}, [&](Value j, ValueRange) {
+              memref::StoreOp::create(b, loc,
+                                      castFromF32(b, loc, residual(j), carryElem),
+                                      newCarryFlat, k.add(elem0, j));
+              return SmallVector<Value>{};
+            });
+          }
         });
       });
     }

@@ -95,16 +95,13 @@ struct LowerQccToLoopsPass
       WalkResult unsupported = getOperation().walk([](Operation *op) {
         bool needsRuntime = isa<RequantOp, WeightUpdateOp, ScaleUpdateOp>(op);
         if (auto carry = dyn_cast<CarryUpdateOp>(op)) {
-          if (carry.getJlAttr() ||
-              !mlir::qcc::detail::hasDeviceBlockEncoder(carry.getWeight().getType())) {
+          if (!mlir::qcc::detail::hasDeviceBlockEncoder(
+                  carry.getWeight().getType())) {
             op->emitOpError()
                 << "is not supported by the kernel form (--target=cuda) yet "
-                   "for "
-                << (carry.getJlAttr() ? "a JL-sketched carry"
-                                      : "this weight format")
-                << ": it has a kernel form for a dense carry on the formats "
-                   "whose block encoder also builds for the device (all but "
-                   "the grid i-quants)";
+                   "for this weight format: it has a kernel form on the "
+                   "formats whose block encoder also builds for the device "
+                   "(all but the grid i-quants)";
             return WalkResult::interrupt();
           }
         }
