@@ -409,3 +409,86 @@ func.func @f(%w: {w}, %c: {ct}, %d: tensor<{rows}x{cols}xf32>) -> ({w}, {ct}) {{
     assert ".extern .func" not in ptx.read_text()
     ptxas(ptx, "sm_80")
     ptxas(ptx, "sm_90")
+
+
+SCALED = [f for f in FORMATS if f not in ("f32", "f16", "bf16")]
+
+
+def _block_elems():
+    """name -> elements per block, from the formats' one home."""
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "runtime",
+                        "include", "qcc", "Runtime", "Formats.def")
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'QCC_FORMAT\(\w+,\s*"(\w+)",\s*\d+,\s*(\d+),', open(path).read())}
+
+
+BLOCK_ELEMS = _block_elems()
+
+
+@pytest.mark.parametrize("fmt", SCALED)
+def test_kernel_form_lsq_scale_gradient_and_scale_update_match_the_runtime(tmp_path, fmt):
+    """ste_grad lsq's block-scale gradient and qcc.scale_update in the
+    kernel form (one block per thread; scale fields read and written in the
+    kernel) against the runtime's qcc_rt_lsq_scale_grad and
+    qcc_rt_scale_update that the CPU path calls: the same bits. The deltas
+    include one that would flip a scale's sign and one that is not finite
+    (the runtime keeps those blocks' scales, and so does the kernel)."""
+    _, ne, q = GOLDEN[f"{fmt}.q"]
+    rows, cols = ne[1], ne[0]
+    q = np.frombuffer(q, np.uint8)
+    w = f"!qcc.qtensor<{rows}x{cols}x{fmt}>"
+    t = f"tensor<{rows}x{cols}xf32>"
+    block_elems = BLOCK_ELEMS[fmt]
+    st = f"tensor<{rows}x{cols // block_elems}xf32>"
+    text = f"""
+func.func @lsq(%g: {t}, %w: {w}) -> ({t}, {st}) {{
+  %d, %s = qcc.ste_grad lsq %g, %w : {t}, {w} -> {t}, {st}
+  return %d, %s : {t}, {st}
+}}"""
+    if fmt != "nvfp4":
+        text += f"""
+func.func @upd(%w: {w}, %delta: {st}) -> {w} {{
+  %0 = qcc.scale_update %w, %delta : {w}, {st}
+  return %0 : {w}
+}}"""
+    runtime = compile_step(text, tmp_path / "runtime")
+    kernel = compile_step(text, tmp_path / "kernel", "--kernel-form")
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((rows, cols)).astype(np.float32)
+    for a, b in zip(kernel.call("lsq", g, q), runtime.call("lsq", g, q)):
+        assert np.asarray(a).view(np.uint8).tobytes() == np.asarray(b).view(np.uint8).tobytes()
+    if fmt == "nvfp4":
+        return
+    delta = (rng.standard_normal((rows, cols // block_elems)) * 1e-3).astype(np.float32)
+    delta[0, 0] = -1e9   # would flip the sign of the scale
+    delta[1, 0] = np.inf
+    got, want = kernel.call("upd", q, delta), runtime.call("upd", q, delta)
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+    assert np.asarray(want).tobytes() != q.tobytes()
+
+
+@pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")
+@pytest.mark.parametrize("fmt", ["q4_K", "mxfp4", "iq1_m", "iq2_xxs"])
+def test_lsq_and_scale_update_ptx_assembles(tmp_path, fmt):
+    """The LSQ scale gradient and scale_update kernels (f16, e8m0 through
+    log2 from libdevice, iq1_m's split f16) build for CUDA; ptxas accepts
+    them for sm_80 and sm_90."""
+    _, ne, _ = GOLDEN[f"{fmt}.q"]
+    rows, cols = ne[1], ne[0]
+    w = f"!qcc.qtensor<{rows}x{cols}x{fmt}>"
+    t = f"tensor<{rows}x{cols}xf32>"
+    st = f"tensor<{rows}x{cols // BLOCK_ELEMS[fmt]}xf32>"
+    text = f"""
+func.func @lsq(%g: {t}, %w: {w}) -> ({t}, {st}) {{
+  %d, %s = qcc.ste_grad lsq %g, %w : {t}, {w} -> {t}, {st}
+  return %d, %s : {t}, {st}
+}}
+func.func @upd(%w: {w}, %delta: {st}) -> {w} {{
+  %0 = qcc.scale_update %w, %delta : {w}, {st}
+  return %0 : {w}
+}}"""
+    ptx = compile_cuda(tmp_path, text, "sm_80", emit="ptx")
+    assert ".extern .func" not in ptx.read_text()
+    ptxas(ptx, "sm_80")
+    ptxas(ptx, "sm_90")

@@ -17,6 +17,9 @@
 
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+
+#include "BlockLayouts.h"
 
 #include <cmath>
 
@@ -376,7 +379,7 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
     // P's magnitude, rounded as the runtime rounds it.
     const float jlMag = jl ? 1.0f / std::sqrt(float(jl.getDim())) : 0.0f;
     KernelBuilder k{rewriter, loc};
-    Type f32 = rewriter.getF32Type(), f64 = rewriter.getF64Type();
+    Type f64 = rewriter.getF64Type();
     Type i8 = rewriter.getI8Type(), i32 = rewriter.getI32Type();
     Type i64 = rewriter.getI64Type();
     Type floatType = floatWeightType(rewriter, qtype.getFormat());
@@ -653,6 +656,361 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
   }
 };
 
+//===----------------------------------------------------------------------===//
+// Block scales: ste_grad lsq's scale gradient and scale_update
+//===----------------------------------------------------------------------===//
+
+/// Where a format keeps its block scale (runtime/lib/step/LsqScaleGrad.cpp
+/// reads the same fields from the same layouts).
+enum class ScaleKind { F16, E8M0, IQ1M, Relative, None };
+struct ScaleField {
+  ScaleKind kind;
+  int64_t offset;
+};
+
+ScaleField scaleFieldOf(QuantFormat f) {
+  namespace L = ::qcc::layout;
+  switch (f) {
+  case QuantFormat::Q4_0: return {ScaleKind::F16, L::Q4_0::d};
+  case QuantFormat::Q4_1: return {ScaleKind::F16, L::Q4_1::d};
+  case QuantFormat::Q5_0: return {ScaleKind::F16, L::Q5_0::d};
+  case QuantFormat::Q5_1: return {ScaleKind::F16, L::Q5_1::d};
+  case QuantFormat::Q8_0: return {ScaleKind::F16, L::Q8_0::d};
+  case QuantFormat::Q2_K: return {ScaleKind::F16, L::Q2_K::d};
+  case QuantFormat::Q3_K: return {ScaleKind::F16, L::Q3_K::d};
+  case QuantFormat::Q4_K: return {ScaleKind::F16, L::Q4_K::d};
+  case QuantFormat::Q5_K: return {ScaleKind::F16, L::Q5_K::d};
+  case QuantFormat::Q6_K: return {ScaleKind::F16, L::Q6_K::d};
+  case QuantFormat::IQ2_XXS: return {ScaleKind::F16, L::IQ2_XXS::d};
+  case QuantFormat::IQ2_XS: return {ScaleKind::F16, L::IQ2_XS::d};
+  case QuantFormat::IQ2_S: return {ScaleKind::F16, L::IQ2_S::d};
+  case QuantFormat::IQ3_XXS: return {ScaleKind::F16, L::IQ3_XXS::d};
+  case QuantFormat::IQ3_S: return {ScaleKind::F16, L::IQ3_S::d};
+  case QuantFormat::IQ1_S: return {ScaleKind::F16, L::IQ1_S::d};
+  case QuantFormat::IQ1_M: return {ScaleKind::IQ1M, L::IQ1_M::scales};
+  case QuantFormat::IQ4_NL: return {ScaleKind::F16, L::IQ4_NL::d};
+  case QuantFormat::IQ4_XS: return {ScaleKind::F16, L::IQ4_XS::d};
+  case QuantFormat::TQ1_0: return {ScaleKind::F16, L::TQ1_0::d};
+  case QuantFormat::TQ2_0: return {ScaleKind::F16, L::TQ2_0::d};
+  case QuantFormat::MXFP4: return {ScaleKind::E8M0, L::MXFP4::e};
+  case QuantFormat::NVFP4: return {ScaleKind::Relative, 0};
+  case QuantFormat::Q1_0: return {ScaleKind::F16, L::Q1_0::d};
+  case QuantFormat::Q2_0: return {ScaleKind::F16, L::Q2_0::d};
+  default: return {ScaleKind::None, 0};
+  }
+}
+
+/// Scalar IR over one block's bytes in `bytes` at `block0`.
+struct ScaleIO {
+  OpBuilder &b;
+  Location loc;
+  KernelBuilder &k;
+  Value bytes, block0;
+  ScaleField field;
+
+  Value c32(int64_t v) {
+    return arith::ConstantIntOp::create(b, loc, b.getI32Type(), v);
+  }
+  Value u8(int64_t rel) {
+    Value v = memref::LoadOp::create(b, loc, bytes,
+                                     k.add(block0, k.idx(field.offset + rel)));
+    return arith::ExtUIOp::create(b, loc, b.getI32Type(), v);
+  }
+  Value u16(int64_t rel) {
+    return arith::OrIOp::create(
+        b, loc, u8(rel), arith::ShLIOp::create(b, loc, u8(rel + 1), c32(8)));
+  }
+  void store8(int64_t rel, Value v32, Value to, Value toBlock0) {
+    memref::StoreOp::create(
+        b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), v32), to,
+        k.add(toBlock0, k.idx(field.offset + rel)));
+  }
+  void store16(int64_t rel, Value v32, Value to, Value toBlock0) {
+    store8(rel, v32, to, toBlock0);
+    store8(rel + 1, arith::ShRUIOp::create(b, loc, v32, c32(8)), to, toBlock0);
+  }
+  Value halfToF32(Value bits32) {
+    Value h = arith::TruncIOp::create(b, loc, b.getI16Type(), bits32);
+    Value half = arith::BitcastOp::create(b, loc, b.getF16Type(), h);
+    return arith::ExtFOp::create(b, loc, b.getF32Type(), half);
+  }
+  /// f32 -> f16 bits (i32), rounded to nearest even like the runtime.
+  Value f32ToHalfBits(Value d) {
+    Value h = castFromF32(b, loc, d, b.getF16Type());
+    Value bits = arith::BitcastOp::create(b, loc, b.getI16Type(), h);
+    return arith::ExtUIOp::create(b, loc, b.getI32Type(), bits);
+  }
+  Value iq1mBits() {
+    Value sc[4];
+    for (int i = 0; i < 4; ++i)
+      sc[i] = u16(2 * i);
+    auto part = [&](Value v, int64_t shift, bool left, int64_t mask) {
+      Value sh = left ? arith::ShLIOp::create(b, loc, v, c32(shift)).getResult()
+                      : arith::ShRUIOp::create(b, loc, v, c32(shift)).getResult();
+      return arith::AndIOp::create(b, loc, sh, c32(mask)).getResult();
+    };
+    Value bits = arith::OrIOp::create(
+        b, loc,
+        arith::OrIOp::create(b, loc, part(sc[0], 12, false, 0x000f),
+                             part(sc[1], 8, false, 0x00f0)),
+        arith::OrIOp::create(b, loc, part(sc[2], 4, false, 0x0f00),
+                             arith::AndIOp::create(b, loc, sc[3], c32(0xf000))));
+    return bits;
+  }
+  /// The block's scale d (LsqScaleGrad.cpp's loadScale).
+  Value load() {
+    switch (field.kind) {
+    case ScaleKind::F16:
+      return halfToF32(u16(0));
+    case ScaleKind::E8M0: {
+      // 2^(e - 127): the f32 whose bits are e << 23 (e >= 1), 2^-127 for 0.
+      Value e = u8(0);
+      Value normal = arith::ShLIOp::create(b, loc, e, c32(23));
+      Value isZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, e,
+                                           c32(0));
+      Value bits = arith::SelectOp::create(b, loc, isZero, c32(0x00400000),
+                                           normal);
+      return arith::BitcastOp::create(b, loc, b.getF32Type(), bits);
+    }
+    case ScaleKind::IQ1M:
+      return halfToF32(iq1mBits());
+    default:
+      return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+    }
+  }
+};
+
+Value isFiniteF32(OpBuilder &b, Location loc, Value v) {
+  Value zero = arith::ConstantOp::create(b, loc, b.getFloatAttr(v.getType(), 0));
+  return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                               arith::SubFOp::create(b, loc, v, v), zero);
+}
+
+/// ste_grad lsq: direction = grad; per block (a phase iteration),
+/// scale_grad = Σ grad · (Ŵ - off) / d in f64, with off the decode of the
+/// block with its f16 scale zeroed (LsqScaleGrad.cpp).
+struct SteLsqKernel : public OpConversionPattern<SteGradOp> {
+  SteLsqKernel(TypeConverter &converter, MLIRContext *ctx)
+      : OpConversionPattern(converter, ctx, /*benefit=*/2) {}
+
+  LogicalResult
+  matchAndRewrite(SteGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    if (op.getMode() != SteMode::Lsq)
+      return rewriter.notifyMatchFailure(op, "not lsq");
+    QTensorType qtype = op.getWeight().getType();
+    ScaleField field = scaleFieldOf(qtype.getFormat());
+    if (field.kind == ScaleKind::None)
+      return rewriter.notifyMatchFailure(op, "no block scale");
+    Location loc = op.getLoc();
+    auto dirType = cast<RankedTensorType>(op.getDirection().getType());
+    auto scaleType = cast<RankedTensorType>(op.getScaleGrad().getType());
+    int64_t be = qtype.getBlockElems(), bb = qtype.getBlockBytes();
+    KernelBuilder k{rewriter, loc};
+    Type f32 = rewriter.getF32Type(), f64 = rewriter.getF64Type();
+    Value weight = flatten(rewriter, loc, adaptor.getWeight());
+    Value grad = flatten(rewriter, loc, toBuffer(rewriter, loc, op.getGrad()));
+    Value direction = allocLike(rewriter, loc, dirType, toBuffer(rewriter, loc, op.getGrad()));
+    Value scaleGrad = allocLike(rewriter, loc, scaleType, direction);
+    Value dirFlat = flatten(rewriter, loc, direction);
+    Value sgFlat = flatten(rewriter, loc, scaleGrad);
+    Value numBlocks = k.div(numElements(rewriter, loc, grad), be);
+    LogicalResult decoded = success();
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      Value g = k.grid({k.ceilDiv(numBlocks, kThreads)})[0];
+      Value first = k.mul(g, kThreads);
+      k.phase(kThreads, [&](Value t) {
+        Value blk = k.add(first, t);
+        k.when(k.ult(blk, numBlocks), [&] {
+          OpBuilder &b = rewriter;
+          Value byte0 = k.mul(blk, bb), elem0 = k.mul(blk, be);
+          Value value = k.alloca(be), offset = k.alloca(be);
+          Value zeroF = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+          if (failed(emitBlockDecode(b, loc, qtype.getFormat(),
+                                     {weight, byte0, value, k.idx(0)})))
+            decoded = failure();
+          ScaleIO io{b, loc, k, weight, byte0, field};
+          Value d = io.load();
+          if (field.kind == ScaleKind::F16) {
+            Value zeroed =
+                memref::AllocaOp::create(b, loc, MemRefType::get({bb}, b.getI8Type()));
+            auto copy = scf::ForOp::create(b, loc, k.idx(0), k.idx(bb), k.idx(1));
+            {
+              OpBuilder::InsertionGuard g2(b);
+              b.setInsertionPoint(copy.getBody()->getTerminator());
+              Value j = copy.getInductionVar();
+              memref::StoreOp::create(
+                  b, loc, memref::LoadOp::create(b, loc, weight, k.add(byte0, j)),
+                  zeroed, j);
+            }
+            Value z8 = arith::ConstantIntOp::create(b, loc, b.getI8Type(), 0);
+            memref::StoreOp::create(b, loc, z8, zeroed, k.idx(field.offset));
+            memref::StoreOp::create(b, loc, z8, zeroed, k.idx(field.offset + 1));
+            if (failed(emitBlockDecode(b, loc, qtype.getFormat(),
+                                       {zeroed, k.idx(0), offset, k.idx(0)})))
+              decoded = failure();
+          } else {
+            auto fill = scf::ForOp::create(b, loc, k.idx(0), k.idx(be), k.idx(1));
+            OpBuilder::InsertionGuard g2(b);
+            b.setInsertionPoint(fill.getBody()->getTerminator());
+            memref::StoreOp::create(b, loc, zeroF, offset, fill.getInductionVar());
+          }
+          Value zero64 = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(0));
+          Value d64 = arith::ExtFOp::create(b, loc, f64, d);
+          auto sum = scf::ForOp::create(b, loc, k.idx(0), k.idx(be), k.idx(1),
+                                        ValueRange{zero64});
+          {
+            OpBuilder::InsertionGuard g2(b);
+            b.setInsertionPointToStart(sum.getBody());
+            Value j = sum.getInductionVar();
+            Value gj = castToF32(b, loc, memref::LoadOp::create(b, loc, grad, k.add(elem0, j)));
+            // direction = grad, in the direction's type.
+            memref::StoreOp::create(
+                b, loc, castFromF32(b, loc, gj, dirType.getElementType()),
+                dirFlat, k.add(elem0, j));
+            auto ext = [&](Value v) { return arith::ExtFOp::create(b, loc, f64, v).getResult(); };
+            Value diff = arith::SubFOp::create(
+                b, loc, ext(memref::LoadOp::create(b, loc, value, j)),
+                ext(memref::LoadOp::create(b, loc, offset, j)));
+            Value term = arith::DivFOp::create(
+                b, loc, arith::MulFOp::create(b, loc, ext(gj), diff), d64);
+            scf::YieldOp::create(
+                b, loc,
+                arith::AddFOp::create(b, loc, sum.getRegionIterArgs()[0], term)
+                    .getResult());
+          }
+          Value usable = arith::AndIOp::create(
+              b, loc,
+              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE, d, zeroF),
+              isFiniteF32(b, loc, d));
+          Value result = arith::SelectOp::create(
+              b, loc, usable,
+              arith::TruncFOp::create(b, loc, f32, sum.getResult(0)), zeroF);
+          memref::StoreOp::create(
+              b, loc, castFromF32(b, loc, result, scaleType.getElementType()),
+              sgFlat, blk);
+        });
+      });
+    }
+    if (failed(decoded))
+      return rewriter.notifyMatchFailure(op, "no decoder for the format");
+    rewriter.replaceOp(op, {toTensor(rewriter, loc, direction, dirType),
+                            toTensor(rewriter, loc, scaleGrad, scaleType)});
+    return success();
+  }
+};
+
+/// scale_update: the weights with every block's scale set to d + delta[b]
+/// (LsqScaleGrad.cpp's qcc_rt_scale_update); a block whose new scale is not
+/// finite, crosses zero, or cannot be stored keeps its scale.
+struct ScaleUpdateKernel : public OpConversionPattern<ScaleUpdateOp> {
+  ScaleUpdateKernel(TypeConverter &converter, MLIRContext *ctx)
+      : OpConversionPattern(converter, ctx, /*benefit=*/2) {}
+
+  LogicalResult
+  matchAndRewrite(ScaleUpdateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    QTensorType qtype = op.getWeight().getType();
+    ScaleField field = scaleFieldOf(qtype.getFormat());
+    if (field.kind == ScaleKind::None || field.kind == ScaleKind::Relative)
+      return rewriter.notifyMatchFailure(op, "no scale field");
+    Location loc = op.getLoc();
+    int64_t bb = qtype.getBlockBytes();
+    KernelBuilder k{rewriter, loc};
+    Value weight = flatten(rewriter, loc, adaptor.getWeight());
+    Value delta = flatten(rewriter, loc, toBuffer(rewriter, loc, op.getDelta()));
+    Value out = allocBuffer(rewriter, loc,
+                            cast<MemRefType>(adaptor.getWeight().getType()),
+                            adaptor.getWeight());
+    Value outFlat = flatten(rewriter, loc, out);
+    Value numBlocks = numElements(rewriter, loc, delta);
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      Value g = k.grid({k.ceilDiv(numBlocks, kThreads)})[0];
+      Value first = k.mul(g, kThreads);
+      k.phase(kThreads, [&](Value t) {
+        Value blk = k.add(first, t);
+        k.when(k.ult(blk, numBlocks), [&] {
+          OpBuilder &b = rewriter;
+          Value byte0 = k.mul(blk, bb);
+          auto copy = scf::ForOp::create(b, loc, k.idx(0), k.idx(bb), k.idx(1));
+          {
+            OpBuilder::InsertionGuard g2(b);
+            b.setInsertionPoint(copy.getBody()->getTerminator());
+            Value j = k.add(byte0, copy.getInductionVar());
+            memref::StoreOp::create(b, loc, memref::LoadOp::create(b, loc, weight, j),
+                                    outFlat, j);
+          }
+          ScaleIO io{b, loc, k, weight, byte0, field};
+          Value old = io.load();
+          Value d = arith::AddFOp::create(
+              b, loc, old, memref::LoadOp::create(b, loc, delta, blk));
+          Value zeroF = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+          auto cmp = [&](arith::CmpFPredicate p, Value x, Value y) {
+            return arith::CmpFOp::create(b, loc, p, x, y).getResult();
+          };
+          auto andI = [&](Value x, Value y) {
+            return arith::AndIOp::create(b, loc, x, y).getResult();
+          };
+          auto orI = [&](Value x, Value y) {
+            return arith::OrIOp::create(b, loc, x, y).getResult();
+          };
+          Value flips = orI(andI(cmp(arith::CmpFPredicate::OGT, old, zeroF),
+                                 cmp(arith::CmpFPredicate::OLE, d, zeroF)),
+                            andI(cmp(arith::CmpFPredicate::OLT, old, zeroF),
+                                 cmp(arith::CmpFPredicate::OGE, d, zeroF)));
+          Value ok = andI(isFiniteF32(b, loc, d),
+                          arith::XOrIOp::create(
+                              b, loc, flips,
+                              arith::ConstantIntOp::create(b, loc, b.getI1Type(), 1)));
+          if (field.kind == ScaleKind::E8M0) {
+            // e = clamp(lround(log2(d)) + 127, 0, 254), in f64 as the
+            // runtime computes it.
+            Value l = math::RoundOp::create(
+                b, loc,
+                math::Log2Op::create(
+                    b, loc, arith::ExtFOp::create(b, loc, b.getF64Type(), d)));
+            Value e = arith::AddIOp::create(
+                b, loc, arith::FPToSIOp::create(b, loc, b.getI32Type(), l),
+                io.c32(127));
+            e = arith::MaxSIOp::create(b, loc, e, io.c32(0));
+            e = arith::MinSIOp::create(b, loc, e, io.c32(254));
+            auto ifOk = scf::IfOp::create(b, loc, ok, false);
+            OpBuilder::InsertionGuard g2(b);
+            b.setInsertionPointToStart(&ifOk.getThenRegion().front());
+            io.store8(0, e, outFlat, byte0);
+            return;
+          }
+          Value h = io.f32ToHalfBits(d);
+          ok = andI(ok, isFiniteF32(b, loc, io.halfToF32(h)));
+          auto ifOk = scf::IfOp::create(b, loc, ok, false);
+          OpBuilder::InsertionGuard g2(b);
+          b.setInsertionPointToStart(&ifOk.getThenRegion().front());
+          if (field.kind == ScaleKind::F16) {
+            io.store16(0, h, outFlat, byte0);
+            return;
+          }
+          // iq1_m: the f16's four nibbles in the top nibbles of scales[4].
+          for (int i = 0; i < 4; ++i) {
+            Value sc = arith::OrIOp::create(
+                b, loc, arith::AndIOp::create(b, loc, io.u16(2 * i), io.c32(0x0fff)),
+                arith::ShLIOp::create(
+                    b, loc,
+                    arith::AndIOp::create(
+                        b, loc, arith::ShRUIOp::create(b, loc, h, io.c32(4 * i)),
+                        io.c32(0xf)),
+                    io.c32(12)));
+            io.store16(2 * i, sc, outFlat, byte0);
+          }
+        });
+      });
+    }
+    rewriter.replaceOp(op, out);
+    return success();
+  }
+};
+
 } // namespace
 
 bool mlir::qcc::detail::hasDeviceBlockEncoder(QTensorType type) {
@@ -686,6 +1044,6 @@ bool mlir::qcc::detail::hasDeviceBlockEncoder(QTensorType type) {
 
 void mlir::qcc::detail::populateKernelFormPatterns(
     TypeConverter &converter, RewritePatternSet &patterns) {
-  patterns.add<DequantKernel, QMatmulKernel, CarryUpdateKernel>(
-      converter, patterns.getContext());
+  patterns.add<DequantKernel, QMatmulKernel, CarryUpdateKernel, SteLsqKernel,
+               ScaleUpdateKernel>(converter, patterns.getContext());
 }

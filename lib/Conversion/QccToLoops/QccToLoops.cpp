@@ -93,7 +93,7 @@ struct LowerQccToLoopsPass
     // the ops that re-encode blocks are not available there yet.
     if (kernelForm) {
       WalkResult unsupported = getOperation().walk([](Operation *op) {
-        bool needsRuntime = isa<RequantOp, WeightUpdateOp, ScaleUpdateOp>(op);
+        bool needsRuntime = isa<RequantOp, WeightUpdateOp>(op);
         if (auto carry = dyn_cast<CarryUpdateOp>(op)) {
           if (!mlir::qcc::detail::hasDeviceBlockEncoder(
                   carry.getWeight().getType())) {
@@ -105,8 +105,6 @@ struct LowerQccToLoopsPass
             return WalkResult::interrupt();
           }
         }
-        if (auto ste = dyn_cast<SteGradOp>(op))
-          needsRuntime = ste.getNumResults() > 1;
         if (!needsRuntime)
           return WalkResult::advance();
         op->emitOpError()
