@@ -162,7 +162,7 @@ def test_cuda_step_library_links_and_declares_its_target(tmp_path):
     assert b'"gpu_arch":"sm_90"' in so.read_bytes()
 
 
-@pytest.mark.parametrize("op", ["requant", "carry_update_iq2_xs"])
+@pytest.mark.parametrize("op", ["requant"])
 def test_ops_without_device_encoders_are_rejected_clearly(tmp_path, op):
     if op == "requant":
         w = "!qcc.qtensor<4x32xq8_0>"
@@ -192,9 +192,9 @@ func.func @f(%w: {w}, %c: {carry}, %d: tensor<{shape}xf32>) -> ({w}, {carry}) {{
     assert not out.exists()
 
 
-DEVICE_ENCODED = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K",
-                  "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0",
-                  "q1_0", "q2_0", "mxfp4", "nvfp4", "f32", "f16", "bf16"]
+DEVICE_ENCODED = FORMATS  # every format has a kernel-form carry_update
+# runtime/include/qcc/Runtime/Formats.h formatRequiresImportance
+NEEDS_IMPORTANCE = {"iq2_xxs", "iq2_xs", "iq1_s"}
 
 
 @pytest.mark.parametrize("fmt", DEVICE_ENCODED)
@@ -228,7 +228,12 @@ func.func @f(%w: {w}, %c: {ct}, %d: tensor<{rows}x{cols}xf32>) -> ({w}, {ct}) {{
     for a, b in zip(got, want):
         assert np.asarray(a).view(np.uint8).tobytes() == np.asarray(b).view(np.uint8).tobytes()
     moved = np.asarray(want[0]).view(np.uint8) != q
-    assert moved.any() and not moved.all()
+    if fmt in NEEDS_IMPORTANCE:
+        # Encoded only with an importance matrix, which carry_update has
+        # not: the runtime (and the kernel) keep every block.
+        assert not moved.any()
+    else:
+        assert moved.any() and not moved.all()
 
 
 @pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")
@@ -267,7 +272,12 @@ def test_kernel_form_jl_carry_update_is_bit_identical_to_the_runtime(tmp_path, f
     for a, b in zip(got, want):
         assert np.asarray(a).view(np.uint8).tobytes() == np.asarray(b).view(np.uint8).tobytes()
     moved = np.asarray(want[0]).view(np.uint8) != q
-    assert moved.any() and not moved.all()
+    if fmt in NEEDS_IMPORTANCE:
+        # Encoded only with an importance matrix, which carry_update has
+        # not: the runtime (and the kernel) keep every block.
+        assert not moved.any()
+    else:
+        assert moved.any() and not moved.all()
 
 
 @pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")

@@ -90,27 +90,17 @@ struct LowerQccToLoopsPass
         [](QTensorType t) -> Type { return getStorageType(t); });
 
     // The kernel form has no runtime to call (it also becomes GPU code):
-    // the ops that re-encode blocks are not available there yet.
+    // requant (export-time re-encoding with an optional importance matrix)
+    // and the fused weight_update have no kernel form.
     if (kernelForm) {
       WalkResult unsupported = getOperation().walk([](Operation *op) {
-        bool needsRuntime = isa<RequantOp, WeightUpdateOp>(op);
-        if (auto carry = dyn_cast<CarryUpdateOp>(op)) {
-          if (!mlir::qcc::detail::hasDeviceBlockEncoder(
-                  carry.getWeight().getType())) {
-            op->emitOpError()
-                << "is not supported by the kernel form (--target=cuda) yet "
-                   "for this weight format: it has a kernel form on the "
-                   "formats whose block encoder also builds for the device "
-                   "(all but the grid i-quants)";
-            return WalkResult::interrupt();
-          }
-        }
-        if (!needsRuntime)
+        if (!isa<RequantOp, WeightUpdateOp>(op))
           return WalkResult::advance();
         op->emitOpError()
-            << "is not supported by the kernel form (--target=cuda) yet: it "
-               "re-encodes blocks with the runtime's encoders, which have no "
-               "device version";
+            << "is not supported by the kernel form (--target=cuda) yet"
+            << (isa<WeightUpdateOp>(op)
+                    ? " (the CUDA target keeps weight updates unfused)"
+                    : "");
         return WalkResult::interrupt();
       });
       if (unsupported.wasInterrupted())

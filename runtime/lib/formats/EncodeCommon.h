@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 
@@ -36,6 +37,12 @@ BlockFn legacyBlockEncoder(Format format);
 BlockFn kquantBlockEncoder(Format format);
 BlockFn miscBlockEncoder(Format format);
 BlockFn iqBlockEncoder(Format format);
+#ifndef __CUDA_ARCH__
+/// Writes the i-quant codebooks as prepared for search (and the sign index)
+/// as C++ definitions of __device__ tables, for the device build of the
+/// encoders (runtime/lib/step/GenIQGrids.cpp runs it at build time).
+void writeDeviceIQGrids(std::FILE *out);
+#endif
 
 inline void storeU16(uint8_t *p, uint16_t v) { std::memcpy(p, &v, 2); }
 inline void storeU32(uint8_t *p, uint32_t v) { std::memcpy(p, &v, 4); }

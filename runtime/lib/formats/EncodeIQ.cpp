@@ -26,6 +26,7 @@
 #include "Codebooks.h"
 #include "EncodeCommon.h"
 
+#include <cstdio>
 #include <vector>
 
 namespace qcc {
@@ -35,17 +36,19 @@ using namespace codebooks;
 
 namespace {
 
-/// A codebook prepared for nearest-row search.
-struct Grid {
+/// A codebook prepared for nearest-row search: plain data and pointers to
+/// its tables, which live in a host Grid (built once) or, in the device
+/// build of the encoders, in tables generated at build time
+/// (qcc-gen-iq-grids).
+struct GridView {
   int len = 0; ///< entries per row: 8 or 4
   int rows = 0;
   int nlev = 0; ///< distinct entry values
   float lev[8] = {};
-  std::vector<float> vals;     ///< rows x len
-  std::vector<uint32_t> start; ///< combination -> first candidate
-  std::vector<uint16_t> cand;  ///< candidate rows, closest first
-
   float mid[7] = {}; ///< midpoints between consecutive levels
+  const float *vals = nullptr;     ///< rows x len
+  const uint32_t *start = nullptr; ///< combination -> first candidate
+  const uint16_t *cand = nullptr;  ///< candidate rows, closest first
 
   /// Index of the level nearest t: the number of midpoints below it
   /// (branch-free; NaN counts as below every level).
@@ -79,19 +82,32 @@ struct Grid {
   }
 };
 
+#ifndef __CUDA_ARCH__
+/// The host's storage of a prepared codebook.
+struct Grid {
+  GridView view;
+  std::vector<float> vals;
+  std::vector<uint32_t> start;
+  std::vector<uint16_t> cand;
+};
+
 /// Builds a Grid from rows whose entry k is byte k (signed for iq1).
 template <class Word>
 Grid buildGrid(const Word *table, int rows, bool signedBytes) {
-  Grid g;
+  Grid grid;
+  GridView &g = grid.view;
+  std::vector<float> &vals = grid.vals;
+  std::vector<uint32_t> &start = grid.start;
+  std::vector<uint16_t> &cand = grid.cand;
   g.len = int(sizeof(Word));
   g.rows = rows;
-  g.vals.resize(size_t(rows) * g.len);
+  vals.resize(size_t(rows) * g.len);
   std::vector<float> distinct;
   for (int r = 0; r < rows; ++r)
     for (int k = 0; k < g.len; ++k) {
       const uint8_t b = uint8_t(uint64_t(table[r]) >> (8 * k));
       const float v = signedBytes ? float(int8_t(b)) : float(b);
-      g.vals[size_t(r) * g.len + k] = v;
+      vals[size_t(r) * g.len + k] = v;
       if (std::find(distinct.begin(), distinct.end(), v) == distinct.end())
         distinct.push_back(v);
     }
@@ -103,16 +119,16 @@ Grid buildGrid(const Word *table, int rows, bool signedBytes) {
   // Each row's level indices.
   std::vector<uint8_t> idx(size_t(rows) * g.len);
   for (size_t i = 0; i < idx.size(); ++i)
-    idx[i] = uint8_t(std::find(distinct.begin(), distinct.end(), g.vals[i]) -
+    idx[i] = uint8_t(std::find(distinct.begin(), distinct.end(), vals[i]) -
                      distinct.begin());
   int combos = 1;
   for (int k = 0; k < g.len; ++k)
     combos *= g.nlev;
-  g.start.resize(size_t(combos) + 1);
+  start.resize(size_t(combos) + 1);
   std::vector<std::pair<int, int>> byDist(rows);
   int ci[8];
   for (int c = 0; c < combos; ++c) {
-    g.start[c] = uint32_t(g.cand.size());
+    start[c] = uint32_t(cand.size());
     for (int k = 0, v = c; k < g.len; ++k, v /= g.nlev)
       ci[k] = v % g.nlev;
     int dmin = 1 << 30;
@@ -136,35 +152,40 @@ Grid buildGrid(const Word *table, int rows, bool signedBytes) {
     if (keep.size() > 16)
       keep.resize(16);
     for (const auto &p : keep)
-      g.cand.push_back(uint16_t(p.second));
+      cand.push_back(uint16_t(p.second));
   }
-  g.start[combos] = uint32_t(g.cand.size());
-  return g;
+  start[combos] = uint32_t(cand.size());
+  g.vals = vals.data();
+  g.start = start.data();
+  g.cand = cand.data();
+  return grid;
 }
 
-const Grid &gridIQ2XXS() {
+// Each codebook is prepared once; the view points into the static Grid
+// (its vectors never move after construction).
+const GridView &gridIQ2XXS() {
   static const Grid g = buildGrid(kIQ2XXSGrid, 256, false);
-  return g;
+  return g.view;
 }
-const Grid &gridIQ2XS() {
+const GridView &gridIQ2XS() {
   static const Grid g = buildGrid(kIQ2XSGrid, 512, false);
-  return g;
+  return g.view;
 }
-const Grid &gridIQ2S() {
+const GridView &gridIQ2S() {
   static const Grid g = buildGrid(kIQ2SGrid, 1024, false);
-  return g;
+  return g.view;
 }
-const Grid &gridIQ3XXS() {
+const GridView &gridIQ3XXS() {
   static const Grid g = buildGrid(kIQ3XXSGrid, 256, false);
-  return g;
+  return g.view;
 }
-const Grid &gridIQ3S() {
+const GridView &gridIQ3S() {
   static const Grid g = buildGrid(kIQ3SGrid, 512, false);
-  return g;
+  return g.view;
 }
-const Grid &gridIQ1S() {
+const GridView &gridIQ1S() {
   static const Grid g = buildGrid(kIQ1SGrid, 2048, true);
-  return g;
+  return g.view;
 }
 
 /// 8-bit sign pattern (even number of set bits) -> its 7-bit index.
@@ -177,6 +198,18 @@ const uint8_t *signIndex() {
   }();
   return table.data();
 }
+#else
+// The device build: the same tables, generated at build time from the
+// host's Grids (runtime/lib/step/GenIQGrids.cpp).
+#include "qcc_iq_grids_device.inc"
+const GridView &gridIQ2XXS() { return kDeviceGridIQ2XXS; }
+const GridView &gridIQ2XS() { return kDeviceGridIQ2XS; }
+const GridView &gridIQ2S() { return kDeviceGridIQ2S; }
+const GridView &gridIQ3XXS() { return kDeviceGridIQ3XXS; }
+const GridView &gridIQ3S() { return kDeviceGridIQ3S; }
+const GridView &gridIQ1S() { return kDeviceGridIQ1S; }
+const uint8_t *signIndex() { return kDeviceSignIndex; }
+#endif
 
 enum class Signs { None, Parity, Free };
 
@@ -185,7 +218,7 @@ enum class Signs { None, Parity, Free };
 using ScaleFn = float (*)(float d, int k);
 
 struct Spec {
-  const Grid *grid;
+  const GridView *grid;
   int scaleLen; ///< elements per integer sub-scale: 32 or 16
   int kMax;     ///< sub-scales are 0..kMax
   ScaleFn scale;
@@ -215,7 +248,7 @@ private:
   float fitGroupScale(int sg, Result &scratch) const;
 
   const Spec &s;
-  const Grid &g;
+  const GridView &g;
   const float *x, *w;
   float a[256]; ///< sign-adjusted targets (x itself for iq1)
 };
@@ -447,7 +480,7 @@ uint32_t signIndices(const uint8_t *signs) {
 // iq2_xxs (66 B): f16 d @0; per 32 elements @2+8g: 4 row bytes, then a u32
 // of 4 x 7 sign indices and the 4-bit sub-scale in bits 28-31.
 static void encodeIQ2_XXS(const float *x, const float *w, uint8_t *out) {
-  static const Spec spec{&gridIQ2XXS(), 32, 15, scaleIQ2, Signs::Parity, 0};
+  QCC_ENCODER_TABLE const Spec spec{&gridIQ2XXS(), 32, 15, scaleIQ2, Signs::Parity, 0};
   Result r;
   IQFit(spec, x, w).run(r);
   using L = layout::IQ2_XXS;
@@ -463,7 +496,7 @@ static void encodeIQ2_XXS(const float *x, const float *w, uint8_t *out) {
 // iq2_xs (74 B): f16 d @0, u16 qs[32] @2 (row | sign index << 9),
 // scales[8] @66 (a nibble per 16 elements).
 static void encodeIQ2_XS(const float *x, const float *w, uint8_t *out) {
-  static const Spec spec{&gridIQ2XS(), 16, 15, scaleIQ2, Signs::Parity, 0};
+  QCC_ENCODER_TABLE const Spec spec{&gridIQ2XS(), 16, 15, scaleIQ2, Signs::Parity, 0};
   Result r;
   IQFit(spec, x, w).run(r);
   using L = layout::IQ2_XS;
@@ -479,7 +512,7 @@ static void encodeIQ2_XS(const float *x, const float *w, uint8_t *out) {
 // iq2_s (82 B): f16 d @0, qs[32] @2 (row low 8 bits), signs[32] @34,
 // qh[8] @66 (row bits 8-9 of group l at bits 2l), scales[8] @74.
 static void encodeIQ2_S(const float *x, const float *w, uint8_t *out) {
-  static const Spec spec{&gridIQ2S(), 16, 15, scaleIQ2, Signs::Free, 0};
+  QCC_ENCODER_TABLE const Spec spec{&gridIQ2S(), 16, 15, scaleIQ2, Signs::Free, 0};
   Result r;
   IQFit(spec, x, w).run(r);
   using L = layout::IQ2_S;
@@ -497,7 +530,7 @@ static void encodeIQ2_S(const float *x, const float *w, uint8_t *out) {
 // iq3_xxs (98 B): f16 d @0, qs[64] @2 (a row per 4 elements), u32 per 32
 // elements @66+4g: 4 x 7 sign indices and the sub-scale in bits 28-31.
 static void encodeIQ3_XXS(const float *x, const float *w, uint8_t *out) {
-  static const Spec spec{&gridIQ3XXS(), 32, 15, scaleIQ3XXS, Signs::Parity, 0};
+  QCC_ENCODER_TABLE const Spec spec{&gridIQ3XXS(), 32, 15, scaleIQ3XXS, Signs::Parity, 0};
   Result r;
   IQFit(spec, x, w).run(r);
   using L = layout::IQ3_XXS;
@@ -512,7 +545,7 @@ static void encodeIQ3_XXS(const float *x, const float *w, uint8_t *out) {
 // iq3_s (110 B): f16 d @0, qs[64] @2 (row low 8 bits), qh[8] @66 (row bit
 // 8 of the 4-element group j of 32 at bit j), signs[32] @74, scales[4] @106.
 static void encodeIQ3_S(const float *x, const float *w, uint8_t *out) {
-  static const Spec spec{&gridIQ3S(), 32, 15, scaleOdd, Signs::Free, 0};
+  QCC_ENCODER_TABLE const Spec spec{&gridIQ3S(), 32, 15, scaleOdd, Signs::Free, 0};
   Result r;
   IQFit(spec, x, w).run(r);
   using L = layout::IQ3_S;
@@ -530,7 +563,7 @@ static void encodeIQ3_S(const float *x, const float *w, uint8_t *out) {
 // iq1_s (50 B): f16 d @0, qs[32] @2 (row low 8 bits), u16 qh[8] @34:
 // row bits 8-10 of group l at bits 3l, sub-scale at 12, delta sign at 15.
 static void encodeIQ1_S(const float *x, const float *w, uint8_t *out) {
-  static const Spec spec{&gridIQ1S(), 32, 7, scaleOdd, Signs::None, 32};
+  QCC_ENCODER_TABLE const Spec spec{&gridIQ1S(), 32, 7, scaleOdd, Signs::None, 32};
   Result r;
   IQFit(spec, x, w).run(r);
   using L = layout::IQ1_S;
@@ -551,7 +584,7 @@ static void encodeIQ1_S(const float *x, const float *w, uint8_t *out) {
 // per 16 elements at bits 3i of word i / 4, and the f16 d in the top
 // nibbles of the four words.
 static void encodeIQ1_M(const float *x, const float *w, uint8_t *out) {
-  static const Spec spec{&gridIQ1S(), 16, 7, scaleOdd, Signs::None, 8};
+  QCC_ENCODER_TABLE const Spec spec{&gridIQ1S(), 16, 7, scaleOdd, Signs::None, 8};
   Result r;
   IQFit(spec, x, w).run(r);
   using L = layout::IQ1_M;
@@ -590,6 +623,54 @@ BlockFn iqBlockEncoder(Format format) {
     return nullptr;
   }
 }
+
+
+#ifndef __CUDA_ARCH__
+/// Writes the prepared codebooks and the sign index as C++ definitions of
+/// device arrays and GridViews (for the device build of the encoders).
+/// They are not `const`: clang places __device__ const data in constant
+/// memory, of which a module gets 64 KiB, and these tables are larger.
+void writeDeviceIQGrids(std::FILE *out) {
+  auto grid = [&](const char *name, const GridView &g) {
+    int combos = 1;
+    for (int k = 0; k < g.len; ++k)
+      combos *= g.nlev;
+    const uint32_t ncand = g.start[combos];
+    std::fprintf(out, "__device__ float kDevice%sVals[%d] = {", name,
+                 g.rows * g.len);
+    for (int i = 0; i < g.rows * g.len; ++i)
+      std::fprintf(out, "%s%.9g", i ? "," : "", double(g.vals[i]));
+    std::fprintf(out, "};\n__device__ uint32_t kDevice%sStart[%d] = {",
+                 name, combos + 1);
+    for (int i = 0; i <= combos; ++i)
+      std::fprintf(out, "%s%u", i ? "," : "", g.start[i]);
+    std::fprintf(out, "};\n__device__ uint16_t kDevice%sCand[%u] = {",
+                 name, ncand);
+    for (uint32_t i = 0; i < ncand; ++i)
+      std::fprintf(out, "%s%u", i ? "," : "", unsigned(g.cand[i]));
+    std::fprintf(out, "};\n__device__ GridView kDevice%s = {%d, %d, %d, {",
+                 name, g.len, g.rows, g.nlev);
+    for (int i = 0; i < 8; ++i)
+      std::fprintf(out, "%s%a", i ? "," : "", double(g.lev[i]));
+    std::fprintf(out, "}, {");
+    for (int i = 0; i < 7; ++i)
+      std::fprintf(out, "%s%a", i ? "," : "", double(g.mid[i]));
+    std::fprintf(out, "}, kDevice%sVals, kDevice%sStart, kDevice%sCand};\n",
+                 name, name, name);
+  };
+  grid("GridIQ2XXS", gridIQ2XXS());
+  grid("GridIQ2XS", gridIQ2XS());
+  grid("GridIQ2S", gridIQ2S());
+  grid("GridIQ3XXS", gridIQ3XXS());
+  grid("GridIQ3S", gridIQ3S());
+  grid("GridIQ1S", gridIQ1S());
+  const uint8_t *si = signIndex();
+  std::fprintf(out, "__device__ uint8_t kDeviceSignIndex[256] = {");
+  for (int i = 0; i < 256; ++i)
+    std::fprintf(out, "%s%u", i ? "," : "", unsigned(si[i]));
+  std::fprintf(out, "};\n");
+}
+#endif
 
 } // namespace encode
 } // namespace qcc

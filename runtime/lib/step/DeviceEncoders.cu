@@ -29,5 +29,6 @@
 #include "EncodeKQuants.cpp"
 #include "Codebooks.cpp"
 #include "EncodeMisc.cpp"
+#include "EncodeIQ.cpp"
 #include "EncodeBlock.inc"
 #pragma clang force_cuda_host_device end

@@ -83,11 +83,3 @@ func.func @carry(%w: !qcc.qtensor<4x32xq8_0>, %c: tensor<4x32xf32>, %d: tensor<4
   %0, %1 = qcc.carry_update %w, %c, %d : !qcc.qtensor<4x32xq8_0>, tensor<4x32xf32>, tensor<4x32xf32>
   return %0, %1 : !qcc.qtensor<4x32xq8_0>, tensor<4x32xf32>
 }
-
-// -----
-
-func.func @carry_iq(%w: !qcc.qtensor<4x256xiq2_xs>, %c: tensor<4x256xf32>, %d: tensor<4x256xf32>) -> (!qcc.qtensor<4x256xiq2_xs>, tensor<4x256xf32>) {
-  // expected-error @below {{is not supported by the kernel form (--target=cuda) yet for this weight format}}
-  %0, %1 = qcc.carry_update %w, %c, %d : !qcc.qtensor<4x256xiq2_xs>, tensor<4x256xf32>, tensor<4x256xf32>
-  return %0, %1 : !qcc.qtensor<4x256xiq2_xs>, tensor<4x256xf32>
-}
