@@ -71,17 +71,17 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
     that `qcc.qmatmul` uses; every other linalg op is left for one-shot
     bufferization.
 
-    With `kernel-form`, `qcc.dequant` and `qcc.qmatmul` are written in the
-    device-neutral kernel form instead (qcc/Conversion/KernelForm.h, used
-    by the CUDA target and runnable on the CPU): grids of 256-thread blocks
-    whose phases decode blocks of W into a block-shared buffer (one block
-    per thread) and multiply from it; `qcc.carry_update` (dense or JL
-    carry) re-encodes one block or JL chunk per thread through
-    `qcc_rt_encode_block` (the runtime's encoder, also built as device
-    bitcode; every format but the grid i-quants); linalg ops are all left for
-    bufferization (no micro-GEMM calls); the other ops that need the
-    runtime (`requant`, `weight_update`, `scale_update`, `ste_grad lsq`,
-    other `carry_update`s) are rejected with an error.
+    With `kernel-form`, the ops are written in the device-neutral kernel
+    form instead (qcc/Conversion/KernelForm.h, used by the CUDA target and
+    runnable on the CPU): grids of 256-thread blocks whose phases decode
+    blocks of W into a block-shared buffer (one block per thread) and
+    multiply from it (`qcc.qmatmul`), decode a block per thread
+    (`qcc.dequant`), re-encode a block or JL chunk per thread through
+    `qcc_rt_encode_block`, the runtime's encoder that also builds for the
+    device (`qcc.carry_update`), or read and write block scale fields
+    (`ste_grad lsq`, `qcc.scale_update`); linalg ops are all left for
+    bufferization (no micro-GEMM calls); `qcc.requant` and the fused
+    `qcc.weight_update` are rejected with an error.
 
     Float tensors entering or leaving an op are bridged with
     `bufferization.to_buffer` / `to_tensor`, so the rest of the function is
