@@ -3,8 +3,9 @@
 // qcc.qmatmul decodes a tile of W into a small f32 buffer (emitted code) and
 // hands the product of the activations with that tile to this kernel, the
 // format-independent part (like IREE's ukernels). The AVX-512 path keeps a
-// 6 x 32 block of C in twelve zmm registers and streams packed B; other CPUs
-// take a plain loop with the same contract.
+// 6 x 32 block of C in twelve zmm registers and streams packed B; AVX2 CPUs
+// take a blocked loop of 8-lane FMAs; others a plain loop with the same
+// contract.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,6 +19,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define QCC_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,fma")))
+#define QCC_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 namespace {
@@ -187,6 +189,48 @@ QCC_AVX512 void gemmAVX512(int64_t m, int64_t n, int64_t k, const float *a,
   }
 }
 
+/// CPUs with AVX2 and FMA but not AVX-512: op(B) as k x n rows (packed
+/// when it is stored transposed), then blocks of 4 rows of C by 256 columns
+/// (kept in L1) accumulate rank-1 updates row of B by row of B, a loop
+/// the compiler turns into 8-lane FMAs.
+QCC_AVX2 void gemmAVX2(int64_t m, int64_t n, int64_t k, const float *a,
+                       int64_t lda, bool aT, const float *b, int64_t ldb,
+                       bool bT, float *c, int64_t ldc) {
+  thread_local std::vector<float> bStorage;
+  const float *bp = b;
+  int64_t ldbp = ldb;
+  if (bT) {
+    bStorage.resize(size_t(k * n));
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t p = 0; p < k; ++p)
+        bStorage[size_t(p * n + j)] = b[j * ldb + p];
+    bp = bStorage.data();
+    ldbp = n;
+  }
+  constexpr int64_t kRows = 4, kCols = 256;
+  for (int64_t i0 = 0; i0 < m; i0 += kRows) {
+    const int64_t rows = std::min<int64_t>(kRows, m - i0);
+    for (int64_t j0 = 0; j0 < n; j0 += kCols) {
+      const int64_t cols = std::min<int64_t>(kCols, n - j0);
+      for (int64_t p = 0; p < k; ++p) {
+        const float *brow = bp + p * ldbp + j0;
+        for (int64_t r = 0; r < rows; ++r) {
+          const float av = aAt(a, lda, aT, i0 + r, p);
+          float *crow = c + (i0 + r) * ldc + j0;
+          for (int64_t j = 0; j < cols; ++j)
+            crow[j] += av * brow[j];
+        }
+      }
+    }
+  }
+}
+
+bool hasAVX2() {
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
 bool hasAVX512() {
   static const bool has = __builtin_cpu_supports("avx512f") &&
                           __builtin_cpu_supports("avx512vl") &&
@@ -208,6 +252,11 @@ extern "C" void qcc_rt_gemm_f32(int64_t m, int64_t n, int64_t k,
   if (hasAVX512()) {
     gemmAVX512(m, n, k, a, lda, aTransposed != 0, b, ldb, c, ldc,
                bTransposed != 0);
+    return;
+  }
+  if (hasAVX2()) {
+    gemmAVX2(m, n, k, a, lda, aTransposed != 0, b, ldb, bTransposed != 0, c,
+             ldc);
     return;
   }
 #endif
