@@ -28,6 +28,16 @@ def compile_mlir(text, flags=(), cache=True, out=None):
     h.update(text.encode())
     h.update(repr((list(flags), os.path.realpath(qcc), st.st_size,
                    st.st_mtime_ns)).encode())
+    # The runtime archives qcc links into every step (a build tree's; an
+    # installed qcc has them elsewhere and is keyed by its own stamp).
+    build = os.path.dirname(os.path.dirname(os.path.realpath(qcc)))
+    for lib in ("runtime/lib/step/libqcc_step_rt.a",
+                "runtime/lib/formats/libqcc_codecs.a",
+                "runtime/lib/cuda/libqcc_cuda_mgpu.a"):
+        path = os.path.join(build, lib)
+        if os.path.exists(path):
+            ls = os.stat(path)
+            h.update(repr((lib, ls.st_size, ls.st_mtime_ns)).encode())
     key = h.hexdigest()[:24]
     d = cache_dir() if cache else tempfile.mkdtemp(prefix="qcc-step-")
     os.makedirs(d, exist_ok=True)
