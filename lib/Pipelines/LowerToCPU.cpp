@@ -61,6 +61,25 @@ struct DefineInt8DotsPass
 
 } // namespace
 
+void mlir::qcc::addStepBufferization(OpPassManager &pm, bool outlineKernels,
+                                      bool hoistStaticAllocs) {
+  // Tensors to buffers. Entry points return through out-parameters so the
+  // caller owns every buffer it sees.
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion =
+      bufferization::LayoutMapOption::IdentityLayoutMap;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  // Kernels first, so that their callers return the kernels' buffers
+  // without a copy.
+  if (outlineKernels)
+    pm.addPass(createKernelResultsToOutParams());
+  bufferization::BufferResultsToOutParamsPassOptions outParams;
+  outParams.hoistStaticAllocs = hoistStaticAllocs;
+  outParams.modifyPublicFunctions = true;
+  pm.addPass(bufferization::createBufferResultsToOutParamsPass(outParams));
+}
+
 void mlir::qcc::buildQccTensorPipeline(OpPassManager &pm,
                                        const LowerToCPUOptions &options) {
   // qcc level: keep weights quantized through matmuls, lower the estimators.
@@ -87,21 +106,8 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   loops.int8Dot = options.int8Dot;
   pm.addPass(createLowerQccToLoops(loops));
 
-  // Tensors to buffers. Entry points return through out-parameters so the
-  // caller owns every buffer it sees.
-  bufferization::OneShotBufferizePassOptions bufferize;
-  bufferize.bufferizeFunctionBoundaries = true;
-  bufferize.functionBoundaryTypeConversion =
-      bufferization::LayoutMapOption::IdentityLayoutMap;
-  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
-  // Kernels first, so that their callers return the kernels' buffers
-  // without a copy.
-  if (options.outlineKernels)
-    pm.addPass(createKernelResultsToOutParams());
-  bufferization::BufferResultsToOutParamsPassOptions outParams;
-  outParams.hoistStaticAllocs = true;
-  outParams.modifyPublicFunctions = true;
-  pm.addPass(bufferization::createBufferResultsToOutParamsPass(outParams));
+  addStepBufferization(pm, options.outlineKernels,
+                       /*hoistStaticAllocs=*/true);
   bufferization::buildBufferDeallocationPipeline(pm);
   pm.addPass(std::make_unique<DefineInt8DotsPass>());
 

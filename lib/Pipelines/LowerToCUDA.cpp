@@ -41,17 +41,8 @@ void mlir::qcc::buildQccCUDALoweringPipeline(
 
   // Buffers as on the CPU, but no stack buffers on the host: every buffer
   // becomes device memory.
-  bufferization::OneShotBufferizePassOptions bufferize;
-  bufferize.bufferizeFunctionBoundaries = true;
-  bufferize.functionBoundaryTypeConversion =
-      bufferization::LayoutMapOption::IdentityLayoutMap;
-  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
-  if (options.outlineKernels)
-    pm.addPass(createKernelResultsToOutParams());
-  bufferization::BufferResultsToOutParamsPassOptions outParams;
-  outParams.hoistStaticAllocs = false;
-  outParams.modifyPublicFunctions = true;
-  pm.addPass(bufferization::createBufferResultsToOutParamsPass(outParams));
+  addStepBufferization(pm, options.outlineKernels,
+                       /*hoistStaticAllocs=*/false);
   // Upstream's deallocation pipeline, with the kernel-form grids mapped to
   // launches before its first canonicalization: a grid of one block would
   // otherwise be folded into its body, and its phases would become

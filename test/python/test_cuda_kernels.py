@@ -197,6 +197,20 @@ DEVICE_ENCODED = FORMATS  # every format has a kernel-form carry_update
 NEEDS_IMPORTANCE = {"iq2_xxs", "iq2_xs", "iq1_s"}
 
 
+def assert_same_carry_update(fmt, q, got, want):
+    """The kernel's weights and carry are the runtime's, bit for bit, and
+    the update moved some blocks but not all (none for the formats that
+    are encoded only with an importance matrix, which carry_update has
+    not: the runtime, and the kernel, keep every block)."""
+    for a, b in zip(got, want):
+        assert np.asarray(a).view(np.uint8).tobytes() == np.asarray(b).view(np.uint8).tobytes()
+    moved = np.asarray(want[0]).view(np.uint8) != q
+    if fmt in NEEDS_IMPORTANCE:
+        assert not moved.any()
+    else:
+        assert moved.any() and not moved.all()
+
+
 @pytest.mark.parametrize("fmt", DEVICE_ENCODED)
 @pytest.mark.parametrize("carry_type", ["f32", "bf16"])
 def test_kernel_form_carry_update_is_bit_identical_to_the_runtime(tmp_path, fmt, carry_type):
@@ -225,15 +239,7 @@ func.func @f(%w: {w}, %c: {ct}, %d: tensor<{rows}x{cols}xf32>) -> ({w}, {ct}) {{
     d[0, 3] = np.inf
     want = runtime.call("f", q, c, d)
     got = kernel.call("f", q, c, d)
-    for a, b in zip(got, want):
-        assert np.asarray(a).view(np.uint8).tobytes() == np.asarray(b).view(np.uint8).tobytes()
-    moved = np.asarray(want[0]).view(np.uint8) != q
-    if fmt in NEEDS_IMPORTANCE:
-        # Encoded only with an importance matrix, which carry_update has
-        # not: the runtime (and the kernel) keep every block.
-        assert not moved.any()
-    else:
-        assert moved.any() and not moved.all()
+    assert_same_carry_update(fmt, q, got, want)
 
 
 @pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")
@@ -269,15 +275,7 @@ def test_kernel_form_jl_carry_update_is_bit_identical_to_the_runtime(tmp_path, f
     d[1, 5] = np.nan
     want = runtime.call("f", q, c, d)
     got = kernel.call("f", q, c, d)
-    for a, b in zip(got, want):
-        assert np.asarray(a).view(np.uint8).tobytes() == np.asarray(b).view(np.uint8).tobytes()
-    moved = np.asarray(want[0]).view(np.uint8) != q
-    if fmt in NEEDS_IMPORTANCE:
-        # Encoded only with an importance matrix, which carry_update has
-        # not: the runtime (and the kernel) keep every block.
-        assert not moved.any()
-    else:
-        assert moved.any() and not moved.all()
+    assert_same_carry_update(fmt, q, got, want)
 
 
 @pytest.mark.skipif(PTXAS is None, reason="the CUDA toolkit's ptxas is not installed")

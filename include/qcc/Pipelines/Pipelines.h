@@ -120,6 +120,13 @@ void buildQccTensorPipeline(OpPassManager &pm,
 void buildQccLoweringPipeline(OpPassManager &pm,
                               const LowerToCPUOptions &options);
 
+/// One-shot bufferization of a step, shared by both pipelines: function
+/// boundaries with identity layouts, results as out-parameters (the
+/// outlined kernels' first). `hoistStaticAllocs` moves static result
+/// buffers to the stack (CPU only: on CUDA every buffer is device memory).
+void addStepBufferization(OpPassManager &pm, bool outlineKernels,
+                          bool hoistStaticAllocs);
+
 /// Registers the pipelines with the global pass registry (for qcc-opt).
 void registerQccPipelines();
 

@@ -96,19 +96,6 @@ struct KernelBuilder {
   }
 };
 
-/// memref<b... x M x C> -> memref<(b...·M) x C>.
-Value collapseToMatrix(OpBuilder &b, Location loc, Value memref) {
-  auto type = cast<MemRefType>(memref.getType());
-  if (type.getRank() == 2)
-    return memref;
-  ReassociationIndices outer;
-  for (int64_t i = 0; i + 1 < type.getRank(); ++i)
-    outer.push_back(i);
-  ReassociationIndices inner{type.getRank() - 1};
-  return memref::CollapseShapeOp::create(
-      b, loc, memref, ArrayRef<ReassociationIndices>{outer, inner});
-}
-
 //===----------------------------------------------------------------------===//
 // dequant: one block per thread
 //===----------------------------------------------------------------------===//
@@ -366,8 +353,6 @@ struct CarryUpdateKernel : public OpConversionPattern<CarryUpdateOp> {
   matchAndRewrite(CarryUpdateOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     QTensorType qtype = op.getWeight().getType();
-    if (!hasDeviceBlockEncoder(qtype))
-      return rewriter.notifyMatchFailure(op, "no kernel form");
     Location loc = op.getLoc();
     auto carryType = cast<RankedTensorType>(op.getCarry().getType());
     Type carryElem = carryType.getElementType();
@@ -1013,12 +998,6 @@ struct ScaleUpdateKernel : public OpConversionPattern<ScaleUpdateOp> {
 
 } // namespace
 
-bool mlir::qcc::detail::hasDeviceBlockEncoder(QTensorType type) {
-  // Every format: the block formats through qcc_rt_encode_block (the
-  // runtime's encoders, with a device build), f32/f16/bf16 inline.
-  (void)type;
-  return true;
-}
 
 void mlir::qcc::detail::populateKernelFormPatterns(
     TypeConverter &converter, RewritePatternSet &patterns) {

@@ -28,6 +28,18 @@ Value flatten(OpBuilder &b, Location loc, Value memref) {
                                          ArrayRef<ReassociationIndices>{all});
 }
 
+Value collapseToMatrix(OpBuilder &b, Location loc, Value memref) {
+  auto type = cast<MemRefType>(memref.getType());
+  if (type.getRank() == 2)
+    return memref;
+  ReassociationIndices outer;
+  for (int64_t i = 0; i + 1 < type.getRank(); ++i)
+    outer.push_back(i);
+  ReassociationIndices inner{type.getRank() - 1};
+  return memref::CollapseShapeOp::create(
+      b, loc, memref, ArrayRef<ReassociationIndices>{outer, inner});
+}
+
 /// Product of all dimensions of a memref, as an index value.
 Value numElements(OpBuilder &b, Location loc, Value memref) {
   auto type = cast<MemRefType>(memref.getType());

@@ -30,6 +30,9 @@ Value cIndex(OpBuilder &b, Location loc, int64_t v);
 /// The memref with all dimensions folded into one (identity layouts only).
 Value flatten(OpBuilder &b, Location loc, Value memref);
 
+/// memref<b... x M x C> -> memref<(b...·M) x C> (identity layouts only).
+Value collapseToMatrix(OpBuilder &b, Location loc, Value memref);
+
 /// Product of all dimensions of a memref, as an index value.
 Value numElements(OpBuilder &b, Location loc, Value memref);
 
@@ -157,10 +160,7 @@ void populateWeightUpdateToLoopsPatterns(TypeConverter &converter,
 /// qcc/Conversion/KernelForm.h), at a higher benefit than the CPU ones.
 void populateKernelFormPatterns(TypeConverter &converter,
                                 RewritePatternSet &patterns);
-/// Whether qcc_rt_encode_block (runtime/include/qcc/Runtime/StepRuntime.h)
-/// encodes blocks of `type`, on the host and as device bitcode: the formats
-/// whose carry_update has a kernel form.
-bool hasDeviceBlockEncoder(QTensorType type);
+
 /// Whether `op` is a 2-D f32 contraction that becomes a micro-GEMM call.
 bool isGemmCandidate(Operation *op);
 

@@ -208,19 +208,6 @@ private:
     return arith::MinSIOp::create(b, loc, cIndex(b, loc, a), v);
   }
 
-  /// memref<b... x M x C> -> memref<(b...·M) x C>.
-  static Value collapseToMatrix(OpBuilder &b, Location loc, Value memref) {
-    auto type = cast<MemRefType>(memref.getType());
-    if (type.getRank() == 2)
-      return memref;
-    ReassociationIndices outer;
-    for (int64_t i = 0; i + 1 < type.getRank(); ++i)
-      outer.push_back(i);
-    ReassociationIndices inner{type.getRank() - 1};
-    return memref::CollapseShapeOp::create(
-        b, loc, memref, ArrayRef<ReassociationIndices>{outer, inner});
-  }
-
   static void buildLoopNest(OpBuilder &b, Location loc, ArrayRef<Value> ubs,
                             function_ref<void(OpBuilder &, ValueRange)> body) {
     SmallVector<Value> lbs(ubs.size(), cIndex(b, loc, 0));
