@@ -3,9 +3,9 @@
 // qcc.qmatmul decodes a tile of W into a small f32 buffer (emitted code) and
 // hands the product of the activations with that tile to this kernel, the
 // format-independent part (like IREE's ukernels). The AVX-512 path keeps a
-// 6 x 32 block of C in twelve zmm registers and streams packed B; AVX2 CPUs
-// take a blocked loop of 8-lane FMAs; others a plain loop with the same
-// contract.
+// 6 x 32 block of C in twelve zmm registers and streams packed B; the AVX2
+// path does the same with a 6 x 16 block in twelve ymm registers; others
+// take a plain loop with the same contract.
 //
 //===----------------------------------------------------------------------===//
 
@@ -90,15 +90,16 @@ constexpr MicroKernelFn kMicroKernels[kMR + 1] = {
     nullptr,         microKernel<1>, microKernel<2>, microKernel<3>,
     microKernel<4>,  microKernel<5>, microKernel<6>};
 
-/// Packs columns [j0, j0 + cols) of op(B) for all k into kNR-wide rows
+/// Packs columns [j0, j0 + cols) of op(B) for all k into NR-wide rows
 /// (zero-padded), where op(B)[p][j] = B[j][p] (transposed) or B[p][j].
+template <int NR>
 void packPanel(int64_t k, int64_t j0, int64_t cols, const float *b, int64_t ldb,
                bool transposed, float *panel) {
   for (int64_t p = 0; p < k; ++p) {
-    float *dst = panel + p * kNR;
+    float *dst = panel + p * NR;
     for (int64_t j = 0; j < cols; ++j)
       dst[j] = transposed ? b[(j0 + j) * ldb + p] : b[p * ldb + j0 + j];
-    for (int64_t j = cols; j < kNR; ++j)
+    for (int64_t j = cols; j < NR; ++j)
       dst[j] = 0.0f;
   }
 }
@@ -178,8 +179,8 @@ QCC_AVX512 void gemmAVX512(int64_t m, int64_t n, int64_t k, const float *a,
   float *panels = aligned(panelStorage, size_t(numPanels * k * kNR));
   float *ap = aligned(aStorage, size_t(k * kMR));
   for (int64_t j = 0; j < numPanels; ++j)
-    packPanel(k, j * kNR, std::min<int64_t>(kNR, n - j * kNR), b, ldb,
-              transposed, panels + j * k * kNR);
+    packPanel<kNR>(k, j * kNR, std::min<int64_t>(kNR, n - j * kNR), b, ldb,
+                   transposed, panels + j * k * kNR);
   for (int64_t i0 = 0; i0 < m; i0 += kMR) {
     const int64_t rows = std::min<int64_t>(kMR, m - i0);
     packA(i0, rows, k, a, lda, aT, ap);
@@ -189,39 +190,130 @@ QCC_AVX512 void gemmAVX512(int64_t m, int64_t n, int64_t k, const float *a,
   }
 }
 
-/// CPUs with AVX2 and FMA but not AVX-512: op(B) as k x n rows (packed
-/// when it is stored transposed), then blocks of 4 rows of C by 256 columns
-/// (kept in L1) accumulate rank-1 updates row of B by row of B, a loop
-/// the compiler turns into 8-lane FMAs.
-QCC_AVX2 void gemmAVX2(int64_t m, int64_t n, int64_t k, const float *a,
-                       int64_t lda, bool aT, const float *b, int64_t ldb,
-                       bool bT, float *c, int64_t ldc) {
-  thread_local std::vector<float> bStorage;
-  const float *bp = b;
-  int64_t ldbp = ldb;
-  if (bT) {
-    bStorage.resize(size_t(k * n));
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t p = 0; p < k; ++p)
-        bStorage[size_t(p * n + j)] = b[j * ldb + p];
-    bp = bStorage.data();
-    ldbp = n;
+/// The AVX2 + FMA path: the AVX-512 path's blocking in 8-lane registers, a
+/// 6 x 16 block of C in twelve ymm accumulators (with the two B vectors and
+/// the broadcast, 15 of the 16 registers).
+constexpr int kNR2 = 16;
+
+/// Lanes [0, n) of a ymm mask for maskload/maskstore (n clamped to 0..8).
+QCC_AVX2 inline __m256i laneMask(int64_t n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(
+      _mm256_set1_epi32(int(std::clamp<int64_t>(n, 0, 8))), idx);
+}
+
+/// Always all kMR rows (packA zero-pads the missing ones; only `rows` are
+/// stored), in named accumulators: with an array GCC keeps a copy of every
+/// accumulator in memory and stores it on each step of k.
+QCC_AVX2 void microKernelAVX2(int64_t rows, int64_t cols, int64_t k,
+                              const float *ap, const float *bp, float *c,
+                              int64_t ldc) {
+  static_assert(kMR == 6, "the AVX2 kernel is written for 6 rows");
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00,
+         c20 = c00, c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00,
+         c50 = c00, c51 = c00;
+  for (int64_t p = 0; p < k; ++p) {
+    const __m256 b0 = _mm256_load_ps(bp + p * kNR2);
+    const __m256 b1 = _mm256_load_ps(bp + p * kNR2 + 8);
+    const float *a = ap + p * kMR;
+    __m256 av = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    c01 = _mm256_fmadd_ps(av, b1, c01);
+    av = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(av, b0, c10);
+    c11 = _mm256_fmadd_ps(av, b1, c11);
+    av = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(av, b0, c20);
+    c21 = _mm256_fmadd_ps(av, b1, c21);
+    av = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(av, b0, c30);
+    c31 = _mm256_fmadd_ps(av, b1, c31);
+    av = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(av, b0, c40);
+    c41 = _mm256_fmadd_ps(av, b1, c41);
+    av = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(av, b0, c50);
+    c51 = _mm256_fmadd_ps(av, b1, c51);
   }
-  constexpr int64_t kRows = 4, kCols = 256;
-  for (int64_t i0 = 0; i0 < m; i0 += kRows) {
-    const int64_t rows = std::min<int64_t>(kRows, m - i0);
-    for (int64_t j0 = 0; j0 < n; j0 += kCols) {
-      const int64_t cols = std::min<int64_t>(kCols, n - j0);
+  const __m256 acc[kMR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                              {c30, c31}, {c40, c41}, {c50, c51}};
+  const __m256i m0 = laneMask(cols), m1 = laneMask(cols - 8);
+  for (int64_t r = 0; r < rows; ++r) {
+    float *row = c + r * ldc;
+    if (cols == kNR2) {
+      _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), acc[r][0]));
+      _mm256_storeu_ps(row + 8,
+                       _mm256_add_ps(_mm256_loadu_ps(row + 8), acc[r][1]));
+      continue;
+    }
+    _mm256_maskstore_ps(
+        row, m0, _mm256_add_ps(_mm256_maskload_ps(row, m0), acc[r][0]));
+    if (cols > 8)
+      _mm256_maskstore_ps(row + 8, m1,
+                          _mm256_add_ps(_mm256_maskload_ps(row + 8, m1),
+                                        acc[r][1]));
+  }
+}
+
+/// Few rows of A on AVX2 (see gemmFewRows).
+QCC_AVX2 void gemmFewRowsAVX2(int64_t m, int64_t n, int64_t k, const float *a,
+                              int64_t lda, const float *b, int64_t ldb,
+                              float *c, int64_t ldc, bool transposed) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float *ai = a + i * lda;
+    float *ci = c + i * ldc;
+    if (transposed) {
+      for (int64_t j = 0; j < n; ++j) {
+        const float *bj = b + j * ldb;
+        __m256 acc = _mm256_setzero_ps();
+        int64_t p = 0;
+        for (; p + 8 <= k; p += 8)
+          acc = _mm256_fmadd_ps(_mm256_loadu_ps(ai + p),
+                                _mm256_loadu_ps(bj + p), acc);
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc),
+                              _mm256_extractf128_ps(acc, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        float sum = _mm_cvtss_f32(s);
+        for (; p < k; ++p)
+          sum += ai[p] * bj[p];
+        ci[j] += sum;
+      }
+    } else {
       for (int64_t p = 0; p < k; ++p) {
-        const float *brow = bp + p * ldbp + j0;
-        for (int64_t r = 0; r < rows; ++r) {
-          const float av = aAt(a, lda, aT, i0 + r, p);
-          float *crow = c + (i0 + r) * ldc + j0;
-          for (int64_t j = 0; j < cols; ++j)
-            crow[j] += av * brow[j];
-        }
+        const __m256 av = _mm256_set1_ps(ai[p]);
+        const float *bp = b + p * ldb;
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8)
+          _mm256_storeu_ps(ci + j, _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + j),
+                                                   _mm256_loadu_ps(ci + j)));
+        for (; j < n; ++j)
+          ci[j] += ai[p] * bp[j];
       }
     }
+  }
+}
+
+QCC_AVX2 void gemmAVX2(int64_t m, int64_t n, int64_t k, const float *a,
+                       int64_t lda, bool aT, const float *b, int64_t ldb,
+                       float *c, int64_t ldc, bool transposed) {
+  if (m < 4 && !aT) {
+    gemmFewRowsAVX2(m, n, k, a, lda, b, ldb, c, ldc, transposed);
+    return;
+  }
+  thread_local std::vector<float> panelStorage, aStorage;
+  const int64_t numPanels = (n + kNR2 - 1) / kNR2;
+  float *panels = aligned(panelStorage, size_t(numPanels * k * kNR2));
+  float *ap = aligned(aStorage, size_t(k * kMR));
+  for (int64_t j = 0; j < numPanels; ++j)
+    packPanel<kNR2>(k, j * kNR2, std::min<int64_t>(kNR2, n - j * kNR2), b, ldb,
+                    transposed, panels + j * k * kNR2);
+  for (int64_t i0 = 0; i0 < m; i0 += kMR) {
+    const int64_t rows = std::min<int64_t>(kMR, m - i0);
+    packA(i0, rows, k, a, lda, aT, ap);
+    for (int64_t j = 0; j < numPanels; ++j)
+      microKernelAVX2(rows, std::min<int64_t>(kNR2, n - j * kNR2), k, ap,
+                      panels + j * k * kNR2, c + i0 * ldc + j * kNR2, ldc);
   }
 }
 
@@ -241,25 +333,56 @@ bool hasAVX512() {
 
 } // namespace
 
+extern "C" int qcc_rt_gemm_f32_isa(int isa, int64_t m, int64_t n, int64_t k,
+                                   const float *a, int64_t lda,
+                                   int32_t aTransposed, const float *b,
+                                   int64_t ldb, int32_t bTransposed, float *c,
+                                   int64_t ldc) {
+  switch (isa) {
+  case 0:
+    break;
+#if defined(__x86_64__)
+  case 1:
+    if (!hasAVX2())
+      return -1;
+    break;
+  case 2:
+    if (!hasAVX512())
+      return -1;
+    break;
+#endif
+  default:
+    return -1;
+  }
+  if (m <= 0 || n <= 0 || k <= 0)
+    return 0;
+#if defined(__x86_64__)
+  if (isa == 2) {
+    gemmAVX512(m, n, k, a, lda, aTransposed != 0, b, ldb, c, ldc,
+               bTransposed != 0);
+    return 0;
+  }
+  if (isa == 1) {
+    gemmAVX2(m, n, k, a, lda, aTransposed != 0, b, ldb, c, ldc,
+             bTransposed != 0);
+    return 0;
+  }
+#endif
+  gemmGeneric(m, n, k, a, lda, aTransposed != 0, b, ldb, bTransposed != 0, c,
+              ldc);
+  return 0;
+}
+
 extern "C" void qcc_rt_gemm_f32(int64_t m, int64_t n, int64_t k,
                                 const float *a, int64_t lda,
                                 int32_t aTransposed, const float *b,
                                 int64_t ldb, int32_t bTransposed, float *c,
                                 int64_t ldc) {
-  if (m <= 0 || n <= 0 || k <= 0)
-    return;
 #if defined(__x86_64__)
-  if (hasAVX512()) {
-    gemmAVX512(m, n, k, a, lda, aTransposed != 0, b, ldb, c, ldc,
-               bTransposed != 0);
-    return;
-  }
-  if (hasAVX2()) {
-    gemmAVX2(m, n, k, a, lda, aTransposed != 0, b, ldb, bTransposed != 0, c,
-             ldc);
-    return;
-  }
+  const int isa = hasAVX512() ? 2 : hasAVX2() ? 1 : 0;
+#else
+  const int isa = 0;
 #endif
-  gemmGeneric(m, n, k, a, lda, aTransposed != 0, b, ldb, bTransposed != 0, c,
-              ldc);
+  qcc_rt_gemm_f32_isa(isa, m, n, k, a, lda, aTransposed, b, ldb, bTransposed,
+                      c, ldc);
 }

@@ -80,6 +80,15 @@ void qcc_rt_gemm_f32(int64_t m, int64_t n, int64_t k, const float *a,
                      int64_t lda, int32_t a_transposed, const float *b,
                      int64_t ldb, int32_t b_transposed, float *c, int64_t ldc);
 
+/* qcc_rt_gemm_f32 on one instruction-set path: 0 the portable loop, 1 AVX2 +
+ * FMA, 2 AVX-512 (qcc_rt_gemm_f32 takes the widest the CPU has). Returns 0,
+ * or -1 without computing when the CPU lacks that path. For tests and
+ * benchmarks. */
+int qcc_rt_gemm_f32_isa(int isa, int64_t m, int64_t n, int64_t k,
+                        const float *a, int64_t lda, int32_t a_transposed,
+                        const float *b, int64_t ldb, int32_t b_transposed,
+                        float *c, int64_t ldc);
+
 /* The first error recorded since the last call, or null; clears it. The
  * string stays valid until the next call. */
 const char *qcc_step_take_error(void);
