@@ -21,8 +21,10 @@
 //    pmaddwd, or as portable vector ops, see Int8Dot; all exact, so all
 //    give the same lanes). The lanes are converted to f32 and multiplied
 //    by (weight group scale) · (activation block scale) into f32
-//    accumulators; the offsets (q4_0's 8d, q6_K's 32·d·sc, q4_K's
-//    dmin·m) against the activation sums accumulate beside them.
+//    accumulators (q4_0 / q8_0: the products of an iteration's eight
+//    block scales formed in one vector multiply); the offsets (q4_0's 8d,
+//    q6_K's 32·d·sc, q4_K's dmin·m) against the activation sums
+//    accumulate beside them.
 //
 // Every product of integers is exact (|lane| <= 4·255·127); the only
 // inexactness against the f32 path is the rounding of x to 8 bits per
@@ -61,6 +63,11 @@ struct Int8Shape {
   int64_t group;    // G: weight elements per scale (and offset)
   bool hasOffsets;
   bool signedCodes; // q8_0: codes are signed bytes
+  /// q4_0 / q8_0: the group offset as a multiple of the scale (q4_0's 8d,
+  /// see emitCodeScales), so that an iteration's offsets are one vector
+  /// multiply of its scales.
+  int64_t legacyOffset;
+  bool legacy() const { return blockElems == 32; }
 };
 
 Int8Shape int8ShapeOf(QTensorType type) {
@@ -76,6 +83,7 @@ Int8Shape int8ShapeOf(QTensorType type) {
   s.group = *getCodeGroup(s.format, hasOffsets);
   s.hasOffsets = hasOffsets;
   s.signedCodes = s.format == QuantFormat::Q8_0;
+  s.legacyOffset = s.format == QuantFormat::Q4_0 ? 8 : 0;
   return s;
 }
 
@@ -242,9 +250,21 @@ Value shlI8(OpBuilder &b, Location loc, Value v, int64_t s) {
 Value legacyBlockCodes(VecEmitter &e, QuantFormat format) {
   if (format == QuantFormat::Q8_0)
     return e.loadBytes(2, 32);
+  // The 16 bytes twice, the second copy shifted right by 4 as i32 lanes
+  // (one variable shift instead of a shift and an insert), then masked.
+  OpBuilder &b = e.b;
+  Location loc = e.loc;
   Value qs = e.loadBytes(2, 16);
-  return concat(e.b, e.loc, andI8(e.b, e.loc, qs, 0xf),
-                shrI8(e.b, e.loc, qs, 4));
+  Value twice = vector::BitCastOp::create(b, loc, vecOf(b.getI32Type(), 8),
+                                          concat(b, loc, qs, qs));
+  Value shifts = arith::ConstantOp::create(
+      b, loc, vecOf(b.getI32Type(), 8),
+      DenseElementsAttr::get(vecOf(b.getI32Type(), 8),
+                             ArrayRef<int32_t>{0, 0, 0, 0, 4, 4, 4, 4}));
+  Value shifted = vector::BitCastOp::create(
+      b, loc, vecOf(b.getI8Type(), 32),
+      arith::ShRUIOp::create(b, loc, twice, shifts));
+  return andI8(b, loc, shifted, 0xf);
 }
 
 /// The unsigned codes of elements [64c, 64c + 64) of a q4_K / q6_K block
@@ -320,7 +340,7 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
   // four dot products between the kChains accumulators; the K-quants add
   // one f32 product per block (after summing the block in i32).
   int64_t stepBlocks = std::max<int64_t>(1, 256 / s.blockElems);
-  bool legacy = s.blockElems == 32;
+  bool legacy = s.legacy();
   int64_t groupsPerBlock = s.blockElems / s.group;
 
   auto rowLoop = scf::ForOp::create(b, loc, j0, j1, cIndex(b, loc, 1));
@@ -330,8 +350,9 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
   Value rowByte = mulIdx(b, loc, addIdx(b, loc, w0, j), s.rowBytes);
 
   // Iteration arguments: m x kChains main accumulators, then m offset
-  // accumulators (vector<corrLanes x f32>) for formats with offsets.
-  int64_t corrLanes = legacy ? 2 : groupsPerBlock;
+  // accumulators (vector<corrLanes x f32>: one lane per block of an
+  // iteration, or per group of a K-quant block) for formats with offsets.
+  int64_t corrLanes = legacy ? stepBlocks : groupsPerBlock;
   SmallVector<Value> init(m * kChains, zero16);
   if (s.hasOffsets)
     init.append(m, splatConst(b, loc, vecOf(f32, corrLanes),
@@ -346,21 +367,25 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
   auto blockByte = [&](Value blk) {
     return addIdx(b, loc, rowByte, mulIdx(b, loc, blk, s.blockBytes));
   };
-  // q4_0 / q8_0: acc(i) += Σ over the 64 elements at column `col` of two
-  // blocks (or one, zero-padded by `tailHalf`): weight codes `wc`
+  // q4_0 / q8_0: acc(i) += Σ over the 64 elements of the two blocks at
+  // `blk` (or one, zero-padded, when `tail`): weight codes `wc`
   // (vector<64xi8>) times row i's activation codes, each lane's sum
   // converted to f32 and scaled by laneScale(i).
-  auto dotInto = [&](Accs &accs, int64_t chain, Value wc, Value col,
-                     Value tailHalf, function_ref<Value(int64_t)> laneScale) {
+  auto dotInto = [&](Accs &accs, int64_t chain, Value wc, Value blk, bool tail,
+                     function_ref<Value(int64_t)> laneScale) {
+    Type i8 = b.getI8Type();
+    Value col = mulIdx(b, loc, blk, s.blockElems);
     for (int64_t i = 0; i < m; ++i) {
       Value a;
-      if (tailHalf) {
-        a = vector::LoadOp::create(b, loc, vecOf(b.getI8Type(), 32), codes,
-                                   ValueRange{rows[i], col});
-        a = concat(b, loc, a, tailHalf);
+      if (tail) {
+        a = concat(b, loc,
+                   vector::LoadOp::create(b, loc, vecOf(i8, kDotElems / 2),
+                                          codes, ValueRange{rows[i], col}),
+                   splatConst(b, loc, vecOf(i8, kDotElems / 2),
+                              b.getI8IntegerAttr(0)));
       } else {
-        a = vector::LoadOp::create(b, loc, vecOf(b.getI8Type(), kDotElems),
-                                   codes, ValueRange{rows[i], col});
+        a = vector::LoadOp::create(b, loc, vecOf(i8, kDotElems), codes,
+                                   ValueRange{rows[i], col});
       }
       Value u = wc;
       if (s.signedCodes)
@@ -389,67 +414,80 @@ LogicalResult buildInt8Forward(OpBuilder &b, Location loc, const Int8Shape &s,
     prefetchWeight(b, loc, bytes, blockByte(blk0), step * s.blockBytes);
     int64_t chain = 0;
     if (legacy) {
+      // The iteration's weight block scales in one vector (a single block
+      // padded with a zero scale), times each row's activation scales: the
+      // f16 d of each block (q4_0 and q8_0 both start with it, see
+      // emitCodeScales) gathered and widened by one extf.
+      int64_t scaleLanes = std::max<int64_t>(2, step);
+      Type f16 = b.getF16Type();
+      Value zeroF = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0));
+      SmallVector<Value> ws;
+      for (int64_t t = 0; t < step; ++t) {
+        VecEmitter e(b, loc, bytes, blockByte(addIdx(b, loc, blk0, t)));
+        Value half =
+            vector::BitCastOp::create(b, loc, vecOf(f16, 1), e.loadBytes(0, 2));
+        ws.push_back(vector::ExtractOp::create(b, loc, half, 0));
+      }
+      ws.resize(scaleLanes,
+                arith::ConstantOp::create(b, loc, b.getF16FloatAttr(0)));
+      Value wScales = arith::ExtFOp::create(
+          b, loc, vecOf(f32, scaleLanes),
+          vector::FromElementsOp::create(b, loc, vecOf(f16, scaleLanes), ws)
+              .getResult());
+      // Lanes [0, step) of row i of `buf` at the iteration's first block,
+      // zero-padded to `lanes`.
+      auto loadBlocks = [&](Value buf, int64_t i, int64_t lanes) -> Value {
+        Value v = vector::LoadOp::create(b, loc, vecOf(f32, step), buf,
+                                         ValueRange{rows[i], blk0});
+        if (step == lanes)
+          return v;
+        SmallVector<int64_t> mask;
+        for (int64_t l = 0; l < lanes; ++l)
+          mask.push_back(l < step ? l : step);
+        return vector::ShuffleOp::create(
+            b, loc, v, vector::BroadcastOp::create(b, loc, vecOf(f32, 1), zeroF),
+            mask);
+      };
+      SmallVector<Value> rowScales;
+      for (int64_t i = 0; i < m; ++i)
+        rowScales.push_back(arith::MulFOp::create(
+            b, loc, wScales, loadBlocks(ad, i, scaleLanes)));
+      if (s.hasOffsets) {
+        // offset · (d Σ c) per block: the iteration's offsets are its
+        // scales times legacyOffset (lanes past `step` are zero).
+        Value offsets = arith::MulFOp::create(
+            b, loc, wScales,
+            splatConst(b, loc, vecOf(f32, scaleLanes),
+                       b.getF32FloatAttr(float(s.legacyOffset))));
+        if (scaleLanes != corrLanes) {
+          SmallVector<int64_t> pad;
+          for (int64_t l = 0; l < corrLanes; ++l)
+            pad.push_back(l < scaleLanes ? l : scaleLanes);
+          offsets = vector::ShuffleOp::create(
+              b, loc, offsets,
+              vector::BroadcastOp::create(b, loc, vecOf(f32, 1), zeroF), pad);
+        }
+        for (int64_t i = 0; i < m; ++i)
+          accs.corr(i) = vector::FMAOp::create(
+              b, loc, offsets, loadBlocks(xo, i, corrLanes), accs.corr(i));
+      }
       for (int64_t p = 0; p < step; p += 2) {
-        int64_t nb = std::min<int64_t>(2, step - p); // blocks in this dot
-        Value blk = addIdx(b, loc, blk0, p);
-        Value wc, scales, offsets;
-        SmallVector<Value, 2> sc, of;
-        for (int64_t t = 0; t < nb; ++t) {
-          VecEmitter e(b, loc, bytes, blockByte(addIdx(b, loc, blk, t)));
-          auto [scale, offset] = emitCodeScales(e, s.format);
+        bool tail = step - p == 1; // one block in this dot product
+        Value wc;
+        for (int64_t t = 0; t < (tail ? 1 : 2); ++t) {
+          VecEmitter e(b, loc, bytes, blockByte(addIdx(b, loc, blk0, p + t)));
           Value c = legacyBlockCodes(e, s.format);
           wc = t ? concat(b, loc, wc, c) : c;
-          sc.push_back(scale);
-          of.push_back(offset);
         }
-        Value col = mulIdx(b, loc, blk, s.blockElems);
-        Value tailHalf;
-        if (nb == 1) {
-          Value z8 = splatConst(b, loc, vecOf(b.getI8Type(), 32),
-                                b.getI8IntegerAttr(0));
-          wc = concat(b, loc, wc, z8);
-          tailHalf = z8;
-          // The missing block's scale and offset: zeros.
-          Value z1 = splatConst(b, loc, vecOf(f32, 1), b.getF32FloatAttr(0));
-          sc.push_back(z1);
-          of.push_back(s.hasOffsets ? z1 : Value());
-        }
-        scales = concat(b, loc, sc[0], sc[1]);
-        if (s.hasOffsets)
-          offsets = concat(b, loc, of[0], of[1]);
-        SmallVector<Value> rowScales;
-        for (int64_t i = 0; i < m; ++i) {
-          Value d;
-          if (nb == 2) {
-            d = vector::LoadOp::create(b, loc, vecOf(f32, 2), ad,
-                                       ValueRange{rows[i], blk});
-          } else {
-            Value d1 = vector::LoadOp::create(b, loc, vecOf(f32, 1), ad,
-                                              ValueRange{rows[i], blk});
-            d = concat(b, loc, d1,
-                       splatConst(b, loc, vecOf(f32, 1),
-                                  b.getF32FloatAttr(0)));
-          }
-          rowScales.push_back(arith::MulFOp::create(b, loc, scales, d));
-          if (s.hasOffsets) {
-            Value sums;
-            if (nb == 2) {
-              sums = vector::LoadOp::create(b, loc, vecOf(f32, 2), xo,
-                                            ValueRange{rows[i], blk});
-            } else {
-              Value s1 = vector::LoadOp::create(b, loc, vecOf(f32, 1), xo,
-                                                ValueRange{rows[i], blk});
-              sums = concat(b, loc, s1,
-                            splatConst(b, loc, vecOf(f32, 1),
-                                       b.getF32FloatAttr(0)));
-            }
-            accs.corr(i) =
-                vector::FMAOp::create(b, loc, offsets, sums, accs.corr(i));
-          }
-        }
-        dotInto(accs, chain, wc, col, tailHalf, [&](int64_t i) {
-          return laneScales(b, loc, rowScales[i], 0, 32);
-        });
+        if (tail)
+          wc = concat(b, loc, wc,
+                      splatConst(b, loc, vecOf(b.getI8Type(), 32),
+                                 b.getI8IntegerAttr(0)));
+        dotInto(accs, chain, wc, addIdx(b, loc, blk0, p), tail,
+                [&](int64_t i) {
+                  return laneScales(b, loc, rowScales[i],
+                                    p * s.blockElems, s.blockElems);
+                });
         chain = (chain + 1) % kChains;
       }
     } else {
