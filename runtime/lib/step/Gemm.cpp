@@ -109,6 +109,21 @@ void packPanel(int64_t k, int64_t j0, int64_t cols, const float *b, int64_t ldb,
 /// would make the kernel's six broadcasts alias in L1.
 void packA(int64_t i0, int64_t rows, int64_t k, const float *a, int64_t lda,
            bool aT, float *ap) {
+  if (rows == kMR && !aT) {
+    // The common case without a test per element: six row pointers.
+    const float *r0 = a + i0 * lda, *r1 = r0 + lda, *r2 = r1 + lda,
+                *r3 = r2 + lda, *r4 = r3 + lda, *r5 = r4 + lda;
+    for (int64_t p = 0; p < k; ++p) {
+      float *dst = ap + p * kMR;
+      dst[0] = r0[p];
+      dst[1] = r1[p];
+      dst[2] = r2[p];
+      dst[3] = r3[p];
+      dst[4] = r4[p];
+      dst[5] = r5[p];
+    }
+    return;
+  }
   for (int64_t p = 0; p < k; ++p)
     for (int64_t r = 0; r < kMR; ++r)
       ap[p * kMR + r] = r < rows ? aAt(a, lda, aT, i0 + r, p) : 0.0f;
