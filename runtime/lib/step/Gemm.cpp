@@ -136,6 +136,30 @@ float *aligned(std::vector<float> &storage, size_t floats) {
       (reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~uintptr_t(63));
 }
 
+/// The blocked product of the SIMD paths: all of op(B) as NR-wide panels
+/// (k x n floats: 256 KiB for qcc.qmatmul's tiles), then each block of kMR
+/// rows of A packed once and run over every panel by
+/// `kernel(rows, cols, k, packedA, panel, C block, ldc)`.
+template <int NR, typename Kernel>
+void gemmPacked(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                bool aT, const float *b, int64_t ldb, float *c, int64_t ldc,
+                bool transposed, Kernel kernel) {
+  thread_local std::vector<float> panelStorage, aStorage;
+  const int64_t numPanels = (n + NR - 1) / NR;
+  float *panels = aligned(panelStorage, size_t(numPanels * k * NR));
+  float *ap = aligned(aStorage, size_t(k * kMR));
+  for (int64_t j = 0; j < numPanels; ++j)
+    packPanel<NR>(k, j * NR, std::min<int64_t>(NR, n - j * NR), b, ldb,
+                  transposed, panels + j * k * NR);
+  for (int64_t i0 = 0; i0 < m; i0 += kMR) {
+    const int64_t rows = std::min<int64_t>(kMR, m - i0);
+    packA(i0, rows, k, a, lda, aT, ap);
+    for (int64_t j = 0; j < numPanels; ++j)
+      kernel(rows, std::min<int64_t>(NR, n - j * NR), k, ap,
+             panels + j * k * NR, c + i0 * ldc + j * NR, ldc);
+  }
+}
+
 /// Few rows of A (a GEMV, or the last rows of a batch): packing B would
 /// cost as much as the product, so stream B once per row instead: dot
 /// products along k when B is transposed, AXPYs along n when it is not.
@@ -187,22 +211,11 @@ QCC_AVX512 void gemmAVX512(int64_t m, int64_t n, int64_t k, const float *a,
     gemmFewRows(m, n, k, a, lda, b, ldb, c, ldc, transposed);
     return;
   }
-  // All of op(B) as panels (k x n floats: 64 KiB for the 32 x 512 tiles of
-  // qcc.qmatmul), then each block of A packed once and run over every panel.
-  thread_local std::vector<float> panelStorage, aStorage;
-  const int64_t numPanels = (n + kNR - 1) / kNR;
-  float *panels = aligned(panelStorage, size_t(numPanels * k * kNR));
-  float *ap = aligned(aStorage, size_t(k * kMR));
-  for (int64_t j = 0; j < numPanels; ++j)
-    packPanel<kNR>(k, j * kNR, std::min<int64_t>(kNR, n - j * kNR), b, ldb,
-                   transposed, panels + j * k * kNR);
-  for (int64_t i0 = 0; i0 < m; i0 += kMR) {
-    const int64_t rows = std::min<int64_t>(kMR, m - i0);
-    packA(i0, rows, k, a, lda, aT, ap);
-    for (int64_t j = 0; j < numPanels; ++j)
-      kMicroKernels[rows](std::min<int64_t>(kNR, n - j * kNR), k, ap,
-                          panels + j * k * kNR, c + i0 * ldc + j * kNR, ldc);
-  }
+  gemmPacked<kNR>(m, n, k, a, lda, aT, b, ldb, c, ldc, transposed,
+                  [](int64_t rows, int64_t cols, int64_t depth, const float *ap,
+                     const float *panel, float *cBlock, int64_t ldC) {
+                    kMicroKernels[rows](cols, depth, ap, panel, cBlock, ldC);
+                  });
 }
 
 /// The AVX2 + FMA path: the AVX-512 path's blocking in 8-lane registers, a
@@ -316,20 +329,8 @@ QCC_AVX2 void gemmAVX2(int64_t m, int64_t n, int64_t k, const float *a,
     gemmFewRowsAVX2(m, n, k, a, lda, b, ldb, c, ldc, transposed);
     return;
   }
-  thread_local std::vector<float> panelStorage, aStorage;
-  const int64_t numPanels = (n + kNR2 - 1) / kNR2;
-  float *panels = aligned(panelStorage, size_t(numPanels * k * kNR2));
-  float *ap = aligned(aStorage, size_t(k * kMR));
-  for (int64_t j = 0; j < numPanels; ++j)
-    packPanel<kNR2>(k, j * kNR2, std::min<int64_t>(kNR2, n - j * kNR2), b, ldb,
-                    transposed, panels + j * k * kNR2);
-  for (int64_t i0 = 0; i0 < m; i0 += kMR) {
-    const int64_t rows = std::min<int64_t>(kMR, m - i0);
-    packA(i0, rows, k, a, lda, aT, ap);
-    for (int64_t j = 0; j < numPanels; ++j)
-      microKernelAVX2(rows, std::min<int64_t>(kNR2, n - j * kNR2), k, ap,
-                      panels + j * k * kNR2, c + i0 * ldc + j * kNR2, ldc);
-  }
+  gemmPacked<kNR2>(m, n, k, a, lda, aT, b, ldb, c, ldc, transposed,
+                   microKernelAVX2);
 }
 
 bool hasAVX2() {
