@@ -102,6 +102,9 @@ void callGemm(OpBuilder &b, Location loc, Operation *from, Value m, Value n,
 /// (docs/benchmarks.md).
 constexpr int64_t kSmallNMaxRowsFwd = 8;
 constexpr int64_t kSmallNMaxRowsBwd = 4;
+/// Forward few-rows qmatmuls (f32 and int8): W rows per iteration of the
+/// parallel loop.
+constexpr int64_t kSmallNRowsPerTask = 16;
 
 /// Whether a qmatmul with `rows` activation rows (per weight matrix) takes
 /// the few-rows path.

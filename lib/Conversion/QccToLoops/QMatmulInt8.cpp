@@ -47,8 +47,6 @@ using namespace mlir::qcc::detail;
 
 namespace {
 
-/// Forward W rows per iteration of the parallel loop (as the f32 path).
-constexpr int64_t kRowsPerTask = 16;
 /// Elements per integer dot product: 64 bytes, one AVX-512 register.
 constexpr int64_t kDotElems = 64;
 /// Independent f32 accumulators per activation row (fixed, so that a row's
@@ -711,12 +709,12 @@ LogicalResult mlir::qcc::detail::emitInt8SmallNQMatmul(
 
   Value c0 = cIndex(b, loc, 0), nTotal = cIndex(b, loc, n);
   auto par = scf::ParallelOp::create(b, loc, ValueRange{c0}, ValueRange{nTotal},
-                                     ValueRange{cIndex(b, loc, kRowsPerTask)});
+                                     ValueRange{cIndex(b, loc, kSmallNRowsPerTask)});
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(par.getBody());
   Value j0 = par.getInductionVars()[0];
   Value j1 = arith::MinSIOp::create(
-      b, loc, nTotal, addIdx(b, loc, j0, kRowsPerTask));
+      b, loc, nTotal, addIdx(b, loc, j0, kSmallNRowsPerTask));
   SmallVector<Value> callArgs = {bytes, codes, ad, out2d, j0, j1, rowBase,
                                  wRowBase};
   if (xo)

@@ -32,8 +32,6 @@ using namespace mlir::qcc::detail;
 
 namespace {
 
-/// Forward W rows per iteration of the parallel loop.
-constexpr int64_t kRowsPerTask = 16;
 /// Forward: decode units (blocks) per iteration of the row's block loop,
 /// so that each iteration has several independent accumulations.
 constexpr int64_t kChunkElems = 128;
@@ -705,12 +703,12 @@ LogicalResult mlir::qcc::detail::emitSmallNQMatmul(
     Value nTotal = cIndex(b, loc, n);
     auto par = scf::ParallelOp::create(
         b, loc, ValueRange{c0}, ValueRange{nTotal},
-        ValueRange{cIndex(b, loc, kRowsPerTask)});
+        ValueRange{cIndex(b, loc, kSmallNRowsPerTask)});
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(par.getBody());
     Value j0 = par.getInductionVars()[0];
     Value j1 = arith::MinSIOp::create(
-        b, loc, nTotal, addIdx(b, loc, j0, cIndex(b, loc, kRowsPerTask)));
+        b, loc, nTotal, addIdx(b, loc, j0, cIndex(b, loc, kSmallNRowsPerTask)));
     SmallVector<Value> callArgs = {bytes, lhs2d, out2d, j0, j1, rowBase,
                                    wRowBase};
     if (xs)
