@@ -20,7 +20,7 @@ config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%qcc_src_root", config.qcc_src_root))
 config.substitutions.append(("%qcc_obj_root", config.qcc_obj_root))
 config.substitutions.append(
-    ("%golden", os.path.join(config.qcc_src_root, "..", "shared", "golden",
+    ("%golden", os.path.join(config.qcc_src_root, "test", "data", "golden",
                              "ggml-golden.gguf")))
 
 llvm_config.with_system_environment(["HOME", "TMPDIR"])

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 from qcc.step import Step, compile_step, find_tool  # noqa: E402,F401
 
 GOLDEN = os.environ.get(
-    "QCC_GOLDEN", os.path.join(ROOT, "..", "shared", "golden", "ggml-golden.gguf"))
+    "QCC_GOLDEN", os.path.join(ROOT, "test", "data", "golden", "ggml-golden.gguf"))
 
 
 def golden_tensors():

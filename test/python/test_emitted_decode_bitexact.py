@@ -6,7 +6,7 @@ lowering (the emitters alone), and the `qcc` driver's compiled step library
 
 For every GGUF format, a `qcc.dequant` is lowered with `-qcc-lower-to-loops`,
 compiled through the upstream MLIR pipeline and run with mlir-runner on
-  * the golden file's blocks (`T.q` in /work/shared/golden/ggml-golden.gguf),
+  * the golden file's blocks (`T.q` in test/data/golden/ggml-golden.gguf),
     compared with ggml's own dequantization `T.deq`, and
   * random blocks (every byte uniform, so NaN/Inf/subnormal scales, every
     code and every sign pattern occur), compared with `qcc-gguf dequant`,

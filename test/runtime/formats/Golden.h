@@ -1,6 +1,6 @@
 //===- Golden.h - ggml's golden vectors for the codec tests ----*- C++ -*-===//
 //
-// The golden file (../shared/golden/ggml-golden.gguf, made by ggml itself),
+// The golden file (test/data/golden/ggml-golden.gguf, made by ggml itself),
 // opened once per test binary through the project's own reader.
 //
 //===----------------------------------------------------------------------===//
