@@ -60,8 +60,8 @@ class GGUFInfo:
 
 
 def read_gguf(path):
-    """Metadata and tensor table of a GGUF file, through the `gguf` package.
-    Raises ModelError for a missing or malformed file."""
+    """Metadata and tensor table of a GGUF file (qcc.gguf_header). Raises
+    ModelError for a missing or malformed file."""
     if not os.path.exists(path):
         raise ModelError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -74,23 +74,18 @@ def read_gguf(path):
     if magic != b"GGUF":
         raise ModelError(f"{path}: not a GGUF file (magic {magic!r}, "
                          "expected b'GGUF')")
-    import gguf
+    from ..gguf_header import HeaderError, read_header
     try:
-        reader = gguf.GGUFReader(path)
-        meta = {}
-        for key, fld in reader.fields.items():
-            if key.startswith("GGUF."):
-                continue
-            meta[key] = fld.contents()
-        types, shapes = {}, {}
-        for t in reader.tensors:
-            types[t.name] = format_name(t.tensor_type.name)
-            shapes[t.name] = tuple(int(d) for d in reversed(list(t.shape)))
-    except ModelError:
-        raise
-    except Exception as e:  # the gguf package raises many kinds
-        raise ModelError(f"{path}: malformed GGUF: {type(e).__name__}: {e}") from None
-    return GGUFInfo(path, meta, types, shapes, reader)
+        meta, tensors, _ = read_header(path)
+    except HeaderError as e:
+        raise ModelError(f"{path}: malformed GGUF: {e}") from None
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read: {e.strerror}") from None
+    types, shapes = {}, {}
+    for name, type_name, ne, _ in tensors:
+        types[name] = format_name(type_name)
+        shapes[name] = tuple(int(d) for d in reversed(ne))
+    return GGUFInfo(path, meta, types, shapes)
 
 
 @dataclass
