@@ -6,7 +6,7 @@ JOBS     ?= $(shell nproc)
 LLVM_DIR ?= /usr/lib/llvm-22
 SECONDS  ?= 60
 
-.PHONY: all setup configure build demo check fuzz clean docs
+.PHONY: all setup configure build demo check fuzz clean docs llama-cpp
 
 all: build
 
@@ -28,7 +28,12 @@ build: setup configure
 demo: build
 	@scripts/demo
 
-check: build
+# llama.cpp's tools (the oracle of the interop tests), built once into the
+# cache (~10 min on 2 cores the first time; `make clean` keeps them).
+llama-cpp: setup
+	@scripts/build-llama-cpp
+
+check: build llama-cpp
 	@scripts/check $(BUILD)
 
 fuzz: setup configure

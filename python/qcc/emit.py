@@ -567,7 +567,16 @@ class FunctionEmitter(Emitter):
                             [(self.name(ids), tensor_type(ids), _map(dom, dom))],
                             [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
 
-    def _row_stats(self, x, loc, causal=False):
+    def _mask(self, b, ndim, window):
+        """i1: is element [..., i, j] masked (j > i, or i - j >= window)."""
+        i, j = b.index(ndim - 2), b.index(ndim - 1)
+        m = b.cmpi("ugt", j, i)
+        if window:
+            reach = b.iop("addi", j, b.const(window, "index"))
+            m = b.iop("ori", m, b.cmpi("ule", reach, i), "i1")
+        return m
+
+    def _row_stats(self, x, loc, causal=False, window=0):
         """(max, Σ exp(x - max)) over the last axis, masked when causal."""
         dom = _dims(x.ndim)
         rows = x.shape[:-1]
@@ -577,8 +586,7 @@ class FunctionEmitter(Emitter):
         mty = type_str(rows, x.dtype)
 
         def masked(b):
-            i, j = b.index(x.ndim - 2), b.index(x.ndim - 1)
-            return b.cmpi("ugt", j, i)
+            return self._mask(b, x.ndim, window)
 
         def max_body(b, ia, oa):
             m = b.op("arith.maximumf", oa[0], ia[0])
@@ -614,8 +622,8 @@ class FunctionEmitter(Emitter):
 
     def _softmax(self, t, loc):
         x = t.inputs[0]
-        causal = t.attrs["causal"]
-        m, s = self._row_stats(x, loc, causal)
+        causal, window = t.attrs["causal"], t.attrs.get("window", 0)
+        m, s = self._row_stats(x, loc, causal, window)
         dom = _dims(t.ndim)
         out = self.empty(t.shape, t.dtype)
         ty = tensor_type(t)
@@ -625,8 +633,7 @@ class FunctionEmitter(Emitter):
         def body(b, ia, oa):
             y = b.div(b.math("exp", b.sub(ia[0], ia[1])), ia[2])
             if causal:
-                i, j = b.index(t.ndim - 2), b.index(t.ndim - 1)
-                y = b.select(b.cmpi("ugt", j, i), b.const(0.0), y)
+                y = b.select(self._mask(b, t.ndim, window), b.const(0.0), y)
             return [y]
         return self.generic(t.ndim, ["parallel"] * t.ndim,
                             [(self.name(x), ty, _map(dom, dom)), (m, rty, row_map),

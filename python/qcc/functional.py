@@ -98,11 +98,17 @@ def rope(x, mode="normal", theta=10000.0, freq_scale=1.0, n_rot=None):
     return ir.rope(x, mode, theta, freq_scale, 1.0, n_rot)
 
 
-def attention(q, k, v, causal=True, scale=None):
+def geglu(gate, up):
+    """gelu(gate) · up: the gated unit of Gemma's MLP (GELU, tanh form)."""
+    return gelu(gate) * up
+
+
+def attention(q, k, v, causal=True, scale=None, window=0):
     """Scaled dot-product attention with grouped-query heads.
     q [B, T, Hq, D], k and v [B, T, Hkv, D] with Hq a multiple of Hkv; query
     head h reads key/value head h // (Hq / Hkv) (llama.cpp's grouping).
-    Returns [B, T, Hq, D]."""
+    `window` > 0: query i sees keys i - window < j <= i only (sliding-window
+    layers). Returns [B, T, Hq, D]."""
     b, t, hq, d = q.shape
     hkv = k.shape[2]
     if hq % hkv or k.shape != v.shape or k.shape[:2] != (b, t) or k.shape[3] != d:
@@ -114,6 +120,6 @@ def attention(q, k, v, causal=True, scale=None):
     k4 = permute(k, (0, 2, 1, 3))
     v4 = permute(v, (0, 2, 1, 3))
     s = einsum("bhgid,bhjd->bhgij", q5, k4) * scale
-    p = softmax(s, causal=causal)
+    p = softmax(s, causal=causal, window=window)
     o = einsum("bhgij,bhjd->bhgid", p, v4)
     return reshape(permute(o, (0, 3, 1, 2, 4)), (b, t, hq, d))

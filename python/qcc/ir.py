@@ -530,13 +530,20 @@ def logsumexp(x):
     return x.graph.add("logsumexp", (x,), x.shape[:-1], x.dtype)
 
 
-def softmax(x, causal=False):
+def softmax(x, causal=False, window=0):
     """Softmax over the last axis; `causal` masks element [..., i, j] for
-    j > i (the last two axes index queries and keys)."""
+    j > i (the last two axes index queries and keys), and a `window` > 0
+    also for i - j >= window (sliding-window attention, llama.cpp's
+    LLAMA_SWA_TYPE_STANDARD)."""
     _check_float(x, "softmax")
-    if causal and x.shape[-1] != x.shape[-2]:
+    if (causal or window) and x.shape[-1] != x.shape[-2]:
         raise ValueError("a causal softmax needs square [..., T, T] scores")
-    return x.graph.add("softmax", (x,), x.shape, x.dtype, causal=bool(causal))
+    if window < 0 or (window and not causal):
+        raise ValueError("softmax: a window needs causal=True and window > 0")
+    if window >= x.shape[-1]:
+        window = 0  # every key is in the window
+    return x.graph.add("softmax", (x,), x.shape, x.dtype, causal=bool(causal),
+                       window=int(window))
 
 
 def rope(x, mode="normal", theta=10000.0, freq_scale=1.0, sign=1.0,

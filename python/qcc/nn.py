@@ -193,8 +193,11 @@ class GELU(Module):
         return F.gelu(x)
 
 
-class SwiGLU(Module):
-    """down(silu(gate(x)) · up(x)): llama's feed-forward block."""
+class GatedMLP(Module):
+    """down(act(gate(x)) · up(x)), the gated feed-forward block; `gated` is
+    the unit act(gate) · up (F.swiglu, F.geglu)."""
+
+    gated = staticmethod(F.swiglu)
 
     def __init__(self, dim, hidden, names=("ffn_gate.weight", "ffn_up.weight",
                                            "ffn_down.weight"), dtype="float"):
@@ -205,19 +208,31 @@ class SwiGLU(Module):
         self.down = Linear(hidden, dim, name=names[2], dtype=dt[2])
 
     def forward(self, x):
-        return self.down(F.swiglu(self.gate(x), self.up(x)))
+        return self.down(self.gated(self.gate(x), self.up(x)))
+
+
+class SwiGLU(GatedMLP):
+    """down(silu(gate(x)) · up(x)): llama's feed-forward block."""
+    gated = staticmethod(F.swiglu)
+
+
+class GeGLU(GatedMLP):
+    """down(gelu(gate(x)) · up(x)): Gemma's feed-forward block."""
+    gated = staticmethod(F.geglu)
 
 
 class CausalSelfAttention(Module):
     """Multi-head causal self-attention with grouped-query heads (n_head_kv
     key/value heads shared by n_head / n_head_kv query heads each), RoPE on
     queries and keys, optional q/k/v biases (Qwen2) and per-head RMS norms of
-    queries and keys (Qwen3)."""
+    queries and keys (Qwen3, Gemma 3). `scale` is the score scale (default
+    1/sqrt(head_dim)); `window` > 0 makes it sliding-window attention."""
 
     def __init__(self, dim, n_head, n_head_kv=None, head_dim=None, rope=None,
                  prefix="", dtypes=None, qkv_bias=False, qk_norm=False,
-                 norm_eps=1e-6):
+                 norm_eps=1e-6, scale=None, window=0):
         super().__init__()
+        self.scale, self.window = scale, window
         n_head_kv = n_head_kv or n_head
         head_dim = head_dim or dim // n_head
         self.n_head, self.n_head_kv, self.head_dim = n_head, n_head_kv, head_dim
@@ -245,5 +260,6 @@ class CausalSelfAttention(Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rope(q), self.rope(k)
-        o = F.attention(q, k, v, causal=True)
+        o = F.attention(q, k, v, causal=True, scale=self.scale,
+                        window=self.window)
         return self.o(o.reshape(b, t, self.n_head * self.head_dim))

@@ -299,6 +299,19 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step",
     return StepProgram(text, entry, batch, seq, vocab, scalars, trainable, opts)
 
 
+def build_token_nll(model, batch, seq, entry="token_nll"):
+    """`token_nll(tokens [B, T], targets [B, T]) -> nll [B, T]`: the negative
+    log-likelihood (nats) of each target under the model, weights frozen;
+    only [B, T] floats leave the step (perplexity, evaluation)."""
+    with ir.Graph("f32") as g:
+        tokens = g.input("tokens", (batch, seq), "i32")
+        targets = g.input("targets", (batch, seq), "i32")
+        logits = model(tokens)
+        nll = F.logsumexp(logits) - ir.take_last(logits, targets)
+        text = emit.module([emit.Function(entry, [(nll, "nll")], graph=g)])
+    return text
+
+
 def build_forward(model, batch, seq, entry="forward"):
     """`forward(tokens [B, T]) -> logits [B, T, V]`, weights frozen (bound
     zero-copy by the runtime): for evaluation and sampling."""

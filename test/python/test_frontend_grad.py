@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import frontend_util as fu
+import qcc
 from qcc import F, nn
 from qcc import ir
 
@@ -98,6 +99,29 @@ def test_softmax(tmp_path, causal):
                    {"x": (normal(2, 5, 5) * 2, "float")})
 
 
+def test_softmax_window_gradient(tmp_path):
+    fu.check_grads(tmp_path, lambda a: F.softmax(a["x"], causal=True, window=2),
+                   {"x": (normal(2, 6, 6) * 2, "float")})
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_softmax_window_values(tmp_path, window):
+    """Sliding-window softmax against numpy: query i sees keys
+    i - window < j <= i (llama.cpp's LLAMA_SWA_TYPE_STANDARD)."""
+    x = normal(2, 7, 7) * 2
+    with qcc.Graph("f64") as g:
+        xi = g.input("x", x.shape)
+        y = F.softmax(xi, causal=True, window=window)
+        text = qcc.module([qcc.Function("f", [y], args=[xi])])
+    got = qcc.compile_step(text, tmp_path).call("f", x)
+    i, j = np.indices((7, 7))
+    keep = (j <= i) & (i - j < window)
+    z = np.where(keep, x, -np.inf)
+    want = np.exp(z - z.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
 def test_logsumexp_log_softmax(tmp_path):
     fu.check_grads(tmp_path, lambda a: F.log_softmax(a["x"]) +
                    ir.reshape(ir.logsumexp(a["x"]), (3, 1)),
@@ -182,6 +206,26 @@ def test_layer_rmsnorm(tmp_path):
 
 def test_layer_swiglu(tmp_path):
     _layer_case(tmp_path, lambda: nn.SwiGLU(6, 10), (2, 3, 6))
+
+
+def test_layer_geglu(tmp_path):
+    _layer_case(tmp_path, lambda: nn.GeGLU(6, 10), (2, 3, 6))
+
+
+def test_layer_gemma3_block(tmp_path):
+    """A whole Gemma 3 block (QK-norm, post-norms, GeGLU, a sliding window
+    smaller than the sequence, NeoX RoPE with the local base)."""
+    from qcc.models.gemma3 import Block, Gemma3Config
+    cfg = Gemma3Config(arch="gemma3", n_layer=2, d_model=8, d_ff=12, n_head=2,
+                       n_head_kv=1, head_dim=4, vocab=16, norm_eps=1e-6,
+                       rope_theta=1e6, rope_freq_scale=1.0, rope_theta_swa=1e4,
+                       window=2, swa_layers=(0,), attn_scale=0.5)
+    _layer_case(tmp_path, lambda: Block(cfg, 0, _FloatTypes()), (2, 4, 8))
+
+
+class _FloatTypes(dict):
+    def __missing__(self, key):
+        return "f32"
 
 
 def test_layer_gelu_silu(tmp_path):

@@ -300,7 +300,7 @@ class Llama(nn.Module):
 
 
 def load(path):
-    """(config, model, info) of the GGUF model at `path`."""
+    """(config, model, info) of the llama-family GGUF model at `path`."""
     info = read_gguf(path)
     cfg = LlamaConfig.from_gguf(info)
     return cfg, Llama(cfg, info.tensor_types), info

@@ -1,0 +1,166 @@
+"""qcc-perplexity: a GGUF model's perplexity on a text, by llama-perplexity's
+protocol, with qcc's compiled forward pass over the quantized weights.
+
+    qcc-perplexity --model M.gguf --data F [--ctx N] [--batch B]
+                   [--chunks K] [--threads T] [--json]
+
+The protocol is llama.cpp's (tools/perplexity): the whole text is tokenized
+with BOS; it is cut into chunks of N tokens (the rest dropped); each chunk's
+first token is replaced by BOS; the second half of each chunk is scored,
+token j + 1 under the logits of position j for j = N/2 .. N-2. The result
+is exp(mean negative log-likelihood), so the numbers compare with
+llama-perplexity's "Final estimate". B chunks run per call of the step.
+Exit status: 0, 1 for an error (one line `qcc-perplexity: error: ...`),
+2 for a usage error."""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .. import models
+from ..compiler import compile_mlir
+from ..models.llama import ModelError
+from ..tokenizer import Tokenizer, TokenizerError
+
+
+class CliError(Exception):
+    pass
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="qcc-perplexity",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--model", "-m", required=True, help="GGUF model (never modified)")
+    ap.add_argument("--data", "-f", required=True, help="UTF-8 text file")
+    ap.add_argument("--ctx", "-c", type=int, default=512,
+                    help="tokens per chunk (default 512, llama-perplexity's)")
+    ap.add_argument("--batch", "-b", type=int, default=1,
+                    help="chunks per run of the compiled step (default 1)")
+    ap.add_argument("--chunks", type=int, default=-1,
+                    help="score at most this many chunks (default: all)")
+    ap.add_argument("--threads", "-t", type=int, default=0,
+                    help="threads of the compiled step (0: all cores)")
+    ap.add_argument("-O", dest="opt", type=int, default=1, choices=[0, 1, 2, 3],
+                    help="LLVM optimization level of the step (default 1)")
+    ap.add_argument("--json", action="store_true",
+                    help='print one JSON object: {"ppl": ..., "tokens": ..., '
+                         '"seconds": ...}')
+    a = ap.parse_args(argv)
+    if a.ctx < 4:
+        ap.error("--ctx must be at least 4")
+    if a.batch <= 0:
+        ap.error("--batch must be a positive integer")
+    if a.threads < 0:
+        ap.error("--threads must be 0 (all cores) or positive")
+    if a.chunks == 0 or a.chunks < -1:
+        ap.error("--chunks must be a positive integer")
+    return a
+
+
+def chunks_of(ids, ctx, bos, limit=-1):
+    """The [n, ctx] chunks llama-perplexity scores, BOS first in each."""
+    n = len(ids) // ctx
+    if limit > 0:
+        n = min(n, limit)
+    x = np.asarray(ids[:n * ctx], np.int32).reshape(n, ctx).copy()
+    targets = np.asarray(ids[1:n * ctx + 1] + [0], np.int32)[:n * ctx]
+    targets = targets.reshape(n, ctx).copy()
+    if bos is not None:
+        x[:, 0] = bos
+    return x, targets
+
+
+def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
+               progress=None):
+    """(ppl, scored tokens, seconds of evaluation); the chunks' NLLs."""
+    from .. import train
+    from ..runtime import Session
+    cfg, model, info = models.load(model_path)
+    tok = Tokenizer.from_metadata(info.metadata)
+    if tok.add_eos:
+        raise CliError(f"{model_path}: the tokenizer adds EOS to every text, "
+                       "which llama-perplexity's protocol does not allow")
+    ids = tok.encode(text, add_special=True)
+    if len(ids) < 2 * ctx:
+        raise CliError(f"the text tokenizes to {len(ids)} tokens; --ctx {ctx} "
+                       f"needs at least {2 * ctx}")
+    x, y = chunks_of(ids, ctx, tok.bos_id if tok.add_bos else None, chunks)
+    n = x.shape[0]
+    batch = min(batch, n)
+    step = train.build_token_nll(model, batch, ctx)
+    so, _ = compile_mlir(step, [f"-O{opt}", f"--threads={threads}"])
+    first = ctx // 2
+    total, count = 0.0, 0
+    t0 = time.monotonic()
+    with Session(so, model_path, "token_nll") as s:
+        for i in range(0, n, batch):
+            xb = np.zeros((batch, ctx), np.int32)
+            yb = np.zeros((batch, ctx), np.int32)
+            m = min(batch, n - i)
+            xb[:m], yb[:m] = x[i:i + m], y[i:i + m]
+            s.set_input("tokens", xb)
+            s.set_input("targets", yb)
+            s.run()
+            nll = s.result("nll", np.float32, (batch, ctx)).astype(np.float64)
+            total += float(nll[:m, first:ctx - 1].sum())
+            count += m * (ctx - 1 - first)
+            if progress:
+                progress(i + m, n, math.exp(total / count))
+    return math.exp(total / count), count, time.monotonic() - t0
+
+
+def main(argv=None):
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            with open(a.data, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise CliError(f"{a.data}: cannot read: {e.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CliError(f"{a.data}: not UTF-8 text (byte {e.start})") from None
+        bar = None
+        if sys.stderr.isatty() and not a.json:
+            from tqdm import tqdm
+            bar = tqdm(total=None, unit="chunk", file=sys.stderr)
+
+        def progress(done, total, ppl):
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+                bar.set_postfix(ppl=f"{ppl:.4f}")
+            elif not a.json:
+                print(f"[{done}/{total}] ppl {ppl:.4f}", file=sys.stderr, flush=True)
+
+        ppl, tokens, seconds = perplexity(a.model, text, a.ctx, a.batch, a.chunks,
+                                          a.threads, a.opt, progress)
+        if bar is not None:
+            bar.close()
+    except (CliError, ModelError, TokenizerError) as e:
+        print(f"qcc-perplexity: error: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        print(f"qcc-perplexity: error: {first[0] if first else e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("qcc-perplexity: interrupted", file=sys.stderr)
+        return 130
+    if a.json:
+        print(json.dumps({"ppl": ppl, "tokens": tokens, "seconds": round(seconds, 3),
+                          "ctx": a.ctx, "model": os.path.basename(a.model)}))
+    else:
+        print(f"Final estimate: PPL = {ppl:.4f} ({tokens} tokens scored, "
+              f"{seconds:.1f} s, {tokens / seconds:.1f} tokens/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
