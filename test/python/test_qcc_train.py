@@ -220,3 +220,32 @@ def test_usage_errors(tmp_path, env, model):
     r = qcc_train(env, "--model", model, "--data", CORPUS, "--out", "x.gguf",
                   "--full", "--lora-rank", "4")
     assert r.returncode == 2
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--lr", "-1"], "--lr must be a positive number"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--lora-rank", "4", "--lora-alpha", "0"], "--lora-alpha must be a positive"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be zero or positive"),
+    (["--warmup", "-3"], "--warmup must be zero or positive"),
+    (["--threads", "-2"], "--threads must be zero or positive"),
+    (["--time-limit", "0"], "--time-limit must be a positive number"),
+    (["--out", "/no/such/dir/x.gguf"], "directory /no/such/dir does not exist"),
+    (["--log", "/no/such/dir/l.csv"], "directory /no/such/dir does not exist"),
+])
+def test_bad_flags_one_line_exit_2(tmp_path, env, model, flags, message):
+    args = ["--model", model, "--data", CORPUS, "--out", str(tmp_path / "o.gguf")]
+    r = qcc_train(env, *args, *flags)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_impossible_size_is_refused_up_front(tmp_path, env, model):
+    """--seq 100000 used to reach the compiled step and segfault on a
+    2.56 TB malloc; it is refused before compiling, with the bytes."""
+    r = qcc_train(env, "--model", model, "--data", CORPUS, "--out",
+                  str(tmp_path / "o.gguf"), "--seq", "100000")
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--seq 100000 needs at least" in lines[0]
+    assert "GiB" in lines[0] and "Traceback" not in r.stderr

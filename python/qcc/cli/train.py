@@ -100,7 +100,47 @@ def parse_args(argv):
         ap.error("--lora-rank must be a positive integer")
     if a.merged and a.lora_rank is None:
         ap.error("--merged needs --lora-rank")
+    positive = {"--lr": a.lr, "--lora-alpha": a.lora_alpha,
+                "--time-limit": a.time_limit, "--stop-after": a.stop_after}
+    for flag, v in positive.items():
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            ap.error(f"{flag} must be a positive number (got {v:g})")
+    at_least_zero = {"--min-lr": a.min_lr, "--warmup": a.warmup,
+                     "--weight-decay": a.weight_decay, "--threads": a.threads,
+                     "--sample": a.sample}
+    for flag, v in at_least_zero.items():
+        if v is not None and not (v >= 0 and math.isfinite(v)):
+            ap.error(f"{flag} must be zero or positive (got {v:g})")
+    for flag, p in (("--out", a.out), ("--checkpoint", a.checkpoint),
+                    ("--log", a.log), ("--plot", a.plot), ("--merged", a.merged)):
+        if p is None:
+            continue
+        d = os.path.dirname(os.path.abspath(p))
+        if os.path.isdir(p):
+            ap.error(f"{flag} {p}: is a directory")
+        if not os.path.isdir(d):
+            ap.error(f"{flag} {p}: directory {d} does not exist")
+        if not os.access(d, os.W_OK):
+            ap.error(f"{flag} {p}: directory {d} is not writable")
     return a
+
+
+def check_fits(cfg, batch, seq, vocab):
+    """Refuses up front a batch whose largest intermediates (the attention
+    scores of one layer, the logits) cannot fit in this machine's memory,
+    naming the bytes they need."""
+    scores = 4 * batch * cfg.n_head * seq * seq
+    logits = 4 * batch * seq * vocab
+    need = scores + logits
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    if need > have:
+        raise CliError(f"--batch {batch} --seq {seq} needs at least "
+                       f"{need / 2**30:,.1f} GiB for one layer's attention "
+                       f"scores and the logits; this machine has "
+                       f"{have / 2**30:,.1f} GiB: use a smaller --seq or --batch")
 
 
 def _same_file(a, b):
@@ -177,6 +217,7 @@ def run(a, out=sys.stdout):
         tok = ByteTokenizer.from_metadata(info.metadata, cfg.vocab)
     except TokenizerError as e:
         raise CliError(f"{a.model}: {e}") from None
+    check_fits(cfg, a.batch, a.seq, cfg.vocab)
     with open(a.data, "rb") as f:
         raw = f.read()
     if len(raw) < a.seq + 2:
