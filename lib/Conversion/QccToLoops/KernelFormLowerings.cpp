@@ -159,6 +159,86 @@ struct DequantKernel : public OpConversionPattern<DequantOp> {
 };
 
 //===----------------------------------------------------------------------===//
+// gather: one block of a picked row per thread
+//===----------------------------------------------------------------------===//
+
+struct GatherKernel : public OpConversionPattern<GatherOp> {
+  GatherKernel(TypeConverter &converter, MLIRContext *ctx)
+      : OpConversionPattern(converter, ctx, /*benefit=*/2) {}
+
+  LogicalResult
+  matchAndRewrite(GatherOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    QTensorType qtype = op.getTable().getType();
+    auto resultType = cast<RankedTensorType>(op.getResult().getType());
+    int64_t blockElems = qtype.getBlockElems();
+    int64_t blockBytes = qtype.getBlockBytes();
+    int64_t cols = qtype.getShape()[1];
+    if (ShapedType::isDynamic(cols) || cols % blockElems)
+      return rewriter.notifyMatchFailure(op, "row length not whole blocks");
+    int64_t blocksPerRow = cols / blockElems;
+    KernelBuilder k{rewriter, loc};
+
+    Value table = adaptor.getTable();
+    Value bytes = flatten(rewriter, loc, table);
+    Value ids = toBuffer(rewriter, loc, adaptor.getIds());
+    Value numIds = memref::DimOp::create(rewriter, loc, ids, 0);
+    Value numRows = memref::DimOp::create(rewriter, loc, table, 0);
+    auto outType = MemRefType::get(resultType.getShape(), rewriter.getF32Type());
+    Value out = memref::AllocOp::create(
+        rewriter, loc, outType,
+        resultType.isDynamicDim(0) ? ValueRange{numIds} : ValueRange{});
+    Value flatOut = flatten(rewriter, loc, out);
+    Value numBlocks = k.mul(numIds, blocksPerRow);
+
+    LogicalResult decoded = success();
+    {
+      OpBuilder::InsertionGuard guard(rewriter);
+      Value g = k.grid({k.ceilDiv(numBlocks, kThreads)})[0];
+      Value first = k.mul(g, kThreads);
+      k.phase(kThreads, [&](Value t) {
+        Value block = k.add(first, t);
+        k.when(k.ult(block, numBlocks), [&] {
+          Value i = k.div(block, blocksPerRow);
+          Value blk = k.rem(block, blocksPerRow);
+          Value id = memref::LoadOp::create(rewriter, loc, ids, i);
+          Value row = arith::IndexCastOp::create(
+              rewriter, loc, rewriter.getIndexType(), id);
+          Value outBase = k.mul(block, blockElems);
+          Value inRange = k.ult(row, numRows);
+          k.when(inRange, [&] {
+            Value src = k.add(k.mul(row, blocksPerRow), blk);
+            decoded = emitBlockDecode(
+                rewriter, loc, qtype.getFormat(),
+                {bytes, k.mul(src, blockBytes), flatOut, outBase});
+          });
+          Value outside = arith::XOrIOp::create(
+              rewriter, loc, inRange,
+              arith::ConstantOp::create(rewriter, loc,
+                                        rewriter.getBoolAttr(true)));
+          k.when(outside, [&] {
+            auto zero = scf::ForOp::create(rewriter, loc, k.idx(0),
+                                           k.idx(blockElems), k.idx(1));
+            OpBuilder::InsertionGuard inner(rewriter);
+            rewriter.setInsertionPointToStart(zero.getBody());
+            memref::StoreOp::create(
+                rewriter, loc,
+                arith::ConstantOp::create(rewriter, loc,
+                                          rewriter.getF32FloatAttr(0.0f)),
+                flatOut, k.add(outBase, zero.getInductionVar()));
+          });
+        });
+      });
+    }
+    if (failed(decoded))
+      return rewriter.notifyMatchFailure(op, "no decoder for the format");
+    rewriter.replaceOp(op, toTensor(rewriter, loc, out, resultType));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
 // qmatmul: decode a tile of W into the block's buffer, multiply from it
 //===----------------------------------------------------------------------===//
 
@@ -1001,6 +1081,6 @@ struct ScaleUpdateKernel : public OpConversionPattern<ScaleUpdateOp> {
 
 void mlir::qcc::detail::populateKernelFormPatterns(
     TypeConverter &converter, RewritePatternSet &patterns) {
-  patterns.add<DequantKernel, QMatmulKernel, CarryUpdateKernel, SteLsqKernel,
+  patterns.add<DequantKernel, GatherKernel, QMatmulKernel, CarryUpdateKernel, SteLsqKernel,
                ScaleUpdateKernel>(converter, patterns.getContext());
 }

@@ -2,8 +2,8 @@
 //-*-===//
 //
 // Buffers, casts, block decoding and runtime calls used by the per-op-family
-// lowerings of qcc-lower-to-loops (DequantToLoops.cpp, QMatmulToLoops.cpp,
-// RuntimeCallLowerings.cpp, HadamardToLoops.cpp).
+// lowerings of qcc-lower-to-loops (DequantToLoops.cpp, GatherToLoops.cpp,
+// QMatmulToLoops.cpp, RuntimeCallLowerings.cpp, HadamardToLoops.cpp).
 //
 //===----------------------------------------------------------------------===//
 
@@ -150,6 +150,8 @@ LogicalResult emitInt8SmallNQMatmul(OpBuilder &b, Location loc,
 // Pattern sets of the op families.
 void populateDequantToLoopsPatterns(TypeConverter &converter,
                                     RewritePatternSet &patterns);
+void populateGatherToLoopsPatterns(TypeConverter &converter,
+                                   RewritePatternSet &patterns);
 void populateQMatmulToLoopsPatterns(TypeConverter &converter,
                                     RewritePatternSet &patterns,
                                     const QccToLoopsOptions &options);

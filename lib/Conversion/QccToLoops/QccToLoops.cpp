@@ -56,6 +56,7 @@ void mlir::qcc::populateQccToLoopsPatterns(TypeConverter &converter,
                                            RewritePatternSet &patterns,
                                            const QccToLoopsOptions &options) {
   mlir::qcc::detail::populateDequantToLoopsPatterns(converter, patterns);
+  mlir::qcc::detail::populateGatherToLoopsPatterns(converter, patterns);
   mlir::qcc::detail::populateQMatmulToLoopsPatterns(converter, patterns,
                                                     options);
   mlir::qcc::detail::populateRuntimeCallPatterns(converter, patterns);

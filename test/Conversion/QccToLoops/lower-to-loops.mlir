@@ -183,3 +183,26 @@ func.func @weight_gradient(%g: tensor<8x32xf32>, %x: tensor<8x64xf32>, %acc: ten
       outs(%acc : tensor<32x64xf32>) -> tensor<32x64xf32>
   return %gw : tensor<32x64xf32>
 }
+
+// -----
+
+// qcc.gather decodes one block of a picked row per parallel iteration
+// (rows of 64 q8_0 values: 2 blocks of 34 bytes), straight into the result;
+// an id outside the table (an unsigned compare catches negatives) zeroes
+// its block instead.
+// CHECK-LABEL: func.func @gather_rows
+// CHECK-SAME: (%[[T:.+]]: memref<8x68xi8>, %[[I:.+]]: tensor<5xi32>)
+// CHECK: %[[IDS:.+]] = bufferization.to_buffer %[[I]]
+// CHECK: %[[OUT:.+]] = memref.alloc() : memref<5x64xf32>
+// CHECK: scf.parallel (%[[R:.+]], %[[B:.+]]) = ({{.+}}) to ({{.+}}, %c2) step
+// CHECK: %[[ID:.+]] = memref.load %[[IDS]][%[[R]]]
+// CHECK: %[[ROW:.+]] = arith.index_cast %[[ID]] : i32 to index
+// CHECK: arith.cmpi ult, %[[ROW]]
+// CHECK: scf.if
+// CHECK: } else {
+// CHECK: scf.for
+// CHECK: memref.store %{{.+}}, %{{.+}}[%{{.+}}] : memref<320xf32>
+func.func @gather_rows(%t: !qcc.qtensor<8x64xq8_0>, %ids: tensor<5xi32>) -> tensor<5x64xf32> {
+  %0 = qcc.gather %t[%ids] : !qcc.qtensor<8x64xq8_0>, tensor<5xi32> -> tensor<5x64xf32>
+  return %0 : tensor<5x64xf32>
+}

@@ -400,3 +400,21 @@ func.func @weight_update_c6(%gy: tensor<8x4xf32>, %x: tensor<8x256xf32>, %w: !qc
   }
   return
 }
+
+// -----
+
+// gather_c1: the table must be 2-D.
+func.func @gather_c1(%t: !qcc.qtensor<2x4x64xq8_0>, %ids: tensor<3xi32>) {
+  // expected-error @below {{'qcc.gather' op gather_c1: the table has rank 3; it must be 2-D [rows, columns]}}
+  %0 = qcc.gather %t[%ids] : !qcc.qtensor<2x4x64xq8_0>, tensor<3xi32> -> tensor<3x64xf32>
+  return
+}
+
+// -----
+
+// gather_c2: one table row per id.
+func.func @gather_c2(%t: !qcc.qtensor<8x64xq8_0>, %ids: tensor<3xi32>) {
+  // expected-error @below {{'qcc.gather' op gather_c2: result shape [4, 64] is not [3, 64] (one table row per id)}}
+  %0 = qcc.gather %t[%ids] : !qcc.qtensor<8x64xq8_0>, tensor<3xi32> -> tensor<4x64xf32>
+  return
+}

@@ -75,6 +75,25 @@ LogicalResult DequantOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// GatherOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult GatherOp::verify() {
+  ArrayRef<int64_t> table = getTable().getType().getShape();
+  if (table.size() != 2)
+    return emitOpError("gather_c1: the table has rank ")
+           << table.size() << "; it must be 2-D [rows, columns]";
+  ArrayRef<int64_t> out = getResult().getType().getShape();
+  int64_t n = getIds().getType().getShape()[0];
+  SmallVector<int64_t> want = {n, table[1]};
+  if (!shapesCompatible(out, want))
+    return emitOpError("gather_c2: result shape ")
+           << shapeString(out) << " is not " << shapeString(want)
+           << " (one table row per id)";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // RequantOp
 //===----------------------------------------------------------------------===//
 

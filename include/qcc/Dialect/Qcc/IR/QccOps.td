@@ -51,6 +51,42 @@ def Qcc_DequantOp : Qcc_Op<"dequant", [Pure]> {
 }
 
 //===----------------------------------------------------------------------===//
+// gather
+//===----------------------------------------------------------------------===//
+
+def Qcc_GatherOp : Qcc_Op<"gather", [Pure]> {
+  let summary = "decode the rows of a quantized table picked by integer ids";
+  let description = [{
+    With `T = dequant(table)` of shape `[V, D]` (an embedding table, blocks
+    along `D`), decodes only the rows that `ids` names:
+
+        result[i, :] = T[ids[i], :]   if 0 <= ids[i] < V
+        result[i, :] = 0              otherwise
+
+    exactly as `dequant` followed by a gather, without decoding (or
+    allocating) the whole table: an embedding lookup of N tokens decodes
+    N·D values instead of V·D.
+
+    ```mlir
+    %e = qcc.gather %table[%ids] : !qcc.qtensor<262144x640xq8_0>, tensor<512xi32> -> tensor<512x640xf32>
+    ```
+
+    The verifier rejects:
+    - `gather_c1`: a table that is not 2-D;
+    - `gather_c2`: a result that is not `[N, D]` for `N` ids and `D`
+      columns of the table.
+  }];
+  let arguments = (ins Qcc_QTensorType:$table,
+                       1DTensorOf<[I32, I64]>:$ids);
+  let results = (outs Qcc_F32Tensor:$result);
+  let assemblyFormat = [{
+    $table `[` $ids `]` attr-dict `:` qualified(type($table)) `,` type($ids)
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // requant
 //===----------------------------------------------------------------------===//
 
