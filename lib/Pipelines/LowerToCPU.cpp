@@ -109,6 +109,8 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   addStepBufferization(pm, options.outlineKernels,
                        /*hoistStaticAllocs=*/true);
   bufferization::buildBufferDeallocationPipeline(pm);
+  // Free each intermediate after its last use, not when the step returns.
+  pm.addNestedPass<func::FuncOp>(createFreeBuffersEarly());
   pm.addPass(std::make_unique<DefineInt8DotsPass>());
 
   // Loops, threads, LLVM.

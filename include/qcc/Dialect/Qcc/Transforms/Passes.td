@@ -253,4 +253,46 @@ def KernelResultsToOutParams
   let dependentDialects = ["::mlir::memref::MemRefDialect"];
 }
 
+def FreeBuffersEarly : Pass<"qcc-free-buffers-early", "::mlir::func::FuncOp"> {
+  let summary = "Move each buffer's dealloc to just after its last use";
+  let description = [{
+    Ownership-based buffer deallocation frees a buffer at the end of the
+    block that allocated it. In a training step that block is the whole
+    function, so every intermediate of the forward and backward pass stays
+    allocated until the step returns: a step's peak memory becomes the sum
+    of all its intermediates rather than what is live at once (measured: a
+    Gemma 3 forward pass at 2048 tokens peaked at 6.7 GB).
+
+    For each `memref.dealloc` of a `memref.alloc` in the same block, this
+    pass finds the last operation of the block that uses the buffer or any
+    of its aliases (views, casts, loop-carried values: upstream
+    BufferViewFlowAnalysis), counting an op with regions as using what its
+    regions use, and moves the dealloc right after it. Freeing there is
+    safe for the same reason freeing at the block's end was: deallocation
+    already proved that the buffer does not escape, and no later operation
+    of the block touches it. Deallocs of other buffers (function arguments,
+    values from other blocks) are left where they are.
+
+    Before:
+    ```mlir
+    %a = memref.alloc() : memref<1024xf32>
+    call @k(%a) : (memref<1024xf32>) -> ()
+    %b = memref.alloc() : memref<1024xf32>
+    call @k(%b) : (memref<1024xf32>) -> ()
+    memref.dealloc %a : memref<1024xf32>
+    memref.dealloc %b : memref<1024xf32>
+    ```
+    After:
+    ```mlir
+    %a = memref.alloc() : memref<1024xf32>
+    call @k(%a) : (memref<1024xf32>) -> ()
+    memref.dealloc %a : memref<1024xf32>
+    %b = memref.alloc() : memref<1024xf32>
+    call @k(%b) : (memref<1024xf32>) -> ()
+    memref.dealloc %b : memref<1024xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect"];
+}
+
 #endif // QCC_DIALECT_QCC_TRANSFORMS_PASSES_TD
