@@ -150,12 +150,17 @@ def vjp(t, g):
     if op == "gather":
         table, ids = t.inputs
         flat_ids = ir.reshape(ids, (-1,))
-        oh = ir.one_hot(flat_ids, table.shape[0], table.dtype)
+        oh = ir.one_hot(flat_ids, table.shape[0], g.dtype)
         return [ir.einsum("mv,md->vd", oh, _flat2(g)), None]
     if op == "take_last":
         x, ids = t.inputs
         oh = ir.one_hot(ids, x.shape[-1], x.dtype)
         return [oh * ir.reshape(g, g.shape + (1,)), None]
+    if op == "linear_nll":
+        if not t.attrs["grad"]:
+            raise NotImplementedError("linear_nll was built without its "
+                                      "gradient (grad=False)")
+        return [ir.linear_nll_grad(t, g), None, None]
     if op == "logsumexp":
         x = t.inputs[0]
         keep = x.shape[:-1] + (1,)
@@ -179,7 +184,8 @@ def ir_is_scalar(x):
     return x.op == "arg" and bool(x.attrs.get("extra", {}).get("scalar"))
 
 
-_NONDIFF = ("stop_gradient", "full", "one_hot", "max", "qlinear_bwd")
+_NONDIFF = ("stop_gradient", "full", "one_hot", "max", "qlinear_bwd",
+            "linear_nll_grad")
 
 
 def _is_outer(t):

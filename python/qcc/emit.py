@@ -526,6 +526,12 @@ class FunctionEmitter(Emitter):
 
     def _gather(self, t, loc):
         table, ids = t.inputs
+        if table.quantized:
+            r = self.new("gather")
+            self.emit(f"{r} = qcc.gather {self.name(table)}[{self.name(ids)}] : "
+                      f"{tensor_type(table)}, {tensor_type(ids)} -> "
+                      f"{tensor_type(t)}{loc}")
+            return r
         dom = _dims(t.ndim)
         out = self.empty(t.shape, t.dtype)
         tname = self.name(table)
@@ -566,6 +572,132 @@ class FunctionEmitter(Emitter):
         return self.generic(max(t.ndim, 0), ["parallel"] * t.ndim,
                             [(self.name(ids), tensor_type(ids), _map(dom, dom))],
                             [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
+
+    def _linear_nll(self, t, loc):
+        """An scf.for over chunks of rows: logits of the chunk (qcc.qmatmul
+        fwd, or a matmul for a float W), their row max and Σexp, the nll;
+        with the gradient, softmax - onehot (times the softcap's derivative)
+        written over the logits in place, and qcc.qmatmul bwd to ∂nll/∂h."""
+        h, w, tg = t.inputs
+        (m, d), v = h.shape, w.shape[0]
+        c, cap, grad = t.attrs["chunk"], t.attrs["softcap"], t.attrs["grad"]
+        f = h.dtype
+        hty, cty = type_str((m, d), f), type_str((c, d), f)
+        tty, ctty = type_str((m,), tg.dtype), type_str((c,), tg.dtype)
+        lty, rty, nty = type_str((c, v), f), type_str((c,), f), type_str((m,), f)
+        wname, wty = self.name(w), tensor_type(w)
+        i0, step, end = self.new("c0"), self.new("chunk"), self.new("rows")
+        self.emit(f"{i0} = arith.constant 0 : index{loc}")
+        self.emit(f"{step} = arith.constant {c} : index{loc}")
+        self.emit(f"{end} = arith.constant {m} : index{loc}")
+        nll0 = self.empty((m,), f)
+        carried = [(nll0, nty)]
+        if grad:
+            carried.append((self.empty((m, d), f), hty))
+        res, it = self.new("ce"), self.new("row")
+        accs = [self.new("acc") for _ in carried]
+        self.emit(f"{res}:{len(carried)} = scf.for {it} = {i0} to {end} step {step} "
+                  f"iter_args({', '.join(f'{a} = {n}' for a, (n, _) in zip(accs, carried))}) "
+                  f"-> ({', '.join(ty for _, ty in carried)}) {{")
+        hc, tc = self.new("h"), self.new("t")
+        self.emit(f"{hc} = tensor.extract_slice {self.name(h)}[{it}, 0] [{c}, {d}] "
+                  f"[1, 1] : {hty} to {cty}{loc}")
+        self.emit(f"{tc} = tensor.extract_slice {self.name(tg)}[{it}] [{c}] [1] : "
+                  f"{tty} to {ctty}{loc}")
+        logits = self.new("logits")
+        if w.quantized:
+            self.emit(f"{logits} = qcc.qmatmul fwd {hc}, {wname} : {cty}, {wty} "
+                      f"-> {lty}{loc}")
+        else:
+            init = self.filled((c, v), f, 0.0, loc)
+            dd = ["d0", "d1", "d2"]
+            maps = ", ".join(_map(dd, r) for r in (["d0", "d2"], ["d1", "d2"],
+                                                   ["d0", "d1"]))
+            self.emit(f"{logits} = linalg.matmul indexing_maps = [{maps}] "
+                      f"ins({hc}, {wname} : {cty}, {wty}) outs({init} : {lty}) "
+                      f"-> {lty}{loc}")
+        dom2, dom1 = _dims(2), _dims(1)
+        id2, row2 = _map(dom2, dom2), _map(dom2, ["d0"])
+        if cap:
+            def capped(b, ia, oa):
+                x = b.mul(oa[0], b.const(1.0 / cap))
+                return [b.mul(b.math("tanh", x), b.const(cap))]
+            logits = self.generic(2, ["parallel"] * 2, [], [(logits, lty, id2, f)],
+                                  capped, loc, hint="capped")[0]
+        red = ["parallel", "reduction"]
+        mx = self.generic(2, red, [(logits, lty, id2)],
+                          [(self.filled((c,), f, -math.inf, loc), rty, row2, f)],
+                          lambda b, ia, oa: [b.op("arith.maximumf", oa[0], ia[0])],
+                          loc, hint="max")[0]
+        se = self.generic(2, red, [(logits, lty, id2), (mx, rty, row2)],
+                          [(self.filled((c,), f, 0.0, loc), rty, row2, f)],
+                          lambda b, ia, oa: [b.add(oa[0], b.math(
+                              "exp", b.sub(ia[0], ia[1])))], loc, hint="sumexp")[0]
+
+        def nll_body(b, ia, oa):
+            j = b.raw(lambda r: f"{r} = arith.index_cast {ia[2]} : {tg.dtype} to index")
+            i = b.index(0)
+            y = b.raw(lambda r: f"{r} = tensor.extract {logits}[{i}, {j}] : {lty}")
+            return [b.sub(b.add(b.math("log", ia[1]), ia[0]), y)]
+        idm = _map(dom1, dom1)
+        nllc = self.generic(1, ["parallel"], [(mx, rty, idm), (se, rty, idm),
+                                              (tc, ctty, idm)],
+                            [(self.empty((c,), f), rty, idm, f)], nll_body, loc,
+                            hint="nll")[0]
+        outs = []
+        n2 = self.new("nll")
+        self.emit(f"{n2} = tensor.insert_slice {nllc} into {accs[0]}[{it}] [{c}] [1] "
+                  f": {rty} into {nty}{loc}")
+        outs.append(n2)
+        if grad:
+            def dlogit(b, ia, oa):
+                p = b.div(b.math("exp", b.sub(oa[0], ia[0])), ia[1])
+                j = b.raw(lambda r: f"{r} = arith.index_cast {ia[2]} : {tg.dtype} to index")
+                hit = b.cmpi("eq", b.index(1), j)
+                dl = b.sub(p, b.select(hit, b.const(1.0), b.const(0.0)))
+                if cap:
+                    yc = b.mul(oa[0], b.const(1.0 / cap))
+                    dl = b.mul(dl, b.sub(b.const(1.0), b.mul(yc, yc)))
+                return [dl]
+            dl = self.generic(2, ["parallel"] * 2,
+                              [(mx, rty, row2), (se, rty, row2), (tc, ctty, row2)],
+                              [(logits, lty, id2, f)], dlogit, loc, hint="dlogits")[0]
+            dhc = self.new("dh")
+            if w.quantized:
+                self.emit(f"{dhc} = qcc.qmatmul bwd {dl}, {wname} : {lty}, {wty} "
+                          f"-> {cty}{loc}")
+            else:
+                init = self.filled((c, d), f, 0.0, loc)
+                dd = ["d0", "d1", "d2"]
+                maps = ", ".join(_map(dd, r) for r in (["d0", "d2"], ["d2", "d1"],
+                                                       ["d0", "d1"]))
+                self.emit(f"{dhc} = linalg.matmul indexing_maps = [{maps}] "
+                          f"ins({dl}, {wname} : {lty}, {wty}) outs({init} : {cty}) "
+                          f"-> {cty}{loc}")
+            d2 = self.new("dhs")
+            self.emit(f"{d2} = tensor.insert_slice {dhc} into {accs[1]}[{it}, 0] "
+                      f"[{c}, {d}] [1, 1] : {cty} into {hty}{loc}")
+            outs.append(d2)
+        self.emit(f"scf.yield {', '.join(outs)} : "
+                  f"{', '.join(ty for _, ty in carried)}{loc}")
+        self.emit(f"}}{loc}")
+        self.aux = getattr(self, "aux", {})
+        if grad:
+            self.aux[t.index] = f"{res}#1"
+        return f"{res}#0"
+
+    def _linear_nll_grad(self, t, loc):
+        nll, g = t.inputs
+        unit = self.aux[nll.index]
+        dom = _dims(2)
+        ty = tensor_type(t)
+        return self.generic(2, ["parallel"] * 2,
+                            [(unit, ty, _map(dom, dom)),
+                             (self.name(g), tensor_type(g), _map(dom, ["d0"]))],
+                            [(self.empty(t.shape, t.dtype), ty, _map(dom, dom),
+                              t.dtype)],
+                            lambda b, ia, oa: [b.mul(ia[0], ia[1])], loc,
+                            hint="dh")[0]
 
     def _mask(self, b, ndim, window):
         """i1: is element [..., i, j] masked (j > i, or i - j >= window)."""

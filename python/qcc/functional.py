@@ -63,11 +63,10 @@ def linear(x, weight, bias=None):
 
 
 def embedding(ids, table):
-    """Rows of `table` [V, D] for integer `ids` of any shape; a quantized
-    table is decoded (qcc.dequant) and its rows gathered."""
-    t = dequant(table) if table.quantized else table
+    """Rows of `table` [V, D] for integer `ids` of any shape; of a quantized
+    table only the picked rows are decoded (qcc.gather)."""
     flat = reshape(ids, (-1,))
-    return reshape(gather(t, flat), ids.shape + (table.shape[1],))
+    return reshape(gather(table, flat), ids.shape + (table.shape[1],))
 
 
 def rms_norm(x, weight=None, eps=1e-6):

@@ -502,12 +502,19 @@ def qlinear_bwd(g, w):
 
 
 def gather(table, ids):
-    """table[ids]: rows of a [V, D] float table for integer ids of any shape."""
-    _check_float(table, "gather")
+    """table[ids]: rows of a [V, D] table for integer ids of any shape. A
+    quantized table (1-D ids) decodes only the rows it picks (qcc.gather)."""
     if table.ndim != 2 or ids.dtype not in INT_TYPES:
         raise TypeError("gather needs a 2-D table and integer ids")
+    if table.quantized:
+        if ids.ndim != 1:
+            raise TypeError("gather from a quantized table takes 1-D ids")
+        dtype = "f32"
+    else:
+        _check_float(table, "gather")
+        dtype = table.dtype
     return table.graph.add("gather", (table, ids), ids.shape + (table.shape[1],),
-                           table.dtype)
+                           dtype)
 
 
 def one_hot(ids, n, dtype=None):
@@ -522,6 +529,36 @@ def take_last(x, ids):
         raise ValueError("take_last: ids must have x's shape without its "
                          "last axis")
     return x.graph.add("take_last", (x, ids), ids.shape, x.dtype)
+
+
+def linear_nll(h, w, targets, softcap=0.0, grad=True, chunk=64):
+    """nll[m] = logsumexp(y[m]) - y[m, targets[m]] for the logits
+    y = x · Wᵀ (through W's blocks when quantized; with `softcap` c > 0,
+    y = c·tanh(x·Wᵀ / c)) of h [M, D] and W [V, D], computed `chunk` rows at
+    a time so that only a [chunk, V] slice of the logits ever exists: the LM
+    head and cross-entropy of a large vocabulary in a fraction of the memory.
+    With `grad`, each chunk also computes ∂nll[m]/∂h[m] while its logits are
+    at hand (row m's nll depends on row m of h only), which the backward
+    pass then scales by the incoming gradient: no logits are kept or
+    recomputed. W gets no gradient (it is frozen, e.g. in LoRA training)."""
+    _check_float(h, "linear_nll")
+    if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[1]:
+        raise ValueError(f"linear_nll: h {list(h.shape)} and W {list(w.shape)} "
+                         "must be [M, D] and [V, D]")
+    if targets.shape != h.shape[:1] or targets.dtype not in INT_TYPES:
+        raise ValueError("linear_nll: targets must be [M] integers")
+    m = h.shape[0]
+    c = max(d for d in range(1, min(chunk, m) + 1) if m % d == 0)
+    return h.graph.add("linear_nll", (h, w, targets), (m,), h.dtype,
+                       softcap=float(softcap), grad=bool(grad), chunk=c)
+
+
+def linear_nll_grad(nll, g):
+    """∂L/∂h of linear_nll from g = ∂L/∂nll [M] (its backward pass)."""
+    if nll.op != "linear_nll" or not nll.attrs["grad"]:
+        raise ValueError("linear_nll_grad needs a linear_nll built with grad=True")
+    h = nll.inputs[0]
+    return nll.graph.add("linear_nll_grad", (nll, g), h.shape, h.dtype)
 
 
 def logsumexp(x):

@@ -252,6 +252,35 @@ def _mark_lora(model, opts):
         raise ValueError("no layer matches the LoRA targets")
 
 
+def fused_head(model, grad):
+    """Whether the LM head and cross-entropy of `model` can be the fused,
+    chunked `linear_nll` (ir.linear_nll): the model exposes hidden() and
+    head(), and the head's weight neither trains nor carries a LoRA."""
+    if not (hasattr(model, "hidden") and hasattr(model, "head")):
+        return False
+    w, _ = model.head()
+    out = getattr(model, "output", None)
+    if out is not None and getattr(out, "lora_a", None) is not None:
+        return False
+    return not (grad and w.trainable)
+
+
+def token_nll(model, tokens, targets, vocab, grad):
+    """nll [B·T] of each target: through the fused chunked head where
+    fused_head() allows (the [B·T, V] logits never exist), otherwise
+    from the model's logits."""
+    b, t = tokens.shape
+    if fused_head(model, grad):
+        w, cap = model.head()
+        h = model.hidden(tokens)
+        h = ir.reshape(h, (b * t, h.shape[-1]))
+        return ir.linear_nll(h, w.traced(), ir.reshape(targets, (b * t,)),
+                             softcap=cap, grad=grad)
+    logits = ir.reshape(model(tokens), (b * t, vocab))
+    flat = ir.reshape(targets, (b * t,))
+    return F.logsumexp(logits) - ir.take_last(logits, flat)
+
+
 def build_train_step(model, batch, seq, opts=None, entry="train_step",
                      vocab=None):
     """The training step of `model` (a qcc.models.llama.Llama, or any
@@ -269,9 +298,7 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step",
     with ir.Graph("f32") as g:
         tokens = g.input("tokens", (batch, seq), "i32")
         targets = g.input("targets", (batch, seq), "i32")
-        logits = model(tokens)
-        loss = F.cross_entropy(logits.reshape(batch * seq, vocab),
-                               targets.reshape(batch * seq))
+        loss = token_nll(model, tokens, targets, vocab, grad=True).mean()
         lr = g.scalar("lr", "f32")
         scalars = ["lr"]
         bc1 = bc2 = None
@@ -306,8 +333,8 @@ def build_token_nll(model, batch, seq, entry="token_nll"):
     with ir.Graph("f32") as g:
         tokens = g.input("tokens", (batch, seq), "i32")
         targets = g.input("targets", (batch, seq), "i32")
-        logits = model(tokens)
-        nll = F.logsumexp(logits) - ir.take_last(logits, targets)
+        nll = token_nll(model, tokens, targets, model.cfg.vocab, grad=False)
+        nll = ir.reshape(nll, (batch, seq))
         text = emit.module([emit.Function(entry, [(nll, "nll")], graph=g)])
     return text
 

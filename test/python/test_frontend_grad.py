@@ -134,6 +134,88 @@ def test_cross_entropy(tmp_path):
                     "t": (R.integers(0, 9, (2, 4)), "int")})
 
 
+@pytest.mark.parametrize("softcap", [0.0, 3.0])
+def test_linear_nll_float(tmp_path, softcap):
+    """The fused, chunked head + cross-entropy (6 rows in chunks of 3)
+    against finite differences; W is frozen (no gradient by design)."""
+    def build(a):
+        return ir.linear_nll(a["h"], a["w"], a["t"], softcap=softcap, chunk=4)
+    fu.check_grads(tmp_path, build,
+                   {"h": (normal(6, 8), "float"), "w": (normal(11, 8), "const"),
+                    "t": (R.integers(0, 11, 6), "int")})
+
+
+@pytest.mark.parametrize("softcap", [0.0, 2.5])
+def test_linear_nll_quantized(tmp_path, softcap):
+    """Through q8_0 blocks: nll and ∂L/∂h equal those of the unfused
+    qcc.qmatmul + logsumexp - take_last path, and a numpy reference."""
+    blocks = np.zeros((10, 2, 34), np.uint8)
+    codes = R.integers(-127, 128, (10, 2, 32)).astype(np.int8)
+    d = np.float16(1 / 64)
+    blocks[:, :, :2] = np.frombuffer(d.tobytes(), np.uint8)
+    blocks[:, :, 2:] = codes.view(np.uint8)
+    w = (codes.astype(np.float32) * np.float32(d)).reshape(10, 64)
+    hv = normal(8, 64).astype(np.float32)
+    tv = R.integers(0, 10, 8).astype(np.int32)
+    gv = normal(8).astype(np.float32)
+    outs = {}
+    for fused in (True, False):
+        with ir.Graph("f32") as g:
+            h = g.input("h", (8, 64))
+            wq = g.arg("w", (10, 64), "q8_0", role="weight")
+            t = g.input("t", (8,), "i32")
+            r = g.input("r", (8,))
+            if fused:
+                nll = ir.linear_nll(h, wq, t, softcap=softcap, chunk=4)
+            else:
+                y = F.linear(h, wq)
+                if softcap:
+                    y = F.tanh(y * (1.0 / softcap)) * softcap
+                nll = F.logsumexp(y) - ir.take_last(y, t)
+            loss = (nll * r).sum()
+            (gh,) = fu.qcc.grad(loss, [h])
+            text = fu.qcc.module([fu.qcc.Function("g", [nll, gh],
+                                                  args=[h, wq, t, r])])
+        assert ("scf.for" in text) == fused
+        step = fu.qcc.compile_step(text, tmp_path / str(fused))
+        outs[fused] = step.call("g", hv, blocks.reshape(-1), tv, gv)
+    y = hv.astype(np.float64) @ w.T
+    dy = np.ones_like(y)
+    if softcap:
+        y = np.tanh(y / softcap) * softcap
+        dy = 1 - (y / softcap) ** 2
+    lse = np.log(np.exp(y - y.max(1, keepdims=True)).sum(1)) + y.max(1)
+    ref = lse - y[np.arange(8), tv]
+    p = np.exp(y - lse[:, None])
+    p[np.arange(8), tv] -= 1
+    ref_gh = ((p * dy) * gv[:, None]) @ w
+    for fused in (True, False):
+        np.testing.assert_allclose(outs[fused][0], ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outs[fused][1], ref_gh, rtol=1e-4, atol=1e-5)
+
+
+def test_quantized_gather_out_of_range(tmp_path):
+    """qcc.gather decodes the picked rows of a q8_0 table exactly, and ids
+    outside the table give rows of zeros."""
+    blocks = np.zeros((5, 1, 34), np.uint8)
+    codes = R.integers(-127, 128, (5, 1, 32)).astype(np.int8)
+    d = np.float16(1 / 32)
+    blocks[:, :, :2] = np.frombuffer(d.tobytes(), np.uint8)
+    blocks[:, :, 2:] = codes.view(np.uint8)
+    w = (codes.astype(np.float32) * np.float32(d)).reshape(5, 32)
+    with ir.Graph("f32") as g:
+        wq = g.arg("w", (5, 32), "q8_0", role="weight")
+        ids = g.input("ids", (6,), "i32")
+        e = F.embedding(ids, wq)
+        text = fu.qcc.module([fu.qcc.Function("f", [e], args=[wq, ids])])
+    assert "qcc.gather" in text and "qcc.dequant" not in text
+    step = fu.qcc.compile_step(text, tmp_path)
+    iv = np.array([4, 0, -1, 5, 2, 2], np.int32)
+    out = step.call("f", blocks.reshape(-1), iv)
+    ref = np.stack([w[i] if 0 <= i < 5 else np.zeros(32, np.float32) for i in iv])
+    np.testing.assert_array_equal(out, ref)
+
+
 def test_embedding_float(tmp_path):
     fu.check_grads(tmp_path, lambda a: F.embedding(a["ids"], a["table"]),
                    {"table": (normal(7, 5), "float"),

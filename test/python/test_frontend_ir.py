@@ -61,10 +61,10 @@ def test_embedding_quantized_ir():
                     (2, 8), "i32")
     fu.filecheck(text, """
 CHECK: %arg1: !qcc.qtensor<256x64xq4_K> {qcc.name = "token_embd.weight", qcc.role = "weight"}
-CHECK: qcc.dequant %arg1 : !qcc.qtensor<256x64xq4_K> -> tensor<256x64xf32>
-CHECK: linalg.generic
-CHECK: arith.index_cast %in0 : i32 to index
-CHECK: tensor.extract %{{.*}}[%{{.*}}, %{{.*}}] : tensor<256x64xf32>
+CHECK-NOT: qcc.dequant
+CHECK: %[[IDS:.+]] = tensor.collapse_shape %arg0 {{\[}}[0, 1]] : tensor<2x8xi32> into tensor<16xi32>
+CHECK: %[[ROWS:.+]] = qcc.gather %arg1[%[[IDS]]] : !qcc.qtensor<256x64xq4_K>, tensor<16xi32> -> tensor<16x64xf32>
+CHECK: tensor.expand_shape %[[ROWS]] {{\[}}[0, 1], [2]] output_shape [2, 8, 64]
 """)
 
 

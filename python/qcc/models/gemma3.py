@@ -220,11 +220,20 @@ class Gemma3(nn.Module):
         if self.output is not None:
             yield "output", self.output
 
-    def forward(self, tokens):
+    def hidden(self, tokens):
+        """The final normed hidden states [B, T, D] that the head reads."""
         h = self.token_embd(tokens) * math.sqrt(self.cfg.d_model)
         for block in self.blocks:
             h = block(h)
-        h = self.output_norm(h)
+        return self.output_norm(h)
+
+    def head(self):
+        """(output projection Parameter, logit softcap) of the LM head."""
+        w = self.output.weight if self.output is not None else self.token_embd.weight
+        return w, self.cfg.softcap
+
+    def forward(self, tokens):
+        h = self.hidden(tokens)
         if self.output is not None:
             y = self.output(h)
         else:

@@ -289,11 +289,20 @@ class Llama(nn.Module):
         if self.output is not None:
             yield "output", self.output
 
-    def forward(self, tokens):
+    def hidden(self, tokens):
+        """The final normed hidden states [B, T, D] that the head reads."""
         h = self.token_embd(tokens)
         for block in self.blocks:
             h = block(h)
-        h = self.output_norm(h)
+        return self.output_norm(h)
+
+    def head(self):
+        """(output projection Parameter, logit softcap) of the LM head."""
+        w = self.output.weight if self.output is not None else self.token_embd.weight
+        return w, 0.0
+
+    def forward(self, tokens):
+        h = self.hidden(tokens)
         if self.output is not None:
             return self.output(h)
         return F.linear(h, self.token_embd.weight.traced())
