@@ -119,8 +119,17 @@ class Linear(Module):
         self.lora_a = self.lora_b = None
         self.lora_scale = 0.0
 
-    def lora(self, rank, alpha):
+    def lora(self, rank, alpha, role="param"):
+        """`role` "param": A and B trained from the runtime's init; "input":
+        given to the step by the host (an adapter being evaluated)."""
         base = self.weight.name
+        if role == "input":
+            self.lora_a = Parameter(base + ".lora_a", (rank, self.in_features),
+                                    "float", role="input", trainable=False)
+            self.lora_b = Parameter(base + ".lora_b", (self.out_features, rank),
+                                    "float", role="input", trainable=False)
+            self.lora_scale = float(alpha) / rank
+            return self
         attrs = {"qcc.lora.base": base, "qcc.lora.alpha": float(alpha)}
         self.lora_a = Parameter(base + ".lora_a", (rank, self.in_features),
                                 "float", role="param",

@@ -1,8 +1,8 @@
 """qcc-perplexity: a GGUF model's perplexity on a text, by llama-perplexity's
 protocol, with qcc's compiled forward pass over the quantized weights.
 
-    qcc-perplexity --model M.gguf --data F [--ctx N] [--batch B]
-                   [--chunks K] [--threads T] [--json]
+    qcc-perplexity --model M.gguf [--lora ADAPTER.gguf] --data F [--ctx N]
+                   [--batch B] [--chunks K] [--threads T] [--json]
 
 The protocol is llama.cpp's (tools/perplexity): the whole text is tokenized
 with BOS; it is cut into chunks of N tokens (the rest dropped); each chunk's
@@ -10,6 +10,8 @@ first token is replaced by BOS; the second half of each chunk is scored,
 token j + 1 under the logits of position j for j = N/2 .. N-2. The result
 is exp(mean negative log-likelihood), so the numbers compare with
 llama-perplexity's "Final estimate". B chunks run per call of the step.
+With --lora, the adapter (llama.cpp's layout, as qcc-train writes it) is
+applied to the frozen base, as llama-perplexity --lora does.
 Exit status: 0, 1 for an error (one line `qcc-perplexity: error: ...`),
 2 for a usage error."""
 
@@ -22,7 +24,7 @@ import time
 
 import numpy as np
 
-from .. import models
+from .. import lora_adapter, models
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
 from ..tokenizer import Tokenizer, TokenizerError
@@ -36,6 +38,8 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="qcc-perplexity",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--model", "-m", required=True, help="GGUF model (never modified)")
+    ap.add_argument("--lora", metavar="ADAPTER",
+                    help="LoRA adapter (GGUF, llama.cpp's layout) on the model")
     ap.add_argument("--data", "-f", required=True, help="UTF-8 text file")
     ap.add_argument("--ctx", "-c", type=int, default=512,
                     help="tokens per chunk (default 512, llama-perplexity's)")
@@ -76,11 +80,19 @@ def chunks_of(ids, ctx, bos, limit=-1):
 
 
 def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
-               progress=None):
-    """(ppl, scored tokens, seconds of evaluation); the chunks' NLLs."""
+               progress=None, lora=None):
+    """(ppl, scored tokens, seconds of evaluation) of the model, with the
+    LoRA adapter at path `lora` when given."""
     from .. import train
     from ..runtime import Session
     cfg, model, info = models.load(model_path)
+    adapter = None
+    if lora:
+        adapter = lora_adapter.read(lora)
+        if adapter.architecture and adapter.architecture != cfg.arch:
+            raise CliError(f"--lora {lora}: an adapter for "
+                           f"'{adapter.architecture}', the model is '{cfg.arch}'")
+        lora_adapter.attach(model, adapter)
     tok = Tokenizer.from_metadata(info.metadata)
     if tok.add_eos:
         raise CliError(f"{model_path}: the tokenizer adds EOS to every text, "
@@ -98,6 +110,10 @@ def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
     total, count = 0.0, 0
     t0 = time.monotonic()
     with Session(so, model_path, "token_nll") as s:
+        if adapter is not None:
+            for base, (la, lb) in adapter.pairs.items():
+                s.set_input(base + ".lora_a", la)
+                s.set_input(base + ".lora_b", lb)
         for i in range(0, n, batch):
             xb = np.zeros((batch, ctx), np.int32)
             yb = np.zeros((batch, ctx), np.int32)
@@ -140,10 +156,10 @@ def main(argv=None):
                 print(f"[{done}/{total}] ppl {ppl:.4f}", file=sys.stderr, flush=True)
 
         ppl, tokens, seconds = perplexity(a.model, text, a.ctx, a.batch, a.chunks,
-                                          a.threads, a.opt, progress)
+                                          a.threads, a.opt, progress, a.lora)
         if bar is not None:
             bar.close()
-    except (CliError, ModelError, TokenizerError) as e:
+    except (CliError, ModelError, TokenizerError, lora_adapter.AdapterError) as e:
         print(f"qcc-perplexity: error: {e}", file=sys.stderr)
         return 1
     except RuntimeError as e:
