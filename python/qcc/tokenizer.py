@@ -370,6 +370,10 @@ class Tokenizer:
             out.append(f)
         return out
 
+    def describe(self):
+        """A few words for logs: 'llama tokenizer, 262,144 tokens'."""
+        return f"{self.kind} tokenizer, {len(self.tokens):,} tokens"
+
     def encode(self, text, add_special=True, parse_special=False):
         """Token ids of `text` (str), as llama_tokenize gives them."""
         frags = self._partition(text, parse_special) if text else []
@@ -475,6 +479,9 @@ class ByteTokenizer:
                     "tokenizes text byte by byte")
             ids.append(index[name])
         return cls(ids, vocab)
+
+    def describe(self):
+        return "byte-level tokens"
 
     def encode(self, data):
         import numpy as np

@@ -1,6 +1,7 @@
 """qcc-train: train a GGUF model through its quantized weights on a text.
 
-    qcc-train --model M.gguf --data corpus.txt [--lora-rank R | --full]
+    qcc-train --model M.gguf --data corpus.txt|docs.jsonl [--lora-rank R | --full]
+              [--val FILE | --val-split F] [--val-every K]
               [--steps N] [--seq L] [--batch B] [--lr X] [--save-every K]
               [--resume CKPT] --out OUT.gguf
 
@@ -17,11 +18,12 @@ import time
 
 import numpy as np
 
-from .. import optim
+from .. import data as textdata
+from .. import models, optim
 from ..compiler import compile_mlir
-from ..models import llama
+from ..models.llama import ModelError
 from ..progress import Progress, fmt_duration
-from ..tokenizer import ByteTokenizer, TokenizerError
+from ..tokenizer import ByteTokenizer, Tokenizer, TokenizerError
 
 
 class CliError(Exception):
@@ -31,10 +33,22 @@ class CliError(Exception):
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="qcc-train",
-        description="Train a llama-family GGUF model through its quantized "
-                    "weights on a text file (byte-level tokens).")
+        description="Train a GGUF model (llama family, Gemma 3) through its "
+                    "quantized weights on text, with the model's tokenizer.")
     ap.add_argument("--model", required=True, help="input GGUF model (never modified)")
-    ap.add_argument("--data", required=True, help="training text (UTF-8 or any bytes)")
+    ap.add_argument("--data", required=True,
+                    help="training text: a UTF-8 file (one document) or .jsonl "
+                         '(one {"text": ...} document per line)')
+    val = ap.add_mutually_exclusive_group()
+    val.add_argument("--val", metavar="FILE",
+                     help="validation text (.txt or .jsonl), scored every --val-every steps")
+    val.add_argument("--val-split", type=float, metavar="F",
+                     help="validate on the last fraction F of --data instead")
+    ap.add_argument("--val-every", type=int, metavar="K", default=0,
+                    help="validation perplexity every K steps (default: 10 "
+                         "times per run) and before the first step")
+    ap.add_argument("--val-tokens", type=int, metavar="N", default=8192,
+                    help="score at most N validation tokens each time (default 8192)")
     ap.add_argument("--out", required=True,
                     help="trained model (full) or LoRA adapter (--lora-rank)")
     mode = ap.add_mutually_exclusive_group()
@@ -91,9 +105,13 @@ def parse_args(argv):
                     help="LLVM optimization level of the step (default 1)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
-    for name in ("steps", "seq", "batch"):
+    for name in ("steps", "seq", "batch", "val_tokens"):
         if getattr(a, name) <= 0:
-            ap.error(f"--{name} must be a positive integer")
+            ap.error(f"--{name.replace('_', '-')} must be a positive integer")
+    if a.val_every < 0:
+        ap.error("--val-every must be a positive integer")
+    if a.val_split is not None and not 0 < a.val_split < 1:
+        ap.error(f"--val-split must be a fraction between 0 and 1 (got {a.val_split:g})")
     if a.save_every < 0:
         ap.error("--save-every must be a positive integer")
     if a.lora_rank is not None and a.lora_rank <= 0:
@@ -164,27 +182,116 @@ def _malloc_keep_memory():
         pass
 
 
-def batch_at(data, step, batch, seq, seed):
-    """Token windows of one step, the same for a given (seed, step) whether
-    or not the run was resumed."""
-    rng = np.random.default_rng([seed, step])
-    starts = rng.integers(0, len(data) - seq - 1, batch)
-    idx = starts[:, None] + np.arange(seq + 1)[None, :]
-    w = data[idx]
-    return np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])
-
-
 def read_log(path):
-    steps, losses = [], []
+    """(steps, losses, validation steps, validation perplexities)."""
+    steps, losses, vsteps, vppl = [], [], [], []
     if os.path.exists(path):
         with open(path) as f:
             for row in csv.DictReader(f):
                 try:
-                    steps.append(int(row["step"]))
-                    losses.append(float(row["loss"]))
+                    step = int(row["step"])
+                    if row.get("loss"):
+                        steps.append(step)
+                        losses.append(float(row["loss"]))
+                    if row.get("val_ppl"):
+                        vsteps.append(step)
+                        vppl.append(float(row["val_ppl"]))
                 except (KeyError, ValueError):
                     continue
-    return steps, losses
+    return steps, losses, vsteps, vppl
+
+
+def make_tokenizer(meta, vocab):
+    """The model's own tokenizer when its GGUF has a complete one; byte-level
+    ids for a model with a byte vocabulary and nothing else (qcc's synthetic
+    demo models: no tokens, or byte tokens without BPE merges)."""
+    if not meta.get("tokenizer.ggml.tokens"):
+        return ByteTokenizer.from_metadata(meta, vocab)
+    try:
+        return Tokenizer.from_metadata(meta)
+    except TokenizerError as e:
+        try:
+            return ByteTokenizer.from_metadata(meta, vocab)
+        except TokenizerError:
+            raise e from None
+
+
+class Validator:
+    """Validation perplexity during training: a second compiled step,
+    token_nll, over consecutive windows of the validation stream. LoRA runs
+    give it the training session's current A and B as inputs; full-weight
+    runs save the trained weights to a temporary GGUF beside --out and bind
+    the evaluation to it."""
+
+    def __init__(self, a, prog, opts, val, bos, lora, say):
+        from .. import train
+        self.a, self.lora, self.say = a, lora, say
+        cfg, model, _ = models.load(a.model)
+        self.pairs = []
+        if lora:
+            for key, lin in model.linear_layers():
+                if key in opts.lora_targets:
+                    lin.lora(opts.lora_rank, opts.lora_alpha, role="input")
+                    for p in (lin.lora_a, lin.lora_b):
+                        self.pairs.append((p.name, p.shape))
+        self.x, self.y = textdata.eval_windows(val, a.seq, a.val_tokens, bos)
+        self.batch = min(a.batch, len(self.x))
+        text = train.build_token_nll(model, self.batch, a.seq)
+        t0 = time.monotonic()
+        try:
+            self.so, _ = compile_mlir(text, [f"-O{a.opt}", f"--threads={a.threads}"])
+        except RuntimeError as e:
+            raise CliError(f"validation step: {e}") from None
+        say(f"validation: {len(self.x)} windows of {a.seq} tokens every "
+            f"{a.val_every or max(1, a.steps // 10)} steps (step compiled in "
+            f"{time.monotonic() - t0:.1f} s)")
+        self.tmp = a.out + ".val.tmp.gguf"
+        self.session = None
+
+    def _session(self, s):
+        from ..runtime import Session
+        if self.lora:
+            if self.session is None:
+                self.session = Session(self.so, self.a.model, "token_nll")
+            for name, shape in self.pairs:
+                self.session.set_input(name, s.argument(name, np.float32).reshape(shape))
+            return self.session
+        s.save(self.tmp)
+        return Session(self.so, self.tmp, "token_nll")
+
+    def run(self, s, step, bar, log):
+        t0 = time.monotonic()
+        ev = self._session(s)
+        total, count = 0.0, 0
+        b, seq = self.batch, self.a.seq
+        try:
+            for i in range(0, len(self.x), b):
+                m = min(b, len(self.x) - i)
+                xb = np.zeros((b, seq), np.int32)
+                yb = np.zeros((b, seq), np.int32)
+                xb[:m], yb[:m] = self.x[i:i + m], self.y[i:i + m]
+                ev.set_input("tokens", xb)
+                ev.set_input("targets", yb)
+                ev.run()
+                nll = ev.result("nll", np.float32, (b, seq)).astype(np.float64)
+                total += float(nll[:m].sum())
+                count += m * seq
+        finally:
+            if not self.lora:
+                ev.close()
+                if os.path.exists(self.tmp):
+                    os.remove(self.tmp)
+        ppl = math.exp(total / count)
+        log.write(f"{step},,,,,{ppl:.6f}\n")
+        log.flush()
+        bar.message(f"validation after step {step}: perplexity {ppl:.3f} "
+                    f"({count} tokens, {time.monotonic() - t0:.1f} s)")
+        return ppl
+
+    def close(self):
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
 
 def run(a, out=sys.stdout):
@@ -210,20 +317,33 @@ def run(a, out=sys.stdout):
         raise CliError(f"--resume {a.resume}: no such file")
 
     try:
-        cfg, model, info = llama.load(a.model)
-    except llama.ModelError as e:
+        cfg, model, info = models.load(a.model)
+    except ModelError as e:
         raise CliError(str(e)) from None
     try:
-        tok = ByteTokenizer.from_metadata(info.metadata, cfg.vocab)
+        tok = make_tokenizer(info.metadata, cfg.vocab)
     except TokenizerError as e:
         raise CliError(f"{a.model}: {e}") from None
     check_fits(cfg, a.batch, a.seq, cfg.vocab)
-    with open(a.data, "rb") as f:
-        raw = f.read()
-    if len(raw) < a.seq + 2:
-        raise CliError(f"--data {a.data}: {len(raw)} bytes, fewer than one "
+    try:
+        docs = textdata.read_documents(a.data)
+        data = textdata.pack(docs, tok)
+        val = None
+        if a.val:
+            val = textdata.pack(textdata.read_documents(a.val), tok)
+        elif a.val_split:
+            data, val = textdata.split(data, a.val_split)
+    except textdata.DataError as e:
+        raise CliError(str(e)) from None
+    if len(data) < a.seq + 2:
+        raise CliError(f"--data {a.data}: {len(data)} tokens"
+                       + (" after the validation split" if a.val_split else "")
+                       + f", fewer than one sequence of {a.seq} + 1")
+    if val is not None and len(val) < a.seq + 1:
+        raise CliError(f"validation text: {len(val)} tokens, fewer than one "
                        f"sequence of {a.seq} + 1")
-    data = tok.encode(raw)
+    bos = tok.bos_id if getattr(tok, "add_bos", False) else None
+    raw_bytes = sum(len(d.encode("utf-8")) for d in docs)
 
     from .. import train
     opts = train.TrainOptions(
@@ -242,7 +362,9 @@ def run(a, out=sys.stdout):
         f"{cfg.d_model}, {cfg.n_head} heads ({cfg.n_head_kv} kv), vocabulary "
         f"{cfg.vocab}, {cfg.num_parameters() / 1e6:.2f}M parameters "
         f"({', '.join(formats)})")
-    say(f"data {a.data}: {len(raw):,} bytes; {a.batch} x {a.seq} tokens per step")
+    say(f"data {a.data}: {len(docs)} document(s), {raw_bytes:,} bytes, "
+        f"{len(data):,} tokens ({tok.describe()}); {a.batch} x {a.seq} tokens "
+        f"per step" + (f"; validation {len(val):,} tokens" if val is not None else ""))
     quantized = [f for f in formats if f != "f32"]
     what = (f"LoRA rank {opts.lora_rank} (alpha {opts.lora_alpha:g}) on "
             f"{', '.join(opts.lora_targets)}" if lora else
@@ -287,7 +409,11 @@ def run(a, out=sys.stdout):
     warmup = a.warmup if a.warmup is not None else min(20, a.steps // 10)
     warmup0 = warmup
 
-    header = "step,loss,lr,tokens_per_s,elapsed_s\n"
+    validator = None
+    if val is not None:
+        validator = Validator(a, prog, opts, val, bos, lora, say)
+    val_every = a.val_every or max(1, a.steps // 10)
+    header = "step,loss,lr,tokens_per_s,elapsed_s,val_ppl\n"
     if start == 0 or not os.path.exists(log_path):
         with open(log_path, "w") as f:
             f.write(header)
@@ -315,7 +441,9 @@ def run(a, out=sys.stdout):
         stop = min(a.steps, a.stop_after) if a.stop_after else a.steps
         step = start
         while step < stop:
-            x, y = batch_at(data, step, a.batch, a.seq, a.seed)
+            if validator is not None and (step == start or step % val_every == 0):
+                validator.run(s, step, prog_bar, log)
+            x, y = textdata.windows_at(data, step, a.batch, a.seq, a.seed, bos)
             s.set_input("tokens", x)
             s.set_input("targets", y)
             lr_t = optim.warmup_cosine(step, lr, warmup, total, min_lr)
@@ -339,7 +467,7 @@ def run(a, out=sys.stdout):
             last = loss
             log.write(f"{step + 1},{loss:.6f},{lr_t:.6g},"
                       f"{tokens_per_step / dt if dt > 0 else 0:.1f},"
-                      f"{time.monotonic() - t_train:.3f}\n")
+                      f"{time.monotonic() - t_train:.3f},\n")
             log.flush()
             prog_bar.update(step + 1, loss)
             if a.save_every and (step + 1) % a.save_every == 0 and step + 1 < a.steps:
@@ -371,8 +499,12 @@ def run(a, out=sys.stdout):
                 prog_bar.message(f"time limit of {a.time_limit:g} s reached "
                                  f"after step {step} of {total}")
                 break
+        if validator is not None and step > start:
+            validator.run(s, step, prog_bar, log)
     prog_bar.close()
     train_s = time.monotonic() - t_train
+    if validator is not None:
+        validator.close()
     if a.save_every or a.resume or a.checkpoint or a.stop_after:
         s.save_checkpoint(ckpt)
         say(f"checkpoint: {ckpt} (step {s.steps})")
@@ -385,11 +517,14 @@ def run(a, out=sys.stdout):
     else:
         s.save(a.out)
         say(f"trained model: {a.out}")
-    steps_l, losses_l = read_log(log_path)
+    steps_l, losses_l, vsteps, vppl = read_log(log_path)
     from ..plot import loss_curve_png
+    unit = "byte" if isinstance(tok, ByteTokenizer) else "token"
     loss_curve_png(plot_path, steps_l, losses_l,
-                   title=f"loss (nats per byte): {os.path.basename(a.model)}",
-                   target=a.target_loss)
+                   title=f"{os.path.basename(a.model)}: "
+                         + (f"LoRA rank {opts.lora_rank}" if lora else "full-weight"),
+                   target=a.target_loss, val_steps=vsteps, val_ppl=vppl,
+                   ylabel=f"loss (nats per {unit})")
     say(f"loss log: {log_path}; loss curve: {plot_path}")
     done = [v for v in losses_l if math.isfinite(v)]
     if done:
@@ -402,6 +537,10 @@ def run(a, out=sys.stdout):
             reached = sum(tail) / len(tail) < a.target_loss
             say(f"target {a.target_loss}: " + ("reached" if reached else
                 f"NOT reached (gap {sum(tail) / len(tail) - a.target_loss:.3f})"))
+    if len(vppl) >= 2:
+        say(f"validation perplexity: {vppl[0]:.3f} at step {vsteps[0]} -> "
+            f"{vppl[-1]:.3f} at step {vsteps[-1]} "
+            f"({100 * (vppl[-1] / vppl[0] - 1):+.1f}%)")
     s.close()
     if a.sample:
         from .generate import generate
