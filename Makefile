@@ -6,7 +6,7 @@ JOBS     ?= $(shell nproc)
 LLVM_DIR ?= /usr/lib/llvm-22
 SECONDS  ?= 60
 
-.PHONY: all setup configure build demo check fuzz clean docs llama-cpp
+.PHONY: all setup configure build demo demo-tiny check fuzz clean docs llama-cpp
 
 all: build
 
@@ -25,8 +25,15 @@ configure: $(BUILD)/build.ninja
 build: setup configure
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The main job on the real model (Gemma 3 270M Q4_K_M from PyPI): base
+# perplexity and sample, LoRA fine-tuning, perplexity and sample after.
 demo: build
 	@scripts/demo
+
+# The first wave's demo: a small synthetic byte-level llama trained through
+# its q8_0 blocks.
+demo-tiny: build
+	@scripts/demo-tiny
 
 # llama.cpp's tools (the oracle of the interop tests), built once into the
 # cache (~10 min on 2 cores the first time; `make clean` keeps them).

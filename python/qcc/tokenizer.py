@@ -490,3 +490,19 @@ class ByteTokenizer:
 
     def decode(self, ids):
         return bytes(self.id_to_byte.get(int(i), ord("?")) for i in ids)
+
+
+def for_model(meta, vocab):
+    """The tokenizer of a model's GGUF metadata: its own (Tokenizer) when it
+    is complete; byte-level ids (ByteTokenizer) for a model with a byte
+    vocabulary and nothing else (qcc's synthetic demo models: no tokens,
+    or byte tokens without BPE merges)."""
+    if not meta.get("tokenizer.ggml.tokens"):
+        return ByteTokenizer.from_metadata(meta, vocab)
+    try:
+        return Tokenizer.from_metadata(meta)
+    except TokenizerError as e:
+        try:
+            return ByteTokenizer.from_metadata(meta, vocab)
+        except TokenizerError:
+            raise e from None

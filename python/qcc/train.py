@@ -347,3 +347,21 @@ def build_forward(model, batch, seq, entry="forward"):
         logits = model(tokens)
         text = emit.module([emit.Function(entry, [(logits, "logits")], graph=g)])
     return text
+
+
+def build_next_logits(model, seq, entry="next_logits"):
+    """`next_logits(tokens [1, T], last [1]) -> logits [1, V]`: the logits
+    at position `last` only (the head runs on one row, not T), weights
+    frozen: for sampling."""
+    with ir.Graph("f32") as g:
+        tokens = g.input("tokens", (1, seq), "i32")
+        last = g.input("last", (1,), "i32")
+        h = model.hidden(tokens)
+        row = ir.gather(ir.reshape(h, (seq, h.shape[-1])), last)
+        w, cap = model.head()
+        out = getattr(model, "output", None)
+        y = out(row) if out is not None else F.linear(row, w.traced())
+        if cap:
+            y = F.tanh(y * (1.0 / cap)) * cap
+        text = emit.module([emit.Function(entry, [(y, "logits")], graph=g)])
+    return text

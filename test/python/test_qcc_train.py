@@ -249,3 +249,52 @@ def test_impossible_size_is_refused_up_front(tmp_path, env, model):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "--seq 100000 needs at least" in lines[0]
     assert "GiB" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_jsonl_documents_and_val_split(tmp_path, env, model):
+    """JSONL documents train, --val-split validates on the tail: the log
+    has a val_ppl row before the first step and after the last, and the
+    console reports the change."""
+    docs = tmp_path / "docs.jsonl"
+    text = open(CORPUS).read()
+    import json
+    with open(docs, "w") as f:
+        for i in range(0, 40000, 4000):
+            f.write(json.dumps({"text": text[i:i + 4000]}) + "\n")
+        f.write("\n")  # blank lines are skipped
+    out = tmp_path / "t.gguf"
+    r = qcc_train(env, "--model", model, "--data", str(docs), "--val-split", "0.1",
+                  "--val-every", "5", "--steps", "10", "--batch", "4", "--seq", "16",
+                  "--out", str(out), "-O", "0")
+    assert r.returncode == 0, r.stderr
+    assert "10 document(s)" in r.stdout
+    with open(str(out) + ".loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    val = [(int(x["step"]), float(x["val_ppl"])) for x in rows if x["val_ppl"]]
+    assert [s for s, _ in val] == [0, 5, 10]
+    assert all(1 < p < 300 for _, p in val)  # bytes: at most 256 choices
+    assert "validation perplexity:" in r.stdout
+
+
+def test_bad_documents_are_named(tmp_path, env, model):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "no"}\n')
+    r = qcc_train(env, "--model", model, "--data", str(bad), "--steps", "1",
+                  "--out", str(tmp_path / "o.gguf"))
+    assert r.returncode == 1
+    assert 'bad.jsonl:2: expected an object with a "text" string' in r.stderr
+    assert "Traceback" not in r.stderr
+    bad.write_text("{not json\n")
+    r = qcc_train(env, "--model", model, "--data", str(bad), "--steps", "1",
+                  "--out", str(tmp_path / "o.gguf"))
+    assert r.returncode == 1 and "bad.jsonl:1: not JSON" in r.stderr
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9 " * 100)
+    r = qcc_train(env, "--model", model, "--data", str(latin), "--steps", "1",
+                  "--out", str(tmp_path / "o.gguf"))
+    assert r.returncode == 1 and "not UTF-8 text (byte 3)" in r.stderr
+    for flag, v in (("--val-split", "1.5"), ("--val-every", "-1"),
+                    ("--val-tokens", "0")):
+        r = qcc_train(env, "--model", model, "--data", CORPUS, flag, v,
+                      "--out", str(tmp_path / "o.gguf"))
+        assert r.returncode == 2 and flag in r.stderr, (flag, r.stderr)

@@ -1,74 +1,150 @@
 """qcc-generate: sample text from a GGUF model with qcc's compiled forward
-pass (byte-level tokens).
+pass and the model's tokenizer.
 
-    qcc-generate --model M.gguf [--prompt TEXT] [--tokens N] [--seq L]
-                 [--temperature T] [--top-k K] [--seed S]
+    qcc-generate --model M.gguf [--lora ADAPTER.gguf] [--prompt TEXT]
+                 [--tokens N] [--seq L] [--temperature T] [--top-k K]
+                 [--top-p P] [--seed S]
 
-The forward pass is traced from the model's metadata like qcc-train's step
-(tokens [1, L] -> logits), compiled once (cached) and bound by the runtime
-to the model's weights, read in place; each new byte re-runs the window of
-the last L bytes."""
+The prompt is tokenized as llama.cpp does (BOS first when the model adds
+it). The forward pass is traced from the model's metadata (tokens [1, L]
+-> the logits of one position: the LM head runs on that row only),
+compiled once (cached) and bound by the runtime to the model's weights,
+read in place; each new token re-runs the window of the last L tokens (no
+KV cache yet). Sampling: temperature (0: greedy), top-k, then top-p
+(nucleus) on what is left; generation stops at an end-of-generation token
+(EOS, end of turn) or after N tokens. Exit status: 0, 1 for an error (one
+line `qcc-generate: error: ...`), 2 for a usage error."""
 
 import argparse
+import math
 import sys
 
 import numpy as np
 
+from .. import lora_adapter, models
 from ..compiler import compile_mlir
-from ..models import llama
-from ..tokenizer import ByteTokenizer
+from ..models.llama import ModelError
+from ..tokenizer import ByteTokenizer, TokenizerError, for_model
 
 
-def generate(model_path, prompt, n, seq=64, temperature=0.8, top_k=40, seed=0,
-             opt=1):
+def _sample(logits, rng, temperature, top_k, top_p, allowed=None):
+    z = logits.astype(np.float64)
+    if allowed is not None:
+        z = z + allowed
+    if temperature <= 0:
+        return int(np.argmax(z))
+    z = z / temperature
+    if top_k and top_k < z.size:
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= kth, z, -np.inf)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if 0 < top_p < 1:
+        order = np.argsort(-p)
+        keep = np.cumsum(p[order]) - p[order] < top_p  # the smallest set reaching top_p
+        mask = np.zeros_like(p, bool)
+        mask[order[keep]] = True
+        p = np.where(mask, p, 0.0)
+        p /= p.sum()
+    return int(rng.choice(p.size, p=p))
+
+
+def _end_ids(tok):
+    ends = set()
+    if getattr(tok, "eos_id", None) is not None:
+        ends.add(tok.eos_id)
+    for name in ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|endoftext|>"):
+        i = tok.index.get(name)
+        if i is not None:
+            ends.add(i)
+    return ends
+
+
+def generate(model_path, prompt, n, seq=128, temperature=0.8, top_k=40, seed=0,
+             opt=1, top_p=0.95, lora=None):
+    """The prompt (str, or bytes for a byte-level model) followed by up to n
+    sampled tokens, decoded (str)."""
     from .. import train
     from ..runtime import Session
-    cfg, model, info = llama.load(model_path)
-    tok = ByteTokenizer.from_metadata(info.metadata, cfg.vocab)
-    text = train.build_forward(model, 1, seq)
+    cfg, model, info = models.load(model_path)
+    tok = for_model(info.metadata, cfg.vocab)
+    adapter = None
+    if lora:
+        adapter = lora_adapter.read(lora)
+        lora_adapter.attach(model, adapter)
+    text = train.build_next_logits(model, seq)
     so, _ = compile_mlir(text, [f"-O{opt}"])
     rng = np.random.default_rng(seed)
-    ids = list(tok.encode(prompt or b"\n"))
-    out = []
-    with Session(so, model_path, "forward") as s:
+    allowed = None
+    if isinstance(tok, ByteTokenizer):
+        if isinstance(prompt, str):
+            prompt = prompt.encode("utf-8")
+        ids = list(tok.encode(prompt or b"\n"))
+        allowed = np.full(cfg.vocab, -np.inf)
+        allowed[tok.byte_to_id] = 0.0  # only byte tokens
+    else:
+        if isinstance(prompt, bytes):
+            prompt = prompt.decode("utf-8")
+        ids = list(tok.encode(prompt, add_special=True))
+    start = len(ids)
+    ends = set() if isinstance(tok, ByteTokenizer) else _end_ids(tok)
+    with Session(so, model_path, "next_logits") as s:
+        if adapter is not None:
+            for base, (a, b) in adapter.pairs.items():
+                s.set_input(base + ".lora_a", a)
+                s.set_input(base + ".lora_b", b)
         for _ in range(n):
             window = ids[-seq:]
             x = np.zeros((1, seq), np.int32)
             x[0, :len(window)] = window
             s.set_input("tokens", x)
+            s.set_input("last", np.array([len(window) - 1], np.int32))
             s.run()
-            logits = s.result("logits", np.float32, (seq, cfg.vocab))[len(window) - 1]
-            allowed = np.full(cfg.vocab, -np.inf)
-            allowed[tok.byte_to_id] = 0.0  # only byte tokens
-            z = logits.astype(np.float64) / max(temperature, 1e-6) + allowed
-            if top_k and top_k < cfg.vocab:
-                kth = np.sort(z)[-top_k]
-                z = np.where(z >= kth, z, -np.inf)
-            p = np.exp(z - z.max())
-            p /= p.sum()
-            t = int(rng.choice(cfg.vocab, p=p))
+            logits = s.result("logits", np.float32, (cfg.vocab,))
+            t = _sample(logits, rng, temperature, top_k, top_p, allowed)
+            if t in ends:
+                break
             ids.append(t)
-            out.append(t)
-    return (prompt or b"") + tok.decode(out)
+    new = ids[start:]
+    if isinstance(tok, ByteTokenizer):
+        return ((prompt or b"") + tok.decode(new)).decode("utf-8", "replace")
+    return prompt + tok.decode(new)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="qcc-generate", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--prompt", default="")
-    ap.add_argument("--tokens", type=int, default=200)
-    ap.add_argument("--seq", type=int, default=64)
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-k", type=int, default=40)
+    ap.add_argument("--model", "-m", required=True, help="GGUF model (never modified)")
+    ap.add_argument("--lora", metavar="ADAPTER", help="LoRA adapter on the model")
+    ap.add_argument("--prompt", "-p", default="")
+    ap.add_argument("--tokens", "-n", type=int, default=200,
+                    help="at most this many new tokens (default 200)")
+    ap.add_argument("--seq", type=int, default=128,
+                    help="tokens of context each prediction sees (default 128)")
+    ap.add_argument("--temperature", type=float, default=0.8,
+                    help="0 picks the most likely token (default 0.8)")
+    ap.add_argument("--top-k", type=int, default=40, help="0: no limit (default 40)")
+    ap.add_argument("--top-p", type=float, default=0.95,
+                    help="nucleus sampling mass, 1: off (default 0.95)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.tokens <= 0 or a.seq < 2:
+        ap.error("--tokens must be positive and --seq at least 2")
+    if not (a.temperature >= 0 and math.isfinite(a.temperature)):
+        ap.error("--temperature must be zero or positive")
+    if a.top_k < 0 or not 0 < a.top_p <= 1:
+        ap.error("--top-k must be >= 0 and --top-p in (0, 1]")
     try:
-        text = generate(a.model, a.prompt.encode(), a.tokens, a.seq,
-                        a.temperature, a.top_k, a.seed)
-    except (llama.ModelError, RuntimeError) as e:
-        print(f"qcc-generate: error: {e}", file=sys.stderr)
+        text = generate(a.model, a.prompt, a.tokens, a.seq, a.temperature,
+                        a.top_k, a.seed, top_p=a.top_p, lora=a.lora)
+    except (ModelError, TokenizerError, lora_adapter.AdapterError, RuntimeError,
+            OSError) as e:
+        first = str(e).strip().splitlines()
+        print(f"qcc-generate: error: {first[0] if first else e}", file=sys.stderr)
         return 1
-    sys.stdout.write(text.decode("utf-8", "replace") + "\n")
+    except KeyboardInterrupt:
+        print("qcc-generate: interrupted", file=sys.stderr)
+        return 130
+    sys.stdout.write(text + "\n")
     return 0
 
 

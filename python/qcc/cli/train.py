@@ -23,7 +23,7 @@ from .. import models, optim
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
 from ..progress import Progress, fmt_duration
-from ..tokenizer import ByteTokenizer, Tokenizer, TokenizerError
+from ..tokenizer import ByteTokenizer, TokenizerError, for_model
 
 
 class CliError(Exception):
@@ -97,7 +97,7 @@ def parse_args(argv):
                     help="draw this loss on the plot and report whether it was reached")
     ap.add_argument("--seed", type=int, default=0, help="data order and LoRA init")
     ap.add_argument("--sample", type=int, default=0, metavar="N",
-                    help="after training, generate N bytes from the trained model")
+                    help="after training, generate N tokens from the trained model (qcc-generate)")
     ap.add_argument("--prompt", default="", help="prompt of --sample")
     ap.add_argument("--threads", type=int, default=0,
                     help="threads of the compiled step (0: all cores)")
@@ -199,21 +199,6 @@ def read_log(path):
                 except (KeyError, ValueError):
                     continue
     return steps, losses, vsteps, vppl
-
-
-def make_tokenizer(meta, vocab):
-    """The model's own tokenizer when its GGUF has a complete one; byte-level
-    ids for a model with a byte vocabulary and nothing else (qcc's synthetic
-    demo models: no tokens, or byte tokens without BPE merges)."""
-    if not meta.get("tokenizer.ggml.tokens"):
-        return ByteTokenizer.from_metadata(meta, vocab)
-    try:
-        return Tokenizer.from_metadata(meta)
-    except TokenizerError as e:
-        try:
-            return ByteTokenizer.from_metadata(meta, vocab)
-        except TokenizerError:
-            raise e from None
 
 
 class Validator:
@@ -321,7 +306,7 @@ def run(a, out=sys.stdout):
     except ModelError as e:
         raise CliError(str(e)) from None
     try:
-        tok = make_tokenizer(info.metadata, cfg.vocab)
+        tok = for_model(info.metadata, cfg.vocab)
     except TokenizerError as e:
         raise CliError(f"{a.model}: {e}") from None
     check_fits(cfg, a.batch, a.seq, cfg.vocab)
@@ -544,14 +529,14 @@ def run(a, out=sys.stdout):
     s.close()
     if a.sample:
         from .generate import generate
-        src = a.merged if lora else a.out
-        if src:
-            text = generate(src, a.prompt.encode(), a.sample, seq=a.seq,
-                            seed=a.seed, opt=a.opt)
-            say("sample from the trained model:")
-            say("  " + text.decode("utf-8", "replace").replace("\n", "\n  "))
+        if lora:
+            text = generate(a.model, a.prompt, a.sample, seq=a.seq, seed=a.seed,
+                            opt=a.opt, lora=a.out)
         else:
-            say("(no sample: a LoRA run samples from --merged)")
+            text = generate(a.out, a.prompt, a.sample, seq=a.seq, seed=a.seed,
+                            opt=a.opt)
+        say("sample from the trained model:")
+        say("  " + text.replace("\n", "\n  "))
     return 0
 
 

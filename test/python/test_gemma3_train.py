@@ -1,0 +1,132 @@
+"""qcc-train on Gemma 3 270M (the pinned PyPI GGUF), checked by llama.cpp:
+a LoRA adapter that llama-perplexity and llama-completion load, whose
+perplexity qcc-perplexity --lora reproduces; the errors of a bad adapter."""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from assets import gemma3, run_llama
+from qcc_step import ROOT
+
+TRAIN = os.path.join(ROOT, "data", "bierce-train.txt")
+HELDOUT = os.path.join(ROOT, "data", "bierce-heldout.txt")
+CTX = 128
+
+
+def qcc(tool, *args, timeout=900):
+    return subprocess.run([os.path.join(ROOT, "scripts", tool), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def llama_ppl(*args):
+    # llama-perplexity prints its estimate on stderr with the logs.
+    from assets import llama_tool
+    p = subprocess.run([llama_tool("llama-perplexity"), "-m", gemma3(), "-f", HELDOUT,
+                        "-c", str(CTX), "-t", str(os.cpu_count()), "--no-repack",
+                        "-ctk", "f32", "-ctv", "f32", "-fa", "off", *args],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = re.search(r"Final estimate: PPL = ([0-9.]+)", p.stdout + p.stderr)
+    assert m, (p.stdout + p.stderr)[-2000:]
+    return float(m.group(1))
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """6 LoRA steps (rank 4, every projection) of 2 x 64 tokens."""
+    out = tmp_path_factory.mktemp("lora") / "adapter.gguf"
+    r = qcc("qcc-train", "--model", gemma3(), "--data", TRAIN, "--lora-rank", 4,
+            "--lora-targets", "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down",
+            "--steps", 6, "--batch", 2, "--seq", 64, "--lr", "1e-3", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "gemma3, 18 layers" in r.stdout
+    assert "llama tokenizer, 262,144 tokens" in r.stdout
+    return str(out)
+
+
+def test_adapter_layout(adapter):
+    import gguf
+    rd = gguf.GGUFReader(adapter)
+    names = {t.name for t in rd.tensors}
+    assert len(names) == 18 * 7 * 2
+    shapes = {t.name: tuple(int(x) for x in t.shape) for t in rd.tensors}
+    # ne [in, r] for A, [r, out] for B (llama.cpp's loader checks these).
+    assert shapes["blk.0.attn_q.weight.lora_a"] == (640, 4)
+    assert shapes["blk.0.attn_q.weight.lora_b"] == (4, 1024)
+    assert shapes["blk.5.ffn_down.weight.lora_a"] == (2048, 4)
+
+
+def test_llama_cpp_and_qcc_agree_on_the_adapter(adapter):
+    """llama-perplexity --lora loads the adapter and it changes the
+    perplexity; qcc-perplexity --lora agrees within 0.5%, as the two agree
+    on the base model."""
+    base = llama_ppl()
+    tuned = llama_ppl("--lora", adapter)
+    assert tuned != base
+    r = qcc("qcc-perplexity", "--model", gemma3(), "--lora", adapter, "--data",
+            HELDOUT, "--ctx", CTX, "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    ours = json.loads(r.stdout.strip().splitlines()[-1])["ppl"]
+    assert abs(ours / tuned - 1) < 0.005, (ours, tuned, base)
+
+
+def test_llama_completion_runs_with_the_adapter(adapter):
+    from assets import llama_tool
+    p = subprocess.run([llama_tool("llama-completion"), "-m", gemma3(), "--lora",
+                        adapter, "-p", "ABSURDITY, n.", "-n", "8", "--no-repack",
+                        "-t", str(os.cpu_count()), "-no-cnv", "--temp", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "ABSURDITY, n." in p.stdout
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"not a gguf", "not a GGUF file"),
+    ("MODEL", "not a LoRA adapter"),
+])
+def test_bad_adapter_is_one_line(tmp_path, content, message):
+    p = tmp_path / "bad.gguf"
+    if content == "MODEL":
+        path = gemma3()
+    else:
+        p.write_bytes(content)
+        path = str(p)
+    r = qcc("qcc-perplexity", "--model", gemma3(), "--lora", path, "--data",
+            HELDOUT, "--ctx", 64, "--chunks", 1)
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_generate_greedy_matches_llama_completion():
+    """qcc-generate with the model's tokenizer, greedy, against
+    llama-completion --temp 0: the same 12 tokens of text."""
+    prompt = "The capital of France is"
+    r = qcc("qcc-generate", "--model", gemma3(), "--prompt", prompt, "--tokens", 12,
+            "--temperature", 0)
+    assert r.returncode == 0, r.stderr
+    from assets import llama_tool
+    p = subprocess.run([llama_tool("llama-completion"), "-m", gemma3(), "-p", prompt,
+                        "-n", "12", "--temp", "0", "--no-repack", "-no-cnv", "-t",
+                        str(os.cpu_count())], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert r.stdout.strip() == p.stdout.strip()
+    assert len(r.stdout.strip()) > len(prompt) + 10
+
+
+def test_generate_with_adapter_and_bad_flags(adapter):
+    r = qcc("qcc-generate", "--model", gemma3(), "--lora", adapter, "--prompt",
+            "LAWYER, n.", "--tokens", 6, "--seed", 1)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("LAWYER, n.")
+    for args, msg in ((["--top-p", "0"], "--top-p"), (["--tokens", "0"], "--tokens"),
+                      (["--temperature", "-1"], "--temperature")):
+        r = qcc("qcc-generate", "--model", gemma3(), *args)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    r = qcc("qcc-generate", "--model", "/no/such.gguf")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
