@@ -30,7 +30,7 @@ def loss_curve_png(path, steps, losses, title="loss", target=None,
     if pts:
         xs, ys = zip(*pts)
         ax.plot(xs, ys, color="#b8b8b8", linewidth=0.8, label="loss (each step)")
-        k = max(1, len(ys) // 20)
+        k = max(1, min(20, len(ys) // 5))
         ax.plot(xs, _trailing_mean(ys, k), color="#1f5fbf", linewidth=1.8,
                 label=f"mean of {k} steps" if k > 1 else "loss")
     if target is not None:

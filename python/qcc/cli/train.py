@@ -68,7 +68,8 @@ def parse_args(argv):
     ap.add_argument("--seq", type=int, default=64, help="tokens per sequence")
     ap.add_argument("--batch", type=int, default=16, help="sequences per step")
     ap.add_argument("--lr", type=float, default=None,
-                    help="peak learning rate (default 2e-3 full, 1e-3 LoRA)")
+                    help="peak learning rate (default 1e-4 full, 3e-4 LoRA, for "
+                         "pretrained models; one trained from scratch wants ~1e-2)")
     ap.add_argument("--min-lr", type=float, default=None,
                     help="final learning rate of the cosine decay (default lr/10)")
     ap.add_argument("--warmup", type=int, default=None,
@@ -389,7 +390,7 @@ def run(a, out=sys.stdout):
         say(f"resumed from {a.resume} after step {start}")
         if start >= a.steps:
             say(f"the checkpoint is already at step {start} of {a.steps}")
-    lr = a.lr if a.lr is not None else (1e-3 if lora else 2e-3)
+    lr = a.lr if a.lr is not None else (3e-4 if lora else 1e-4)
     min_lr = a.min_lr if a.min_lr is not None else lr / 10
     warmup = a.warmup if a.warmup is not None else min(20, a.steps // 10)
     warmup0 = warmup

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""qcc-train on Gemma 3 270M Q4_K_M: tokens/s, peak RSS, compile time and
+time to the first step, per training mode, each in a fresh process.
+
+Each mode runs `qcc-train` (B x T tokens per step, all cores) for a few
+steps under GNU time: tokens/s is the median of the steps after the first
+(the CSV log's per-step rate), peak RSS is the process's maximum resident
+set, the compile time is the step's first (uncached) compile and the time
+to first step is from process start until the first step has finished.
+
+Usage: bench/train/gemma3.py [--modes lora,full] [--batch 4] [--seq 128]
+       [--steps 6] [--rank 8]"""
+
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.environ.get("QCC_CACHE") or os.path.expanduser("~/.cache/qcc")
+MODEL = os.environ.get("QCC_GEMMA3") or os.path.join(
+    CACHE, "models", "gemma-3-270m-q4_k_m.gguf")
+DATA = os.path.join(ROOT, "data", "bierce-train.txt")
+ALL = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down"
+
+
+def run(mode, a, tmp):
+    out = os.path.join(tmp, f"{mode}.gguf")
+    args = [os.path.join(ROOT, "scripts", "qcc-train"), "--model", MODEL,
+            "--data", DATA, "--steps", str(a.steps), "--batch", str(a.batch),
+            "--seq", str(a.seq), "--out", out]
+    if mode == "lora":
+        args += ["--lora-rank", str(a.rank), "--lora-targets", ALL]
+    else:
+        args += ["--full"]
+    env = dict(os.environ, QCC_CACHE_DIR=os.path.join(tmp, f"cache-{mode}"))
+    t0 = time.monotonic()
+    p = subprocess.run(["/usr/bin/time", "-v", *args], capture_output=True,
+                       text=True, env=env)
+    wall = time.monotonic() - t0
+    if p.returncode:
+        return {"mode": mode, "error": p.stderr.strip().splitlines()[-1]}
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)[1])
+    comp = re.search(r"compiled in ([0-9.]+) s", p.stdout)
+    with open(out + ".loss.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["loss"]]
+    rates = sorted(float(r["tokens_per_s"]) for r in rows[1:])
+    first_done = float(rows[0]["elapsed_s"])
+    train_start = wall - float(rows[-1]["elapsed_s"])
+    return {"mode": mode, "tokens_per_s": rates[len(rates) // 2],
+            "peak_rss_gib": rss / 2**20, "compile_s": float(comp[1]) if comp else None,
+            "first_step_s": train_start + first_done, "wall_s": wall}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modes", default="lora,full")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--rank", type=int, default=8)
+    a = ap.parse_args()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), "?")
+    print(f"# {cpu}, {os.cpu_count()} cores; B={a.batch} T={a.seq}, {a.steps} steps")
+    print("| mode | tokens/s | peak RSS | compile | time to first step |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in a.modes.split(","):
+            r = run(mode, a, tmp)
+            if "error" in r:
+                print(f"| {mode} | error: {r['error']} | | | |")
+                continue
+            print(f"| {mode} | {r['tokens_per_s']:.1f} | {r['peak_rss_gib']:.2f} GiB | "
+                  f"{r['compile_s']} s | {r['first_step_s']:.1f} s |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
