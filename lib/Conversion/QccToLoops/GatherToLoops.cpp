@@ -25,21 +25,14 @@ struct GatherLowering : public OpConversionPattern<GatherOp> {
     QTensorType qtype = op.getTable().getType();
     auto resultType = cast<RankedTensorType>(op.getResult().getType());
     int64_t blockElems = qtype.getBlockElems();
-    int64_t cols = qtype.getShape()[1];
-    if (ShapedType::isDynamic(cols) || cols % blockElems)
+    FailureOr<GatherBuffers> buffers = prepareGather(
+        rewriter, loc, op, adaptor.getTable(), adaptor.getIds());
+    if (failed(buffers))
       return rewriter.notifyMatchFailure(op, "row length not whole blocks");
-    int64_t blocksPerRow = cols / blockElems;
-
-    Value table = adaptor.getTable();
-    Value bytes = flatten(rewriter, loc, table);
-    Value ids = toBuffer(rewriter, loc, adaptor.getIds());
-    Value numIds = memref::DimOp::create(rewriter, loc, ids, 0);
-    Value numRows = memref::DimOp::create(rewriter, loc, table, 0);
-    auto outType = MemRefType::get(resultType.getShape(), rewriter.getF32Type());
-    Value out = memref::AllocOp::create(
-        rewriter, loc, outType,
-        resultType.isDynamicDim(0) ? ValueRange{numIds} : ValueRange{});
-    Value flatOut = flatten(rewriter, loc, out);
+    Value bytes = buffers->bytes, ids = buffers->ids, numIds = buffers->numIds,
+          numRows = buffers->numRows, out = buffers->out,
+          flatOut = buffers->flatOut;
+    int64_t blocksPerRow = buffers->blocksPerRow;
 
     Value c0 = cIndex(rewriter, loc, 0), c1 = cIndex(rewriter, loc, 1);
     Value cBlocks = cIndex(rewriter, loc, blocksPerRow);
@@ -87,6 +80,28 @@ struct GatherLowering : public OpConversionPattern<GatherOp> {
 };
 
 } // namespace
+
+FailureOr<GatherBuffers>
+mlir::qcc::detail::prepareGather(OpBuilder &b, Location loc, GatherOp op,
+                                 Value table, Value idsTensor) {
+  QTensorType qtype = op.getTable().getType();
+  auto resultType = cast<RankedTensorType>(op.getResult().getType());
+  int64_t cols = qtype.getShape()[1];
+  if (ShapedType::isDynamic(cols) || cols % qtype.getBlockElems())
+    return failure();
+  GatherBuffers r;
+  r.blocksPerRow = cols / qtype.getBlockElems();
+  r.bytes = flatten(b, loc, table);
+  r.ids = toBuffer(b, loc, idsTensor);
+  r.numIds = memref::DimOp::create(b, loc, r.ids, 0);
+  r.numRows = memref::DimOp::create(b, loc, table, 0);
+  auto outType = MemRefType::get(resultType.getShape(), b.getF32Type());
+  r.out = memref::AllocOp::create(
+      b, loc, outType,
+      resultType.isDynamicDim(0) ? ValueRange{r.numIds} : ValueRange{});
+  r.flatOut = flatten(b, loc, r.out);
+  return r;
+}
 
 void mlir::qcc::detail::populateGatherToLoopsPatterns(
     TypeConverter &converter, RewritePatternSet &patterns) {

@@ -174,22 +174,15 @@ struct GatherKernel : public OpConversionPattern<GatherOp> {
     auto resultType = cast<RankedTensorType>(op.getResult().getType());
     int64_t blockElems = qtype.getBlockElems();
     int64_t blockBytes = qtype.getBlockBytes();
-    int64_t cols = qtype.getShape()[1];
-    if (ShapedType::isDynamic(cols) || cols % blockElems)
-      return rewriter.notifyMatchFailure(op, "row length not whole blocks");
-    int64_t blocksPerRow = cols / blockElems;
     KernelBuilder k{rewriter, loc};
-
-    Value table = adaptor.getTable();
-    Value bytes = flatten(rewriter, loc, table);
-    Value ids = toBuffer(rewriter, loc, adaptor.getIds());
-    Value numIds = memref::DimOp::create(rewriter, loc, ids, 0);
-    Value numRows = memref::DimOp::create(rewriter, loc, table, 0);
-    auto outType = MemRefType::get(resultType.getShape(), rewriter.getF32Type());
-    Value out = memref::AllocOp::create(
-        rewriter, loc, outType,
-        resultType.isDynamicDim(0) ? ValueRange{numIds} : ValueRange{});
-    Value flatOut = flatten(rewriter, loc, out);
+    FailureOr<GatherBuffers> buffers = prepareGather(
+        rewriter, loc, op, adaptor.getTable(), adaptor.getIds());
+    if (failed(buffers))
+      return rewriter.notifyMatchFailure(op, "row length not whole blocks");
+    Value bytes = buffers->bytes, ids = buffers->ids, numIds = buffers->numIds,
+          numRows = buffers->numRows, out = buffers->out,
+          flatOut = buffers->flatOut;
+    int64_t blocksPerRow = buffers->blocksPerRow;
     Value numBlocks = k.mul(numIds, blocksPerRow);
 
     LogicalResult decoded = success();

@@ -147,6 +147,16 @@ LogicalResult emitInt8SmallNQMatmul(OpBuilder &b, Location loc,
                                     Value out2d, Value rowBase, Value wRowBase,
                                     Int8Dot dot);
 
+/// The buffers of a qcc.gather lowering: the table's flat block bytes, the
+/// ids as a buffer, their count, the table's row count, and the f32 result
+/// (shaped and flat); fails when a row is not whole blocks.
+struct GatherBuffers {
+  Value bytes, ids, numIds, numRows, out, flatOut;
+  int64_t blocksPerRow;
+};
+FailureOr<GatherBuffers> prepareGather(OpBuilder &b, Location loc, GatherOp op,
+                                       Value table, Value ids);
+
 // Pattern sets of the op families.
 void populateDequantToLoopsPatterns(TypeConverter &converter,
                                     RewritePatternSet &patterns);
