@@ -30,6 +30,7 @@ Results: `loss` (tensor<f32>, mean nats per token) first, then every
 updated weight, param and state under its argument's name.
 """
 
+import re
 from dataclasses import dataclass, field
 
 from . import autodiff, emit, ir, optim
@@ -58,6 +59,17 @@ class TrainOptions:
     jl_seed: int = 0
     state_dtype: str = "bf16"       # optimizer moments of quantized weights
     train_norms: bool = True
+    # Regular expressions over GGUF tensor names (re.search): only tensors
+    # matching `train` (all when None) and not matching `freeze` train; with
+    # LoRA they choose which targeted layers get an adapter, by weight name.
+    train: str = None
+    freeze: str = None
+
+    def selects(self, name):
+        """Whether the tensor `name` is chosen by --train / --freeze."""
+        if self.train is not None and not re.search(self.train, name):
+            return False
+        return self.freeze is None or not re.search(self.freeze, name)
 
     def validate(self):
         checks = [
@@ -79,6 +91,13 @@ class TrainOptions:
         for ok, what in checks:
             if not ok:
                 raise ValueError(f"unsupported training option: {what}")
+        for flag, pattern in (("--train", self.train), ("--freeze", self.freeze)):
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ValueError(f"{flag} {pattern!r}: not a regular "
+                                     f"expression ({e})") from None
 
 
 @dataclass
@@ -232,7 +251,9 @@ class _Updater:
         return list(zip(vals, results))
 
 
-def _mark_lora(model, opts):
+def lora_layers(model, opts):
+    """The (GGUF suffix, Linear) pairs that get a LoRA adapter: those of
+    opts.lora_targets whose weight --train / --freeze select."""
     if not hasattr(model, "linear_layers"):
         raise ValueError("LoRA needs a model with linear_layers() (e.g. "
                          "qcc.models.llama.Llama)")
@@ -241,15 +262,34 @@ def _mark_lora(model, opts):
     if bad:
         raise ValueError(f"unknown LoRA target(s) {sorted(bad)}; choose from "
                          f"{', '.join(LORA_KEYS)}")
+    chosen = [(key, lin) for key, lin in model.linear_layers()
+              if key in keys and opts.selects(lin.weight.name)]
+    if not chosen:
+        raise ValueError("no layer matches the LoRA targets"
+                         + (" and --train / --freeze"
+                            if opts.train is not None or opts.freeze is not None
+                            else ""))
+    return chosen
+
+
+def _mark_lora(model, opts):
+    chosen = lora_layers(model, opts)
     for p in model.parameters():
         p.trainable = False
+    for _, lin in chosen:
+        lin.lora(opts.lora_rank, opts.lora_alpha)
+
+
+def _mark_full(model, opts):
     n = 0
-    for key, lin in model.linear_layers():
-        if key in keys:
-            lin.lora(opts.lora_rank, opts.lora_alpha)
-            n += 1
+    for p in model.parameters():
+        if p.trainable and not opts.selects(p.name):
+            p.trainable = False
+        if p.trainable and len(p.shape) == 1 and not opts.train_norms:
+            p.trainable = False
+        n += p.trainable
     if not n:
-        raise ValueError("no layer matches the LoRA targets")
+        raise ValueError("no tensor of the model matches --train / --freeze")
 
 
 def fused_head(model, grad):
@@ -290,10 +330,8 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step",
     opts.validate()
     if opts.method == "lora":
         _mark_lora(model, opts)
-    elif not opts.train_norms:
-        for p in model.parameters():
-            if len(p.shape) == 1:
-                p.trainable = False
+    else:
+        _mark_full(model, opts)
     vocab = vocab or model.cfg.vocab
     with ir.Graph("f32") as g:
         tokens = g.input("tokens", (batch, seq), "i32")

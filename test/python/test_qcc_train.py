@@ -6,6 +6,7 @@ issue names gives one clear line and exit status 1."""
 import csv
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -121,6 +122,58 @@ def test_lora_writes_an_adapter(tmp_path, env, model):
     assert names == sorted(f"blk.0.{n}.weight.lora_{p}" for n in
                            ("attn_q", "attn_v", "ffn_up") for p in "ab")
     assert gguf.GGUFReader(str(merged)).tensors
+
+
+def _tensor_bytes(path):
+    import gguf
+    return {t.name: bytes(t.data.tobytes()) for t in gguf.GGUFReader(path).tensors}
+
+
+def test_train_and_freeze_choose_tensors(tmp_path, env, model):
+    """--train REGEX trains only the matching tensors, --freeze keeps the
+    matching ones as they were: compared block for block with the input
+    (gguf package) after a few steps at a high learning rate."""
+    base = _tensor_bytes(model)
+    out = tmp_path / "t.gguf"
+    r = qcc_train(env, "--model", model, "--data", CORPUS, "--full",
+                  "--steps", "3", "--batch", "4", "--seq", "16", "--lr", "1e-2",
+                  "-O", "0", "--out", str(out), "--train", r"^blk\.0\.(attn|ffn)_",
+                  "--freeze", "attn_k|ffn_down")
+    assert r.returncode == 0, r.stderr
+    got = _tensor_bytes(str(out))
+    assert got.keys() == base.keys()
+    moved = {n for n in base if got[n] != base[n]}
+    want = {n for n in base if re.search(r"^blk\.0\.(attn|ffn)_", n)
+            and not re.search("attn_k|ffn_down", n)}
+    assert len(want) == 7
+    assert moved == want, (sorted(moved), sorted(want))
+
+
+def test_train_regex_chooses_lora_layers(tmp_path, env, model):
+    out = tmp_path / "a.gguf"
+    r = qcc_train(env, "--model", model, "--data", CORPUS, "--lora-rank", "2",
+                  "--steps", "2", "--batch", "2", "--seq", "16", "-O", "0",
+                  "--out", str(out), "--lora-targets", "attn_q,attn_v,ffn_up",
+                  "--freeze", "attn_v")
+    assert r.returncode == 0, r.stderr
+    import gguf
+    names = sorted(t.name for t in gguf.GGUFReader(str(out)).tensors)
+    assert names == sorted(f"blk.0.{n}.weight.lora_{p}" for n in
+                           ("attn_q", "ffn_up") for p in "ab")
+
+
+@pytest.mark.parametrize("flags,code,message", [
+    (["--full", "--train", "("], 2, "--train '(': not a regular expression"),
+    (["--full", "--freeze", "[a"], 2, "--freeze '[a': not a regular expression"),
+    (["--full", "--train", "no_such_tensor"], 1, "no tensor of the model matches"),
+    (["--lora-rank", "2", "--freeze", "."], 1, "no layer matches the LoRA targets"),
+])
+def test_bad_train_freeze(tmp_path, env, model, flags, code, message):
+    r = qcc_train(env, "--model", model, "--data", CORPUS, "--out",
+                  str(tmp_path / "o.gguf"), "--steps", "1", *flags)
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr
+    assert message in r.stderr.strip().splitlines()[-1]
 
 
 def test_missing_files(tmp_path, env, model):

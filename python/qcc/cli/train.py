@@ -13,6 +13,7 @@ import csv
 import ctypes
 import math
 import os
+import re
 import sys
 import time
 
@@ -61,6 +62,13 @@ def parse_args(argv):
     ap.add_argument("--lora-targets", default="attn_q,attn_k,attn_v,attn_output",
                     help="comma-separated layers to adapt (attn_q, attn_k, "
                          "attn_v, attn_output, ffn_gate, ffn_up, ffn_down, output)")
+    ap.add_argument("--train", dest="train_re", metavar="REGEX",
+                    help="train only the tensors whose GGUF name matches "
+                         "(Python regular expression, searched; with LoRA: "
+                         "the layers whose weight matches get adapters)")
+    ap.add_argument("--freeze", dest="freeze_re", metavar="REGEX",
+                    help="keep the tensors whose GGUF name matches frozen "
+                         "(applied after --train)")
     ap.add_argument("--merged", metavar="PATH",
                     help="with --lora-rank: also write the merged, re-quantized model")
     ap.add_argument("--steps", type=int, default=200,
@@ -119,6 +127,12 @@ def parse_args(argv):
         ap.error("--lora-rank must be a positive integer")
     if a.merged and a.lora_rank is None:
         ap.error("--merged needs --lora-rank")
+    for flag, pattern in (("--train", a.train_re), ("--freeze", a.freeze_re)):
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                ap.error(f"{flag} {pattern!r}: not a regular expression ({e})")
     positive = {"--lr": a.lr, "--lora-alpha": a.lora_alpha,
                 "--time-limit": a.time_limit, "--stop-after": a.stop_after}
     for flag, v in positive.items():
@@ -215,11 +229,10 @@ class Validator:
         cfg, model, _ = models.load(a.model)
         self.pairs = []
         if lora:
-            for key, lin in model.linear_layers():
-                if key in opts.lora_targets:
-                    lin.lora(opts.lora_rank, opts.lora_alpha, role="input")
-                    for p in (lin.lora_a, lin.lora_b):
-                        self.pairs.append((p.name, p.shape))
+            for _, lin in train.lora_layers(model, opts):
+                lin.lora(opts.lora_rank, opts.lora_alpha, role="input")
+                for p in (lin.lora_a, lin.lora_b):
+                    self.pairs.append((p.name, p.shape))
         self.x, self.y = textdata.eval_windows(val, a.seq, a.val_tokens, bos)
         self.batch = min(a.batch, len(self.x))
         text = train.build_token_nll(model, self.batch, a.seq)
@@ -334,7 +347,8 @@ def run(a, out=sys.stdout):
     from .. import train
     opts = train.TrainOptions(
         method="lora" if lora else "full", optimizer=a.optimizer,
-        weight_decay=a.weight_decay, ste=a.ste, carry=a.carry)
+        weight_decay=a.weight_decay, ste=a.ste, carry=a.carry,
+        train=a.train_re, freeze=a.freeze_re)
     if lora:
         opts.lora_rank = a.lora_rank
         opts.lora_alpha = a.lora_alpha if a.lora_alpha else 2.0 * a.lora_rank
