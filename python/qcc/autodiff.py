@@ -216,6 +216,20 @@ def accumulate(contribs):
     return total
 
 
+def _recomputed(x, clones):
+    """`x`, or for a value marked ir.recompute its clone in the backward
+    (made once, its own marked inputs recomputed too), so that the forward
+    value dies with its last forward use."""
+    if not x.attrs.get("recompute"):
+        return x
+    c = clones.get(x.index)
+    if c is None:
+        c = ir.elementwise(x.attrs["fn"], [_recomputed(i, clones) for i in x.inputs],
+                           x.attrs["consts"], shape=x.shape, dtype=x.dtype)
+        clones[x.index] = c
+    return c
+
+
 def grad(y, wrt, seed=None):
     """∂y/∂w for each w in `wrt` (None where y does not depend on w). `y`
     is a scalar (0-d) unless `seed` (∂L/∂y) is given."""
@@ -232,6 +246,7 @@ def grad(y, wrt, seed=None):
         if any(x.index in depends for x in t.inputs):
             depends.add(t.index)
     contribs = {y.index: [seed]}
+    clones = {}   # recomputed values (ir.recompute), by forward index
     for t in reversed(g.nodes[: y.index + 1]):
         if t.index not in contribs or t.op == "arg":
             continue
@@ -240,9 +255,12 @@ def grad(y, wrt, seed=None):
         gt = accumulate(contribs.pop(t.index))
         base = t.loc
         g.push_location(Location(base.file, base.line, base.col, "backward"))
+        saved = t.inputs
         try:
+            t.inputs = [_recomputed(x, clones) for x in saved]
             grads = vjp(t, gt)
         finally:
+            t.inputs = saved
             g.pop_location()
         for x, gx in zip(t.inputs, grads):
             if gx is not None and x.index in depends:

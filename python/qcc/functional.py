@@ -39,8 +39,10 @@ def log(x):
 
 
 def swiglu(gate, up):
-    """silu(gate) · up: the gated unit of a SwiGLU MLP."""
-    return silu(gate) * up
+    """silu(gate) · up: the gated unit of a SwiGLU MLP. The backward
+    recomputes silu(gate) and the product from gate and up (which it keeps
+    anyway) rather than keeping two more [tokens, d_ff] tensors."""
+    return ir.recompute(ir.recompute(silu(gate)) * up)
 
 
 def linear(x, weight, bias=None):
@@ -70,10 +72,12 @@ def embedding(ids, table):
 
 
 def rms_norm(x, weight=None, eps=1e-6):
-    """x / sqrt(mean(x², last axis) + eps) (· weight)."""
+    """x / sqrt(mean(x², last axis) + eps) (· weight). The backward keeps
+    x and the per-row scale and recomputes the normalized values from them
+    (ir.recompute) instead of keeping them too."""
     ms = (x * x).mean(-1, keepdims=True)
-    y = x * (ms + eps).rsqrt()
-    return y * weight if weight is not None else y
+    y = ir.recompute(x * (ms + eps).rsqrt())
+    return ir.recompute(y * weight) if weight is not None else y
 
 
 def log_softmax(x):
@@ -98,8 +102,9 @@ def rope(x, mode="normal", theta=10000.0, freq_scale=1.0, n_rot=None):
 
 
 def geglu(gate, up):
-    """gelu(gate) · up: the gated unit of Gemma's MLP (GELU, tanh form)."""
-    return gelu(gate) * up
+    """gelu(gate) · up: the gated unit of Gemma's MLP (GELU, tanh form),
+    recomputed in the backward like swiglu's."""
+    return ir.recompute(ir.recompute(gelu(gate)) * up)
 
 
 def attention(q, k, v, causal=True, scale=None, window=0):

@@ -345,6 +345,18 @@ def elementwise(fn, inputs, consts=(), shape=None, dtype=None):
                  consts=tuple(float(c) for c in consts))
 
 
+def recompute(t):
+    """Marks the elementwise result `t` to be recomputed from its inputs
+    where the backward needs it (qcc.autodiff), instead of being kept from
+    the forward pass to the backward: it costs one elementwise op and saves
+    a tensor of t's size for the whole of the forward pass. Worth it when
+    the inputs are kept for the backward anyway. Returns t."""
+    if t.op != "ew":
+        raise ValueError(f"recompute: {t.op} is not an elementwise result")
+    t.attrs["recompute"] = True
+    return t
+
+
 def unary(fn, x, *consts):
     return elementwise(fn, (x,), consts)
 

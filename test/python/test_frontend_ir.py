@@ -224,3 +224,25 @@ def test_locations_point_at_the_tracing_line():
         text = qcc.module([qcc.Function("f", [y])])
     line = inspect.currentframe().f_lineno - 2
     assert f'{HERE}":{line}:' in text
+
+
+def test_recompute_moves_the_value_into_the_backward():
+    """geglu marks gelu(gate) and the product ir.recompute: the backward
+    reads clones made after the loss, so the forward values die with their
+    last forward use (nothing after the loss reads them)."""
+    with qcc.Graph() as g:
+        a = g.input("a", (4, 8))
+        b = g.input("b", (4, 8))
+        y = F.geglu(a, b)
+        loss = (y * y).sum()
+        ga, gb = qcc.grad(loss, [a, b])
+    act = y.inputs[0]
+    assert y.attrs.get("recompute") and act.attrs.get("recompute")
+    backward = g.nodes[loss.index + 1:]
+    assert all(y not in t.inputs and act not in t.inputs for t in backward)
+    clones = [t for t in backward if t.op == "ew" and t.attrs["fn"] == "mul"
+              and t.inputs[1] is b and t.inputs[0].op == "ew"
+              and t.inputs[0].attrs["fn"] == "gelu"]
+    assert len(clones) == 1 and clones[0].inputs[0].inputs[0] is a
+    with pytest.raises(ValueError, match="not an elementwise result"):
+        ir.recompute(loss)
