@@ -8,6 +8,8 @@ steps under GNU time: tokens/s is the median of the steps after the first
 set, the compile time is the step's first (uncached) compile and the time
 to first step is from process start until the first step has finished.
 
+Modes: lora, full, full-frozen-embd (full with --freeze ^token_embd).
+
 Usage: bench/train/gemma3.py [--modes lora,full] [--batch 4] [--seq 128]
        [--steps 6] [--rank 8]"""
 
@@ -35,6 +37,9 @@ def run(mode, a, tmp):
             "--seq", str(a.seq), "--out", out]
     if mode == "lora":
         args += ["--lora-rank", str(a.rank), "--lora-targets", ALL]
+    elif mode == "full-frozen-embd":
+        # The tied Q8_0 embedding/head frozen: the step uses the fused head.
+        args += ["--full", "--freeze", "^token_embd"]
     else:
         args += ["--full"]
     env = dict(os.environ, QCC_CACHE_DIR=os.path.join(tmp, f"cache-{mode}"))

@@ -24,16 +24,22 @@ class DataError(Exception):
     pass
 
 
-def read_documents(path):
+def read_text(path):
+    """The whole file as text; DataError (one line) when it cannot be read
+    or is not UTF-8."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def read_documents(path):
+    text = read_text(path)
     if not path.endswith(".jsonl"):
         return [text] if text else []
     docs = []

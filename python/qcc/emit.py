@@ -573,6 +573,17 @@ class FunctionEmitter(Emitter):
                             [(self.name(ids), tensor_type(ids), _map(dom, dom))],
                             [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
 
+    def _matmul(self, res, a, aty, b, bty, shape, dtype, b_dims, loc):
+        """res = a · b as linalg.matmul into a zero-filled `shape` of `dtype`;
+        b is read through the indexing dims `b_dims` (["d1", "d2"]: b
+        transposed)."""
+        init = self.filled(shape, dtype, 0.0, loc)
+        out = type_str(shape, dtype)
+        dd = ["d0", "d1", "d2"]
+        maps = ", ".join(_map(dd, r) for r in (["d0", "d2"], b_dims, ["d0", "d1"]))
+        self.emit(f"{res} = linalg.matmul indexing_maps = [{maps}] "
+                  f"ins({a}, {b} : {aty}, {bty}) outs({init} : {out}) -> {out}{loc}")
+
     def _linear_nll(self, t, loc):
         """An scf.for over chunks of rows: logits of the chunk (qcc.qmatmul
         fwd, or a matmul for a float W), their row max and Σexp, the nll;
@@ -608,14 +619,8 @@ class FunctionEmitter(Emitter):
         if w.quantized:
             self.emit(f"{logits} = qcc.qmatmul fwd {hc}, {wname} : {cty}, {wty} "
                       f"-> {lty}{loc}")
-        else:
-            init = self.filled((c, v), f, 0.0, loc)
-            dd = ["d0", "d1", "d2"]
-            maps = ", ".join(_map(dd, r) for r in (["d0", "d2"], ["d1", "d2"],
-                                                   ["d0", "d1"]))
-            self.emit(f"{logits} = linalg.matmul indexing_maps = [{maps}] "
-                      f"ins({hc}, {wname} : {cty}, {wty}) outs({init} : {lty}) "
-                      f"-> {lty}{loc}")
+        else:   # logits = h · Wᵀ
+            self._matmul(logits, hc, cty, wname, wty, (c, v), f, ["d1", "d2"], loc)
         dom2, dom1 = _dims(2), _dims(1)
         id2, row2 = _map(dom2, dom2), _map(dom2, ["d0"])
         if cap:
@@ -666,14 +671,8 @@ class FunctionEmitter(Emitter):
             if w.quantized:
                 self.emit(f"{dhc} = qcc.qmatmul bwd {dl}, {wname} : {lty}, {wty} "
                           f"-> {cty}{loc}")
-            else:
-                init = self.filled((c, d), f, 0.0, loc)
-                dd = ["d0", "d1", "d2"]
-                maps = ", ".join(_map(dd, r) for r in (["d0", "d2"], ["d2", "d1"],
-                                                       ["d0", "d1"]))
-                self.emit(f"{dhc} = linalg.matmul indexing_maps = [{maps}] "
-                          f"ins({dl}, {wname} : {lty}, {wty}) outs({init} : {cty}) "
-                          f"-> {cty}{loc}")
+            else:   # dh = dlogits · W
+                self._matmul(dhc, dl, lty, wname, wty, (c, d), f, ["d2", "d1"], loc)
             d2 = self.new("dhs")
             self.emit(f"{d2} = tensor.insert_slice {dhc} into {accs[1]}[{it}, 0] "
                       f"[{c}, {d}] [1, 1] : {cty} into {hty}{loc}")

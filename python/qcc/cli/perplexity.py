@@ -133,15 +133,11 @@ def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
 def main(argv=None):
     a = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        from ..data import DataError, read_text
         try:
-            with open(a.data, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise CliError(f"{a.data}: cannot read: {e.strerror}") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise CliError(f"{a.data}: not UTF-8 text (byte {e.start})") from None
+            text = read_text(a.data)
+        except DataError as e:
+            raise CliError(str(e)) from None
         bar = None
         if sys.stderr.isatty() and not a.json:
             from tqdm import tqdm
