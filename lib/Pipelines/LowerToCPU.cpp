@@ -131,7 +131,12 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   // The few-rows qmatmul's vector decoders (QMatmulSmallN.cpp); their
   // reductions carry their own fast-math flags.
   pm.addPass(createConvertVectorToLLVMPass());
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  // Buffers come from the step runtime's _mlir_memref_to_llvm_alloc, which
+  // checks every allocation (StepRuntime.h) instead of handing generated
+  // code a null pointer.
+  FinalizeMemRefToLLVMConversionPassOptions memrefOptions;
+  memrefOptions.useGenericFunctions = true;
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefOptions));
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createConvertMathToLibmPass());

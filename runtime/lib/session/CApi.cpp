@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 struct qcc_session {
@@ -22,17 +24,32 @@ static int report(char **error, const std::string &message) {
   return 1;
 }
 
+/// Runs `body`; a C++ exception (a failed allocation of the runtime's own
+/// buffers above all) must not cross the C boundary, so it becomes one line
+/// in `*error` and `failed` is returned.
+template <typename R, typename F>
+static R guarded(char **error, const char *what, R failed, F body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc &) {
+    report(error, std::string(what) + ": out of memory");
+  } catch (const std::length_error &) {
+    report(error, std::string(what) + ": out of memory (a size too large)");
+  } catch (const std::exception &e) {
+    report(error, std::string(what) + ": " + e.what());
+  }
+  return failed;
+}
+
 extern "C" qcc_session *qcc_session_open(const char *stepPath,
                                          const char *entry,
                                          const char *modelPath, char **error) {
   return qcc_session_open_device(stepPath, entry, modelPath, nullptr, error);
 }
 
-extern "C" qcc_session *qcc_session_open_device(const char *stepPath,
-                                                const char *entry,
-                                                const char *modelPath,
-                                                const char *deviceName,
-                                                char **error) {
+static qcc_session *openSession(const char *stepPath, const char *entry,
+                                const char *modelPath, const char *deviceName,
+                                char **error) {
   if (!stepPath || !modelPath) {
     report(error, "qcc_session_open: null path");
     return nullptr;
@@ -68,6 +85,16 @@ extern "C" qcc_session *qcc_session_open_device(const char *stepPath,
   return s.release();
 }
 
+extern "C" qcc_session *qcc_session_open_device(const char *stepPath,
+                                                const char *entry,
+                                                const char *modelPath,
+                                                const char *deviceName,
+                                                char **error) {
+  return guarded<qcc_session *>(error, "qcc_session_open", nullptr, [&] {
+    return openSession(stepPath, entry, modelPath, deviceName, error);
+  });
+}
+
 extern "C" const char *qcc_session_device(const qcc_session *s) {
   return s ? qcc::rt::deviceName(s->session->device()) : nullptr;
 }
@@ -78,16 +105,24 @@ extern "C" int qcc_session_set_input(qcc_session *s, const char *name,
   std::string message;
   if (!s || !name)
     return report(error, "qcc_session_set_input: null argument");
-  return s->session->setArgument(name, data, bytes, &message)
-             ? 0
-             : report(error, message);
+  return guarded(error, "qcc_session_set_input", 1, [&] {
+    return s->session->setArgument(name, data, bytes, &message)
+               ? 0
+               : report(error, message);
+  });
 }
 
 extern "C" int qcc_session_run(qcc_session *s, char **error) {
   std::string message;
   if (!s)
     return report(error, "qcc_session_run: null session");
-  switch (s->session->run(&message)) {
+  qcc::rt::Session::Outcome outcome = qcc::rt::Session::Outcome::Failed;
+  if (guarded(error, "qcc_session_run", 1, [&] {
+        outcome = s->session->run(&message);
+        return 0;
+      }))
+    return 1;
+  switch (outcome) {
   case qcc::rt::Session::Outcome::Applied:
     return 0;
   case qcc::rt::Session::Outcome::Skipped:
@@ -117,7 +152,9 @@ extern "C" int qcc_session_save(const qcc_session *s, const char *path,
   std::string message;
   if (!s || !path)
     return report(error, "qcc_session_save: null argument");
-  return s->session->save(path, &message) ? 0 : report(error, message);
+  return guarded(error, "qcc_session_save", 1, [&] {
+    return s->session->save(path, &message) ? 0 : report(error, message);
+  });
 }
 
 extern "C" const void *qcc_session_argument(const qcc_session *s,
@@ -137,7 +174,9 @@ extern "C" int qcc_session_seed(qcc_session *s, uint64_t seed, char **error) {
   std::string message;
   if (!s)
     return report(error, "qcc_session_seed: null session");
-  return s->session->reseed(seed, &message) ? 0 : report(error, message);
+  return guarded(error, "qcc_session_seed", 1, [&] {
+    return s->session->reseed(seed, &message) ? 0 : report(error, message);
+  });
 }
 
 extern "C" void qcc_session_disable_in_place(qcc_session *s) {
@@ -156,7 +195,9 @@ static int withPath(S *s, const char *path, char **error, const char *what,
   std::string message;
   if (!s || !path)
     return report(error, std::string(what) + ": null argument");
-  return f(*s->session, path, &message) ? 0 : report(error, message);
+  return guarded(error, what, 1, [&] {
+    return f(*s->session, path, &message) ? 0 : report(error, message);
+  });
 }
 
 extern "C" int qcc_session_save_checkpoint(const qcc_session *s,

@@ -4,6 +4,9 @@
 
 #include "qcc/Runtime/Codecs.h"
 
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -54,3 +57,33 @@ extern "C" const char *qcc_step_take_error(void) {
   pendingError.clear();
   return takenError.c_str();
 }
+
+/// Generated code cannot unwind, and going on would write through a null
+/// pointer: name the size and end the process with one line.
+[[noreturn]] static void allocationFailed(uint64_t size) {
+  std::fprintf(stderr,
+               "qcc: error: the compiled step could not allocate %" PRIu64
+               " bytes (%.1f GiB): not enough memory for this batch and "
+               "sequence length\n",
+               size, double(size) / double(uint64_t(1) << 30));
+  std::fflush(stderr);
+  std::_Exit(3);
+}
+
+extern "C" void *_mlir_memref_to_llvm_alloc(uint64_t size) {
+  if (void *p = std::malloc(size ? size : 1))
+    return p;
+  allocationFailed(size);
+}
+
+extern "C" void *_mlir_memref_to_llvm_aligned_alloc(uint64_t alignment,
+                                                    uint64_t size) {
+  void *p = nullptr;
+  if (alignment < sizeof(void *))
+    alignment = sizeof(void *);
+  if (posix_memalign(&p, alignment, size ? size : 1) == 0)
+    return p;
+  allocationFailed(size);
+}
+
+extern "C" void _mlir_memref_to_llvm_free(void *p) { std::free(p); }

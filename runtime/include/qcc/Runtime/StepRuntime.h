@@ -93,6 +93,16 @@ int qcc_rt_gemm_f32_isa(int isa, int64_t m, int64_t n, int64_t k,
  * string stays valid until the next call. */
 const char *qcc_step_take_error(void);
 
+/* The allocator of every buffer of a compiled step (qcc lowers memref.alloc
+ * and memref.dealloc to these generic functions). An allocation that fails
+ * cannot be reported through generated code: it prints one line naming the
+ * bytes it asked for on stderr and ends the process with status 3, instead
+ * of handing the step a null pointer to write through. qcc-train refuses
+ * sizes that cannot fit before compiling; this is the last line behind it. */
+void *_mlir_memref_to_llvm_alloc(uint64_t size);
+void *_mlir_memref_to_llvm_aligned_alloc(uint64_t alignment, uint64_t size);
+void _mlir_memref_to_llvm_free(void *ptr);
+
 #ifdef __cplusplus
 }
 #endif
