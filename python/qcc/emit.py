@@ -19,6 +19,7 @@ Lowering notes that shape the emitted IR:
 """
 
 import math
+import re
 
 from . import ir
 from .ir import Tensor
@@ -401,6 +402,12 @@ class FunctionEmitter(Emitter):
         its = ["reduction" if i in axes else "parallel" for i in range(x.ndim)]
         out_map = _map(dom, [d for i, d in enumerate(dom) if i not in axes])
         ins, value = self._fused_operands([x], x.shape)
+        reached = {d for _, _, m in ins for d in re.findall(r"d\d+", m.split("->")[1])}
+        if any(d not in reached for d in dom):
+            # A reduced axis that only a fused broadcast spans: no operand
+            # would give that loop its extent. Compute x itself first.
+            ins = [(self._ew(x, loc), tensor_type(x), _map(dom, dom))]
+            value = lambda b, ia, y, memo: ia[0]  # noqa: E731
 
         def body(b, ia, oa):
             v = value(b, ia, x, {})

@@ -66,6 +66,15 @@ def test_sum_mean(tmp_path, axis, keepdims):
                    {"x": (normal(2, 3, 4), "float")})
 
 
+@pytest.mark.parametrize("axis", [None, 2, (0, 2)])
+def test_sum_of_a_broadcast(tmp_path, axis):
+    """A reduction over an axis that only a broadcast spans: the fused
+    loop must still have an operand that gives that axis its extent."""
+    fu.check_grads(tmp_path, lambda a: (ir.broadcast_to(a["x"], (3, 4, 5)) * 2.0
+                                        + 1.0).sum(axis),
+                   {"x": (normal(3, 4, 1), "float")})
+
+
 def test_reshape_permute_transpose(tmp_path):
     def build(a):
         x = a["x"].reshape(6, 4).T.reshape(2, 2, 6)
