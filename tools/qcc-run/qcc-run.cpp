@@ -20,6 +20,7 @@
 #include "qcc/Runtime/Session.h"
 
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -125,16 +126,12 @@ int main(int argc, char **argv) {
     else if (arg == "--save-every")
       saveEvery = integerFlag("--save-every", value("--save-every"), false);
     else if (arg == "--steps") {
-      const char *v = value("--steps");
-      char *end = nullptr;
-      steps = std::strtoll(v, &end, 10);
-      if (!*v || *end || steps < 1) {
-        std::fprintf(stderr,
-                     "qcc-run: error: --steps expects a positive integer, "
-                     "got '%s'\n",
-                     v);
+      unsigned long long n = integerFlag("--steps", value("--steps"), false);
+      if (n > (unsigned long long)LLONG_MAX) {
+        std::fprintf(stderr, "qcc-run: error: --steps %llu is too large\n", n);
         return 2;
       }
+      steps = (long long)n;
     } else if (arg == "-h" || arg == "--help") {
       usage(stdout);
       return 0;
