@@ -171,8 +171,9 @@ def vjp(t, g):
         return [ir.elementwise("softmax_grad", (t, g, dot))]
     if op == "rope":
         a = dict(t.attrs)
+        pos = t.inputs[1] if len(t.inputs) > 1 else None
         return [ir.rope(g, a["mode"], a["theta"], a["freq_scale"], -a["sign"],
-                        a["n_rot"])]
+                        a["n_rot"], pos)] + [None] * (len(t.inputs) - 1)
     if op == "concat":
         raise NotImplementedError("concat is not differentiable here")
     if op in ("stop_gradient", "full", "one_hot", "arg"):

@@ -782,6 +782,7 @@ class FunctionEmitter(Emitter):
         x = t.inputs[0]
         a = t.attrs
         n_rot, head = a["n_rot"], x.shape[3]
+        positions = t.inputs[1] if len(t.inputs) > 1 else None
         dom = _dims(4)
         out = self.empty(t.shape, t.dtype)
         xname, xty = self.name(x), tensor_type(x)
@@ -805,7 +806,9 @@ class FunctionEmitter(Emitter):
             xp = b.raw(lambda r: f"{r} = tensor.extract {xname}[{bi}, {ti}, {hi}, "
                                  f"{partner}] : {xty}")
             # angle = p · freq_scale · theta^(-2i/n_rot)
-            pf, jf = b.index_to_float(ti), b.index_to_float(pair)
+            pf = (b.raw(lambda r: f"{r} = arith.sitofp {ia[1]} : i32 to {b.dtype}")
+                  if positions else b.index_to_float(ti))
+            jf = b.index_to_float(pair)
             inv = b.math("exp", b.mul(jf, b.const(-2.0 * log_theta / n_rot)))
             ang = b.mul(b.mul(pf, b.const(a["freq_scale"])), inv)
             cs, sn = b.math("cos", ang), b.math("sin", ang)
@@ -813,7 +816,11 @@ class FunctionEmitter(Emitter):
             y = b.add(b.mul(ia[0], cs), b.mul(b.mul(sgn, sn), xp))
             return [b.select(rotated, y, ia[0])]
         del head
-        return self.generic(4, ["parallel"] * 4, [(xname, xty, _map(dom, dom))],
+        ins = [(xname, xty, _map(dom, dom))]
+        if positions:
+            ins.append((self.name(positions), tensor_type(positions),
+                        _map(dom, [dom[1]])))
+        return self.generic(4, ["parallel"] * 4, ins,
                             [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
 
     def _concat(self, t, loc):

@@ -94,11 +94,12 @@ def cross_entropy(logits, targets):
     return nll.mean()
 
 
-def rope(x, mode="normal", theta=10000.0, freq_scale=1.0, n_rot=None):
+def rope(x, mode="normal", theta=10000.0, freq_scale=1.0, n_rot=None,
+         positions=None):
     """Rotary position embedding of x [B, T, H, D] (see qcc.ir.rope):
     "normal" is llama's (pairs 2i, 2i+1), "neox" GPT-NeoX's and Qwen's
-    (pairs i, i + D/2)."""
-    return ir.rope(x, mode, theta, freq_scale, 1.0, n_rot)
+    (pairs i, i + D/2); at positions 0..T-1, or `positions` [T] (i32)."""
+    return ir.rope(x, mode, theta, freq_scale, 1.0, n_rot, positions)
 
 
 def geglu(gate, up):
@@ -107,15 +108,21 @@ def geglu(gate, up):
     return ir.recompute(ir.recompute(gelu(gate)) * up)
 
 
-def attention(q, k, v, causal=True, scale=None, window=0):
+def attention(q, k, v, causal=True, scale=None, window=0, mask=None):
     """Scaled dot-product attention with grouped-query heads.
-    q [B, T, Hq, D], k and v [B, T, Hkv, D] with Hq a multiple of Hkv; query
+    q [B, T, Hq, D], k and v [B, S, Hkv, D] with Hq a multiple of Hkv; query
     head h reads key/value head h // (Hq / Hkv) (llama.cpp's grouping).
-    `window` > 0: query i sees keys i - window < j <= i only (sliding-window
-    layers). Returns [B, T, Hq, D]."""
+    `causal` (S = T): query i sees keys j <= i, and with `window` > 0 only
+    i - window < j (sliding-window layers). `mask` [T, S] is added to the
+    scores instead (0 to keep, a large negative to drop: a KV-cache step).
+    Returns [B, T, Hq, D]."""
     b, t, hq, d = q.shape
     hkv = k.shape[2]
-    if hq % hkv or k.shape != v.shape or k.shape[:2] != (b, t) or k.shape[3] != d:
+    keys = k.shape[1] if mask is not None and not causal else t
+    if mask is not None and (causal or mask.shape != (t, keys)):
+        raise ValueError(f"attention: a mask {list(mask.shape)} needs "
+                         f"causal=False and [T, S] = {[t, keys]}")
+    if hq % hkv or k.shape != v.shape or k.shape[:2] != (b, keys) or k.shape[3] != d:
         raise ValueError(f"attention: q {list(q.shape)}, k {list(k.shape)}, "
                          f"v {list(v.shape)} do not fit")
     grp = hq // hkv
@@ -124,6 +131,8 @@ def attention(q, k, v, causal=True, scale=None, window=0):
     k4 = permute(k, (0, 2, 1, 3))
     v4 = permute(v, (0, 2, 1, 3))
     s = einsum("bhgid,bhjd->bhgij", q5, k4) * scale
+    if mask is not None:
+        s = s + mask
     p = softmax(s, causal=causal, window=window)
     o = einsum("bhgij,bhjd->bhgid", p, v4)
     return reshape(permute(o, (0, 3, 1, 2, 4)), (b, t, hq, d))

@@ -188,8 +188,9 @@ class RoPE(Module):
         self.mode, self.theta, self.freq_scale, self.n_rot = (
             mode, theta, freq_scale, n_rot)
 
-    def forward(self, x):
-        return F.rope(x, self.mode, self.theta, self.freq_scale, self.n_rot)
+    def forward(self, x, positions=None):
+        return F.rope(x, self.mode, self.theta, self.freq_scale, self.n_rot,
+                      positions)
 
 
 class SiLU(Module):
@@ -235,7 +236,11 @@ class CausalSelfAttention(Module):
     key/value heads shared by n_head / n_head_kv query heads each), RoPE on
     queries and keys, optional q/k/v biases (Qwen2) and per-head RMS norms of
     queries and keys (Qwen3, Gemma 3). `scale` is the score scale (default
-    1/sqrt(head_dim)); `window` > 0 makes it sliding-window attention."""
+    1/sqrt(head_dim)); `window` > 0 makes it sliding-window attention.
+
+    While `cache` is set (qcc.kv_cache traces a decoding step), the new
+    tokens attend to the cached keys and values too, at the cache's
+    positions, and the cache records their keys and values."""
 
     def __init__(self, dim, n_head, n_head_kv=None, head_dim=None, rope=None,
                  prefix="", dtypes=None, qkv_bias=False, qk_norm=False,
@@ -260,6 +265,7 @@ class CausalSelfAttention(Module):
         if qk_norm:
             self.q_norm = RMSNorm(head_dim, norm_eps, prefix + "attn_q_norm.weight")
             self.k_norm = RMSNorm(head_dim, norm_eps, prefix + "attn_k_norm.weight")
+        self.cache = None
 
     def forward(self, x):
         b, t, _ = x.shape
@@ -268,7 +274,12 @@ class CausalSelfAttention(Module):
         v = self.v(x).reshape(b, t, self.n_head_kv, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rope(q), self.rope(k)
-        o = F.attention(q, k, v, causal=True, scale=self.scale,
-                        window=self.window)
+        if self.cache is None:
+            q, k = self.rope(q), self.rope(k)
+            o = F.attention(q, k, v, causal=True, scale=self.scale,
+                            window=self.window)
+        else:
+            pos = self.cache.positions
+            q, k = self.rope(q, pos), self.rope(k, pos)
+            o = self.cache.attend(q, k, v, self.scale, self.window)
         return self.o(o.reshape(b, t, self.n_head * self.head_dim))

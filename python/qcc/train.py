@@ -396,10 +396,17 @@ def build_next_logits(model, seq, entry="next_logits"):
         last = g.input("last", (1,), "i32")
         h = model.hidden(tokens)
         row = ir.gather(ir.reshape(h, (seq, h.shape[-1])), last)
-        w, cap = model.head()
-        out = getattr(model, "output", None)
-        y = out(row) if out is not None else F.linear(row, w.traced())
-        if cap:
-            y = F.tanh(y * (1.0 / cap)) * cap
+        y = head_logits(model, row)
         text = emit.module([emit.Function(entry, [(y, "logits")], graph=g)])
     return text
+
+
+def head_logits(model, rows):
+    """The LM head on hidden rows [N, D] -> logits [N, V] (its own output
+    projection or the tied embedding table, then the softcap if any)."""
+    w, cap = model.head()
+    out = getattr(model, "output", None)
+    y = out(rows) if out is not None else F.linear(rows, w.traced())
+    if cap:
+        y = F.tanh(y * (1.0 / cap)) * cap
+    return y

@@ -6,11 +6,11 @@ pass and the model's tokenizer.
                  [--top-p P] [--seed S]
 
 The prompt is tokenized as llama.cpp does (BOS first when the model adds
-it). The forward pass is traced from the model's metadata (tokens [1, L]
--> the logits of one position: the LM head runs on that row only),
-compiled once (cached) and bound by the runtime to the model's weights,
-read in place; each new token re-runs the window of the last L tokens (no
-KV cache yet). Sampling: temperature (0: greedy), top-k, then top-p
+it). A decoding step is traced from the model's metadata (one token and
+the KV cache of the last L tokens -> the logits after it, and the token's
+keys and values: qcc.kv_cache), compiled once (cached) and bound by the
+runtime to the model's weights, read in place; each token, of the prompt
+and generated, runs the step once. Sampling: temperature (0: greedy), top-k, then top-p
 (nucleus) on what is left; generation stops at an end-of-generation token
 (EOS, end of turn) or after N tokens. Exit status: 0, 1 for an error (one
 line `qcc-generate: error: ...`), 2 for a usage error."""
@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from .. import lora_adapter, models
+from .. import kv_cache, lora_adapter, models
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
 from ..tokenizer import ByteTokenizer, TokenizerError, for_model
@@ -60,11 +60,11 @@ def _end_ids(tok):
     return ends
 
 
-def generate(model_path, prompt, n, seq=128, temperature=0.8, top_k=40, seed=0,
+def generate(model_path, prompt, n, seq=512, temperature=0.8, top_k=40, seed=0,
              opt=1, top_p=0.95, lora=None):
     """The prompt (str, or bytes for a byte-level model) followed by up to n
-    sampled tokens, decoded (str)."""
-    from .. import train
+    sampled tokens, decoded (str); each prediction sees the last `seq`
+    tokens."""
     from ..runtime import Session
     cfg, model, info = models.load(model_path)
     tok = for_model(info.metadata, cfg.vocab)
@@ -72,7 +72,7 @@ def generate(model_path, prompt, n, seq=128, temperature=0.8, top_k=40, seed=0,
     if lora:
         adapter = lora_adapter.read(lora)
         lora_adapter.attach(model, adapter)
-    text = train.build_next_logits(model, seq)
+    text = kv_cache.build_decode(model, seq)
     so, _ = compile_mlir(text, [f"-O{opt}"])
     rng = np.random.default_rng(seed)
     allowed = None
@@ -88,23 +88,21 @@ def generate(model_path, prompt, n, seq=128, temperature=0.8, top_k=40, seed=0,
         ids = list(tok.encode(prompt, add_special=True))
     start = len(ids)
     ends = set() if isinstance(tok, ByteTokenizer) else _end_ids(tok)
-    with Session(so, model_path, "next_logits") as s:
+    with Session(so, model_path, "decode") as s:
         if adapter is not None:
             for base, (a, b) in adapter.pairs.items():
                 s.set_input(base + ".lora_a", a)
                 s.set_input(base + ".lora_b", b)
-        for _ in range(n):
-            window = ids[-seq:]
-            x = np.zeros((1, seq), np.int32)
-            x[0, :len(window)] = window
-            s.set_input("tokens", x)
-            s.set_input("last", np.array([len(window) - 1], np.int32))
-            s.run()
-            logits = s.result("logits", np.float32, (cfg.vocab,))
+        dec = kv_cache.Decoder(s, model, seq)
+        for t in ids:
+            logits = dec.feed(t)
+        for i in range(n):
             t = _sample(logits, rng, temperature, top_k, top_p, allowed)
             if t in ends:
                 break
             ids.append(t)
+            if i + 1 < n:
+                logits = dec.feed(t)
     new = ids[start:]
     if isinstance(tok, ByteTokenizer):
         return ((prompt or b"") + tok.decode(new)).decode("utf-8", "replace")
@@ -118,8 +116,9 @@ def main(argv=None):
     ap.add_argument("--prompt", "-p", default="")
     ap.add_argument("--tokens", "-n", type=int, default=200,
                     help="at most this many new tokens (default 200)")
-    ap.add_argument("--seq", type=int, default=128,
-                    help="tokens of context each prediction sees (default 128)")
+    ap.add_argument("--seq", type=int, default=512,
+                    help="tokens of context each prediction sees: the KV "
+                         "cache's length (default 512)")
     ap.add_argument("--temperature", type=float, default=0.8,
                     help="0 picks the most likely token (default 0.8)")
     ap.add_argument("--top-k", type=int, default=40, help="0: no limit (default 40)")
