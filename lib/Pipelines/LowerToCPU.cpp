@@ -114,7 +114,16 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   pm.addPass(std::make_unique<DefineInt8DotsPass>());
 
   // Loops, threads, LLVM.
-  pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  // With threads, linalg ops become parallel loops over their parallel
+  // dimensions (attention, softmax, GELU and the norms would otherwise run
+  // on one core while the others wait), and only the outermost parallel
+  // loop of each nest forks threads.
+  if (options.threads != 1) {
+    pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
+    pm.addPass(createSerializeNestedParallelLoops());
+  } else {
+    pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  }
   pm.addPass(createCanonicalizerPass());
   if (options.threads != 1) {
     ConvertSCFToOpenMPPassOptions omp;

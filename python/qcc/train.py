@@ -30,8 +30,11 @@ Results: `loss` (tensor<f32>, mean nats per token) first, then every
 updated weight, param and state under its argument's name.
 """
 
+import math
 import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from . import autodiff, emit, ir, optim
 from . import functional as F
@@ -305,19 +308,24 @@ def fused_head(model, grad):
     return not (grad and w.trainable)
 
 
-def token_nll(model, tokens, targets, vocab, grad):
-    """nll [B·T] of each target: through the fused chunked head where
-    fused_head() allows (the [B·T, V] logits never exist), otherwise
-    from the model's logits."""
+def token_nll(model, tokens, targets, vocab, grad, rows=None):
+    """nll [N] of each target: through the fused chunked head where
+    fused_head() allows (the [N, V] logits never exist), otherwise from
+    the model's logits. N = B·T, or with `rows` (i32 [N] indices into the
+    B·T flattened positions) only those positions reach the head, and
+    `targets` holds their N targets."""
     b, t = tokens.shape
+    flat = ir.reshape(targets, (math.prod(targets.shape),))
     if fused_head(model, grad):
         w, cap = model.head()
         h = model.hidden(tokens)
         h = ir.reshape(h, (b * t, h.shape[-1]))
-        return ir.linear_nll(h, w.traced(), ir.reshape(targets, (b * t,)),
-                             softcap=cap, grad=grad)
+        if rows is not None:
+            h = ir.gather(h, rows)
+        return ir.linear_nll(h, w.traced(), flat, softcap=cap, grad=grad)
     logits = ir.reshape(model(tokens), (b * t, vocab))
-    flat = ir.reshape(targets, (b * t,))
+    if rows is not None:
+        logits = ir.gather(logits, rows)
     return F.logsumexp(logits) - ir.take_last(logits, flat)
 
 
@@ -364,17 +372,32 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step",
     return StepProgram(text, entry, batch, seq, vocab, scalars, trainable, opts)
 
 
-def build_token_nll(model, batch, seq, entry="token_nll"):
-    """`token_nll(tokens [B, T], targets [B, T]) -> nll [B, T]`: the negative
-    log-likelihood (nats) of each target under the model, weights frozen;
-    only [B, T] floats leave the step (perplexity, evaluation)."""
+def build_token_nll(model, batch, seq, entry="token_nll", first=0):
+    """`token_nll(tokens [B, T], targets [B, T - first]) -> nll [B, T - first]`:
+    the negative log-likelihood (nats) of the targets of positions
+    first..T-1 under the model, weights frozen; only those rows go through
+    the LM head (llama-perplexity scores the second half of each chunk, so
+    the head, most of this model's work, runs on half the rows). With
+    `first` > 0 the step also takes `rows` (i32 [B·(T - first)]: b·T + t
+    for each scored position, set it with scored_rows())."""
+    if not 0 <= first < seq:
+        raise ValueError(f"build_token_nll: first {first} outside [0, {seq})")
     with ir.Graph("f32") as g:
         tokens = g.input("tokens", (batch, seq), "i32")
-        targets = g.input("targets", (batch, seq), "i32")
-        nll = token_nll(model, tokens, targets, model.cfg.vocab, grad=False)
-        nll = ir.reshape(nll, (batch, seq))
+        targets = g.input("targets", (batch, seq - first), "i32")
+        rows = g.input("rows", (batch * (seq - first),), "i32") if first else None
+        nll = token_nll(model, tokens, targets, model.cfg.vocab, grad=False,
+                        rows=rows)
+        nll = ir.reshape(nll, (batch, seq - first))
         text = emit.module([emit.Function(entry, [(nll, "nll")], graph=g)])
     return text
+
+
+def scored_rows(batch, seq, first):
+    """The `rows` input of build_token_nll(..., first): b·seq + t for
+    t = first..seq-1 of each of the batch rows."""
+    t = np.arange(first, seq, dtype=np.int32)
+    return (np.arange(batch, dtype=np.int32)[:, None] * seq + t).reshape(-1)
 
 
 def build_forward(model, batch, seq, entry="forward"):

@@ -165,6 +165,10 @@ void populateGatherToLoopsPatterns(TypeConverter &converter,
 void populateQMatmulToLoopsPatterns(TypeConverter &converter,
                                     RewritePatternSet &patterns,
                                     const QccToLoopsOptions &options);
+/// f32 contractions (batched or not) on the micro-GEMM
+/// (ContractionToGemm.cpp).
+void populateContractionToGemmPatterns(TypeConverter &converter,
+                                       RewritePatternSet &patterns);
 void populateRuntimeCallPatterns(TypeConverter &converter,
                                  RewritePatternSet &patterns);
 void populateHadamardToLoopsPatterns(TypeConverter &converter,
@@ -176,7 +180,8 @@ void populateWeightUpdateToLoopsPatterns(TypeConverter &converter,
 void populateKernelFormPatterns(TypeConverter &converter,
                                 RewritePatternSet &patterns);
 
-/// Whether `op` is a 2-D f32 contraction that becomes a micro-GEMM call.
+/// Whether `op` is an f32 contraction that becomes micro-GEMM calls
+/// (ContractionToGemm.cpp).
 bool isGemmCandidate(Operation *op);
 
 } // namespace mlir::qcc::detail

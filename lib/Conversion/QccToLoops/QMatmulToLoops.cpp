@@ -1,11 +1,9 @@
-//===- QMatmulToLoops.cpp - qcc.qmatmul and f32 matmuls on the micro-GEMM ===//
+//===- QMatmulToLoops.cpp - qcc.qmatmul on the micro-GEMM -----------------===//
 
 #include "LoweringUtils.h"
 
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/Dialect/Linalg/IR/Linalg.h"
-#include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
 
 using namespace mlir;
 using namespace mlir::qcc;
@@ -288,123 +286,10 @@ private:
   }
 };
 
-//===----------------------------------------------------------------------===//
-// f32 linalg matmuls (weight gradients)
-//===----------------------------------------------------------------------===//
-
-/// Whether `map` selects exactly the loop dimensions (d0, d1).
-bool selectsDims(AffineMap map, unsigned d0, unsigned d1) {
-  if (map.getNumResults() != 2)
-    return false;
-  auto e0 = dyn_cast<AffineDimExpr>(map.getResult(0));
-  auto e1 = dyn_cast<AffineDimExpr>(map.getResult(1));
-  return e0 && e1 && e0.getPosition() == d0 && e1.getPosition() == d1;
-}
-
-/// The orientation of op(A) and op(B) when `op` is a 2-D f32 contraction
-/// C[m, n] (+)= Σ_k op(A)[m, k] · op(B)[k, n] on static tensors.
-struct GemmForm {
-  bool aTransposed, bTransposed;
-};
-
-std::optional<GemmForm> matchGemm(linalg::LinalgOp op) {
-  if (!op.hasPureTensorSemantics() || op.getNumDpsInputs() != 2 ||
-      op.getNumDpsInits() != 1 || op.getNumLoops() != 3 ||
-      op.getNumReductionLoops() != 1 || !linalg::isaContractionOpInterface(op))
-    return std::nullopt;
-  auto isF32Matrix = [](Value v) {
-    auto t = dyn_cast<RankedTensorType>(v.getType());
-    return t && t.getRank() == 2 && t.getElementType().isF32() &&
-           t.hasStaticShape();
-  };
-  if (!isF32Matrix(op.getDpsInputOperand(0)->get()) ||
-      !isF32Matrix(op.getDpsInputOperand(1)->get()) ||
-      !isF32Matrix(op.getDpsInitOperand(0)->get()))
-    return std::nullopt;
-  SmallVector<AffineMap> maps = op.getIndexingMapsArray();
-  if (maps[2].getNumResults() != 2)
-    return std::nullopt;
-  auto out0 = dyn_cast<AffineDimExpr>(maps[2].getResult(0));
-  auto out1 = dyn_cast<AffineDimExpr>(maps[2].getResult(1));
-  if (!out0 || !out1)
-    return std::nullopt;
-  unsigned m = out0.getPosition(), n = out1.getPosition();
-  unsigned k = 3 - m - n; // the remaining loop
-  GemmForm form;
-  if (selectsDims(maps[0], m, k))
-    form.aTransposed = false;
-  else if (selectsDims(maps[0], k, m))
-    form.aTransposed = true;
-  else
-    return std::nullopt;
-  if (selectsDims(maps[1], k, n))
-    form.bTransposed = false;
-  else if (selectsDims(maps[1], n, k))
-    form.bTransposed = true;
-  else
-    return std::nullopt;
-  return form;
-}
-
-bool isGemmCandidateImpl(Operation *op) {
-  auto linalgOp = dyn_cast<linalg::LinalgOp>(op);
-  return linalgOp && matchGemm(linalgOp);
-}
-
-/// A 2-D f32 contraction, whatever its operands' orientation (the weight
-/// gradient dŴ = gᵀ·x reads A transposed), becomes a call of the runtime's
-/// micro-GEMM: the same kernel as qmatmul's, and one call instead of a loop
-/// nest for LLVM to vectorize at every use.
-struct MatmulToGemmCall
-    : public OpInterfaceConversionPattern<linalg::LinalgOp> {
-  using OpInterfaceConversionPattern::OpInterfaceConversionPattern;
-
-  LogicalResult
-  matchAndRewrite(linalg::LinalgOp op, ArrayRef<Value> operands,
-                  ConversionPatternRewriter &rewriter) const override {
-    std::optional<GemmForm> form = matchGemm(op);
-    if (!form)
-      return failure();
-    bool aT = form->aTransposed, bT = form->bTransposed;
-    Value a = op.getDpsInputOperand(0)->get(),
-          b = op.getDpsInputOperand(1)->get();
-    Value init = op.getDpsInitOperand(0)->get();
-    Location loc = op.getLoc();
-    auto cType = cast<RankedTensorType>(init.getType());
-    auto aType = cast<RankedTensorType>(a.getType());
-    auto bType = cast<RankedTensorType>(b.getType());
-    int64_t mSize = cType.getDimSize(0), nSize = cType.getDimSize(1);
-    int64_t kSize = aT ? aType.getDimSize(0) : aType.getDimSize(1);
-    // C starts as the init (a zero fill becomes a loop of stores; anything
-    // else is copied), then accumulates the product.
-    Value c = memref::AllocOp::create(
-        rewriter, loc,
-        MemRefType::get(cType.getShape(), rewriter.getF32Type()));
-    memref::CopyOp::create(rewriter, loc, toBuffer(rewriter, loc, init), c);
-    Value aBuf = toBuffer(rewriter, loc, a), bBuf = toBuffer(rewriter, loc, b);
-    Value c0 = cIndex(rewriter, loc, 0);
-    Value lda = cIndex(rewriter, loc, aType.getDimSize(1));
-    Value ldb = cIndex(rewriter, loc, bType.getDimSize(1));
-    Value ldc = cIndex(rewriter, loc, nSize);
-    callGemm(rewriter, loc, op, cIndex(rewriter, loc, mSize),
-             cIndex(rewriter, loc, nSize), cIndex(rewriter, loc, kSize),
-             elementPointer(rewriter, loc, aBuf, c0, c0, lda), lda, aT,
-             elementPointer(rewriter, loc, bBuf, c0, c0, ldb), ldb, bT,
-             elementPointer(rewriter, loc, c, c0, c0, ldc), ldc);
-    rewriter.replaceOp(op, toTensor(rewriter, loc, c, cType));
-    return success();
-  }
-};
-
 } // namespace
 
 void mlir::qcc::detail::populateQMatmulToLoopsPatterns(
     TypeConverter &converter, RewritePatternSet &patterns,
     const QccToLoopsOptions &options) {
   patterns.add<QMatmulLowering>(converter, patterns.getContext(), options);
-  patterns.add<MatmulToGemmCall>(converter, patterns.getContext());
-}
-
-bool mlir::qcc::detail::isGemmCandidate(Operation *op) {
-  return isGemmCandidateImpl(op);
 }

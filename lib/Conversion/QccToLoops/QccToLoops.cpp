@@ -59,6 +59,7 @@ void mlir::qcc::populateQccToLoopsPatterns(TypeConverter &converter,
   mlir::qcc::detail::populateGatherToLoopsPatterns(converter, patterns);
   mlir::qcc::detail::populateQMatmulToLoopsPatterns(converter, patterns,
                                                     options);
+  mlir::qcc::detail::populateContractionToGemmPatterns(converter, patterns);
   mlir::qcc::detail::populateRuntimeCallPatterns(converter, patterns);
   mlir::qcc::detail::populateHadamardToLoopsPatterns(converter, patterns);
   mlir::qcc::detail::populateWeightUpdateToLoopsPatterns(converter, patterns);
@@ -122,7 +123,7 @@ struct LowerQccToLoopsPass
     target.addDynamicallyLegalOp<func::ReturnOp, func::CallOp>(
         [&](Operation *op) { return converter.isLegal(op); });
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
-    // f32 2-D matmuls go to the micro-GEMM where the pattern applies; the
+    // f32 contractions go to the micro-GEMM where the pattern applies; the
     // rest of linalg stays for one-shot bufferization and loops.
     // (In the kernel form all of linalg stays: it becomes parallel loops.)
     bool gemmCalls = !kernelForm;

@@ -104,9 +104,11 @@ def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
     x, y = chunks_of(ids, ctx, tok.bos_id if tok.add_bos else None, chunks)
     n = x.shape[0]
     batch = min(batch, n)
-    step = train.build_token_nll(model, batch, ctx)
-    so, _ = compile_mlir(step, [f"-O{opt}", f"--threads={threads}"])
     first = ctx // 2
+    # Only positions first..ctx-1 reach the LM head; the last one's target
+    # lies past the chunk, so it is computed and dropped.
+    step = train.build_token_nll(model, batch, ctx, first=first)
+    so, _ = compile_mlir(step, [f"-O{opt}", f"--threads={threads}"])
     total, count = 0.0, 0
     t0 = time.monotonic()
     with Session(so, model_path, "token_nll") as s:
@@ -114,16 +116,17 @@ def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
             for base, (la, lb) in adapter.pairs.items():
                 s.set_input(base + ".lora_a", la)
                 s.set_input(base + ".lora_b", lb)
+        s.set_input("rows", train.scored_rows(batch, ctx, first))
         for i in range(0, n, batch):
             xb = np.zeros((batch, ctx), np.int32)
-            yb = np.zeros((batch, ctx), np.int32)
+            yb = np.zeros((batch, ctx - first), np.int32)
             m = min(batch, n - i)
-            xb[:m], yb[:m] = x[i:i + m], y[i:i + m]
+            xb[:m], yb[:m] = x[i:i + m], y[i:i + m, first:]
             s.set_input("tokens", xb)
             s.set_input("targets", yb)
             s.run()
-            nll = s.result("nll", np.float32, (batch, ctx)).astype(np.float64)
-            total += float(nll[:m, first:ctx - 1].sum())
+            nll = s.result("nll", np.float32, (batch, ctx - first))
+            total += float(nll[:m, :-1].astype(np.float64).sum())
             count += m * (ctx - 1 - first)
             if progress:
                 progress(i + m, n, math.exp(total / count))

@@ -165,27 +165,6 @@ func.func @carry_update(%w: !qcc.qtensor<2x64xq8_0>, %c: tensor<2x4xbf16>, %d: t
 
 // -----
 
-// An f32 matmul reading its left operand transposed (the weight gradient
-// dŴ = gᵀ·x) becomes a call of the runtime micro-GEMM with a_transposed = 1,
-// b_transposed = 0, accumulating into a copy of the init.
-// CHECK-LABEL: func.func @weight_gradient
-// CHECK: %[[C:.+]] = memref.alloc() : memref<32x64xf32>
-// CHECK: memref.copy %{{.+}}, %[[C]]
-// CHECK-DAG: %[[T:.+]] = arith.constant 1 : i32
-// CHECK-DAG: %[[F:.+]] = arith.constant 0 : i32
-// CHECK: call @qcc_rt_gemm_f32(%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %[[T]], %{{.+}}, %{{.+}}, %[[F]], %{{.+}}, %{{.+}})
-// CHECK-NOT: linalg.matmul
-func.func @weight_gradient(%g: tensor<8x32xf32>, %x: tensor<8x64xf32>, %acc: tensor<32x64xf32>) -> tensor<32x64xf32> {
-  %gw = linalg.matmul indexing_maps = [affine_map<(n, k, m) -> (m, n)>,
-                                       affine_map<(n, k, m) -> (m, k)>,
-                                       affine_map<(n, k, m) -> (n, k)>]
-      ins(%g, %x : tensor<8x32xf32>, tensor<8x64xf32>)
-      outs(%acc : tensor<32x64xf32>) -> tensor<32x64xf32>
-  return %gw : tensor<32x64xf32>
-}
-
-// -----
-
 // qcc.gather decodes one block of a picked row per parallel iteration
 // (rows of 64 q8_0 values: 2 blocks of 34 bytes), straight into the result;
 // an id outside the table (an unsigned compare catches negatives) zeroes

@@ -25,6 +25,9 @@ class MemRefDialect;
 namespace math {
 class MathDialect;
 } // namespace math
+namespace scf {
+class SCFDialect;
+} // namespace scf
 namespace tensor {
 class TensorDialect;
 } // namespace tensor

@@ -295,4 +295,37 @@ def FreeBuffersEarly : Pass<"qcc-free-buffers-early", "::mlir::func::FuncOp"> {
   let dependentDialects = ["::mlir::memref::MemRefDialect"];
 }
 
+def SerializeNestedParallelLoops
+    : Pass<"qcc-serialize-nested-parallel-loops", "::mlir::ModuleOp"> {
+  let summary = "Turn scf.parallel loops that run inside another parallel "
+                "loop into sequential scf.for nests";
+  let description = [{
+    The CPU pipeline lowers linalg ops to `scf.parallel` over their
+    parallel dimensions and then every `scf.parallel` to an OpenMP
+    parallel region. Only the outermost loop should fork threads: a
+    parallel loop inside another one (a linalg op whose parallel dimensions
+    sit inside a reduction, e.g. [b, i, k, j] of a batched matmul, or an op
+    of a qmatmul's tile loop), or inside a function called from a parallel
+    body, would become a nested region per outer iteration, each paying a
+    fork without getting any more threads. This pass rewrites those loops
+    into nests of `scf.for` (upstream `scf::parallelForToNestedFors`).
+    Loops with reductions (`scf.reduce` with operands) stay as they are.
+
+    Before:
+    ```mlir
+    scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+      scf.for %k = %c0 to %m step %c1 {
+        scf.parallel (%j) = (%c0) to (%n) step (%c1) { ... }
+      }
+    }
+    ```
+    After: the inner loop is `scf.for %j = %c0 to %n step %c1 { ... }`.
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect"];
+  let statistics = [
+    Statistic<"numSerialized", "serialized",
+              "scf.parallel loops rewritten as scf.for nests">
+  ];
+}
+
 #endif // QCC_DIALECT_QCC_TRANSFORMS_PASSES_TD
