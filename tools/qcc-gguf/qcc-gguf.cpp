@@ -98,8 +98,8 @@ nlohmann::json toJson(const Value &v) {
     return v.str;
   case ValueType::Array: {
     nlohmann::json arr = nlohmann::json::array();
-    for (const Value &e : v.elems)
-      arr.push_back(toJson(e));
+    for (size_t k = 0; k < v.arraySize(); ++k)
+      arr.push_back(toJson(v.element(k)));
     return arr;
   }
   }
@@ -183,7 +183,7 @@ int cmdInfo(const std::vector<std::string> &args) {
     std::string type = valueTypeName(kv.second.type);
     if (kv.second.type == ValueType::Array)
       type += "<" + std::string(valueTypeName(kv.second.elemType)) + "> x" +
-              std::to_string(kv.second.elems.size());
+              std::to_string(kv.second.arraySize());
     std::cout << "  " << kv.first << " (" << type
               << ") = " << kv.second.toString(8) << "\n";
   }

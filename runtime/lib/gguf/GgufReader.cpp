@@ -81,6 +81,15 @@ public:
     return true;
   }
 
+  bool readBytes(uint8_t *out, uint64_t n, const char *what) {
+    if (!need(n, what))
+      return false;
+    if (n)
+      std::memcpy(out, Base + Pos, static_cast<size_t>(n));
+    Pos += n;
+    return true;
+  }
+
   /// A GGUF string: u64 length then bytes (no NUL). The length is checked
   /// against the remaining bytes before the std::string is built.
   bool readString(std::string &out, const char *what) {
@@ -208,9 +217,9 @@ bool readValue(Cursor &c, ValueType type, Value &v, uint64_t &arrayBudget) {
                       valueTypeName(v.elemType) + " elements needs more than the " +
                       std::to_string(c.remaining()) + " bytes left",
                   countAt);
-  // Each element becomes a Value of ~100 bytes, so a file of N bytes could
-  // otherwise ask for ~100 N bytes of memory; a per-file budget keeps that
-  // bounded (real vocabularies hold well under a million entries).
+  // A string element becomes a std::string (32 bytes) even when it is 8
+  // in the file; a per-file budget keeps the memory bounded (real
+  // vocabularies hold well under a million entries).
   if (count > arrayBudget)
     return c.fail("array-length",
                   "array of " + std::to_string(count) +
@@ -218,10 +227,26 @@ bool readValue(Cursor &c, ValueType type, Value &v, uint64_t &arrayBudget) {
                       std::to_string(kMaxArrayElements) + " array elements",
                   countAt);
   arrayBudget -= count;
-  v.elems.resize(static_cast<size_t>(count));
-  for (Value &e : v.elems)
-    if (!readScalar(c, v.elemType, e))
-      return false;
+  if (v.elemType == ValueType::String) {
+    v.strings.resize(static_cast<size_t>(count));
+    for (std::string &s : v.strings)
+      if (!c.readString(s, "string value"))
+        return false;
+    return true;
+  }
+  // Fixed-size elements: their bytes as they are (bools checked, as the
+  // scalar reader checks them).
+  v.packed.resize(static_cast<size_t>(count * minElem));
+  uint64_t start = c.pos();
+  if (!c.readBytes(v.packed.data(), v.packed.size(), "array elements"))
+    return false;
+  if (v.elemType == ValueType::Bool)
+    for (size_t k = 0; k < v.packed.size(); ++k)
+      if (v.packed[k] > 1)
+        return c.fail("bool-value",
+                      "bool value " + std::to_string(v.packed[k]) +
+                          " is not 0 or 1",
+                      start + k);
   return true;
 }
 

@@ -118,11 +118,82 @@ Value Value::makeString(std::string x) {
   return v;
 }
 
-Value Value::makeArray(ValueType elemType, std::vector<Value> elems) {
+Value Value::makeArray(ValueType elemType, const std::vector<Value> &elems) {
   Value v = scalar(ValueType::Array);
   v.elemType = elemType;
-  v.elems = std::move(elems);
+  size_t size = valueTypeSize(elemType);
+  if (elemType == ValueType::String)
+    v.strings.reserve(elems.size());
+  else
+    v.packed.reserve(elems.size() * size);
+  for (const Value &e : elems) {
+    if (elemType == ValueType::String) {
+      v.strings.push_back(e.str);
+      continue;
+    }
+    // The field that holds the element's type, its low `size` bytes (LE).
+    uint8_t bytes[8] = {};
+    switch (elemType) {
+    case ValueType::U8:
+    case ValueType::U16:
+    case ValueType::U32:
+    case ValueType::U64:
+      std::memcpy(bytes, &e.u, 8);
+      break;
+    case ValueType::I8:
+    case ValueType::I16:
+    case ValueType::I32:
+    case ValueType::I64:
+      std::memcpy(bytes, &e.i, 8);
+      break;
+    case ValueType::F32:
+      std::memcpy(bytes, &e.f32, 4);
+      break;
+    case ValueType::F64:
+      std::memcpy(bytes, &e.f64, 8);
+      break;
+    case ValueType::Bool:
+      bytes[0] = e.b ? 1 : 0;
+      break;
+    default:
+      break;
+    }
+    v.packed.insert(v.packed.end(), bytes, bytes + size);
+  }
   return v;
+}
+
+size_t Value::arraySize() const {
+  if (type != ValueType::Array)
+    return 0;
+  if (elemType == ValueType::String)
+    return strings.size();
+  size_t size = valueTypeSize(elemType);
+  return size ? packed.size() / size : 0;
+}
+
+Value Value::element(size_t k) const {
+  Value e = scalar(elemType);
+  if (elemType == ValueType::String) {
+    e.str = strings[k];
+    return e;
+  }
+  const uint8_t *p = packed.data() + k * valueTypeSize(elemType);
+  switch (elemType) {
+  case ValueType::U8: e.u = p[0]; break;
+  case ValueType::I8: e.i = static_cast<int8_t>(p[0]); break;
+  case ValueType::Bool: e.b = p[0] != 0; break;
+  case ValueType::U16: { uint16_t x; std::memcpy(&x, p, 2); e.u = x; break; }
+  case ValueType::I16: { int16_t x; std::memcpy(&x, p, 2); e.i = x; break; }
+  case ValueType::U32: { uint32_t x; std::memcpy(&x, p, 4); e.u = x; break; }
+  case ValueType::I32: { int32_t x; std::memcpy(&x, p, 4); e.i = x; break; }
+  case ValueType::U64: std::memcpy(&e.u, p, 8); break;
+  case ValueType::I64: std::memcpy(&e.i, p, 8); break;
+  case ValueType::F32: std::memcpy(&e.f32, p, 4); break;
+  case ValueType::F64: std::memcpy(&e.f64, p, 8); break;
+  default: break;
+  }
+  return e;
 }
 
 bool Value::asUInt(uint64_t &out) const {
@@ -170,7 +241,8 @@ bool Value::operator==(const Value &o) const {
   case ValueType::String:
     return str == o.str;
   case ValueType::Array:
-    return elemType == o.elemType && elems == o.elems;
+    // Packed bytes compare floats bitwise, like the scalars.
+    return elemType == o.elemType && packed == o.packed && strings == o.strings;
   }
   return false;
 }
@@ -222,12 +294,12 @@ std::string Value::toString(size_t maxElems) const {
     break;
   case ValueType::Array: {
     os << '[';
-    size_t shown = elems.size() < maxElems ? elems.size() : maxElems;
+    size_t n = arraySize();
+    size_t shown = n < maxElems ? n : maxElems;
     for (size_t k = 0; k < shown; ++k)
-      os << (k ? ", " : "") << elems[k].toString(maxElems);
-    if (shown < elems.size())
-      os << (shown ? ", " : "") << "... (" << elems.size() - shown
-         << " more)";
+      os << (k ? ", " : "") << element(k).toString(maxElems);
+    if (shown < n)
+      os << (shown ? ", " : "") << "... (" << n - shown << " more)";
     os << ']';
     break;
   }

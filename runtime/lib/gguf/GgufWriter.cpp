@@ -281,10 +281,17 @@ bool Writer::validate(size_t &alignment, std::string *error) const {
         return setErr(error,
                       "rule nested-array: bad array element type for '" +
                           key + "'");
-      for (const Value &e : v.elems)
-        if (e.type != v.elemType)
-          return setErr(error, "array '" + key +
-                                   "' has an element of the wrong type");
+      bool isString = v.elemType == ValueType::String;
+      size_t size = valueTypeSize(v.elemType);
+      if ((isString && !v.packed.empty()) ||
+          (!isString && (!v.strings.empty() || v.packed.size() % size)))
+        return setErr(error, "array '" + key +
+                                 "' has an element of the wrong type");
+      if (v.elemType == ValueType::Bool)
+        for (uint8_t x : v.packed)
+          if (x > 1)
+            return setErr(error, "array '" + key + "' has a bool that is "
+                                 "not 0 or 1");
     }
     if (key == kAlignmentKey) {
       if (v.type != ValueType::U32)
@@ -411,9 +418,11 @@ bool Writer::emit(Sink &sink, std::string *error) const {
     e.template pod<uint32_t>(static_cast<uint32_t>(kv.second.type));
     if (kv.second.type == ValueType::Array) {
       e.template pod<uint32_t>(static_cast<uint32_t>(kv.second.elemType));
-      e.template pod<uint64_t>(kv.second.elems.size());
-      for (const Value &el : kv.second.elems)
-        e.scalar(el, kv.second.elemType);
+      e.template pod<uint64_t>(kv.second.arraySize());
+      for (const std::string &s : kv.second.strings)
+        e.str(s);
+      if (!kv.second.packed.empty())
+        e.raw(kv.second.packed.data(), kv.second.packed.size());
     } else {
       e.scalar(kv.second, kv.second.type);
     }

@@ -197,6 +197,18 @@ TEST(GgufWriter, EveryValueTypeRoundTrips) {
   EXPECT_EQ(f->metadata()[0].first, "u8");
   EXPECT_EQ(f->find("u8")->u, 7u);
   EXPECT_EQ(f->find("str")->str.size(), 4u);
+  // Array elements read back one by one, each as its scalar Value.
+  const Value *i16 = f->find("arr.i16");
+  ASSERT_EQ(i16->arraySize(), 2u);
+  EXPECT_EQ(i16->element(0).type, ValueType::I16);
+  EXPECT_EQ(i16->element(0).i, -1);
+  EXPECT_EQ(i16->element(1).i, 2);
+  EXPECT_TRUE(f->find("arr.bool")->element(1).b);
+  EXPECT_EQ(f->find("arr.f64")->element(0).f64, 0.5);
+  EXPECT_EQ(f->find("arr.str")->arraySize(), 3u);
+  EXPECT_EQ(f->find("arr.str")->element(2).str, "long string");
+  EXPECT_EQ(f->find("arr.empty")->arraySize(), 0u);
+  EXPECT_EQ(f->find("arr.i16")->toString(), "[-1, 2]");
   ASSERT_EQ(f->tensors().size(), 2u);
   EXPECT_EQ(f->tensors()[1].offset, 64u);
   EXPECT_EQ(0, std::memcmp(f->tensors()[0].data, data.data(), 64));
@@ -532,4 +544,24 @@ TEST(GgufWriter, FailureInTheMiddleOfWritingLeavesNothingBehind) {
   EXPECT_EQ(s, "precious");
   EXPECT_EQ(listDir(dir).size(), 1u);
   removeTree(dir);
+}
+
+TEST(GgufReader, RefusesABoolArrayElementOtherThanZeroOrOne) {
+  Writer w;
+  w.set("arr.b", Value::makeArray(ValueType::Bool, {Value::makeBool(false),
+                                                    Value::makeBool(true)}));
+  std::vector<uint8_t> bytes;
+  std::string err;
+  ASSERT_TRUE(w.writeToMemory(bytes, &err)) << err;
+  std::string text(bytes.begin(), bytes.end());
+  size_t key = text.find("arr.b");
+  ASSERT_NE(key, std::string::npos);
+  // key, value type (u32), element type (u32), count (u64), then the bools.
+  size_t second = key + 5 + 4 + 4 + 8 + 1;
+  ASSERT_EQ(bytes[second], 1);
+  bytes[second] = 2;
+  EXPECT_FALSE(File::openMemory(bytes.data(), bytes.size(), &err));
+  EXPECT_NE(err.find("rule bool-value: bool value 2 is not 0 or 1"),
+            std::string::npos)
+      << err;
 }

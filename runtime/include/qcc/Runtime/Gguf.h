@@ -64,7 +64,12 @@ struct Value {
   bool b = false;    ///< Bool
   std::string str;   ///< String
   ValueType elemType = ValueType::U8; ///< Array: the element type
-  std::vector<Value> elems;           ///< Array: the elements
+  /// Array of a fixed-size type: the elements packed as a GGUF file stores
+  /// them (valueTypeSize(elemType) little-endian bytes each, bools 0 or 1).
+  /// A vocabulary's scores and token types take 4 bytes per entry this way,
+  /// not a whole Value each.
+  std::vector<uint8_t> packed;
+  std::vector<std::string> strings; ///< Array of String: the elements
 
   static Value makeU8(uint8_t v);
   static Value makeI8(int8_t v);
@@ -79,7 +84,12 @@ struct Value {
   static Value makeBool(bool v);
   static Value makeString(std::string v);
   /// An array; every element must have type `elemType` (not Array).
-  static Value makeArray(ValueType elemType, std::vector<Value> elems);
+  static Value makeArray(ValueType elemType, const std::vector<Value> &elems);
+
+  /// Array: the number of elements.
+  size_t arraySize() const;
+  /// Array: element `k` (< arraySize()) as a scalar Value.
+  Value element(size_t k) const;
 
   /// The value of an integer-typed scalar as uint64 (false for other types
   /// and for negative signed values).
@@ -109,8 +119,9 @@ constexpr size_t kMaxTensorNameLength = 63;
 constexpr size_t kMaxDims = 4;
 constexpr size_t kDefaultAlignment = 32;
 constexpr const char *kAlignmentKey = "general.alignment";
-/// Most array elements (all arrays together) one file may hold: each becomes
-/// a Value in memory, so this bounds the reader's memory per input byte.
+/// Most array elements (all arrays together) one file may hold: this bounds
+/// the reader's memory per input byte (a string element costs a
+/// std::string even when it is empty in the file).
 constexpr uint64_t kMaxArrayElements = uint64_t(1) << 24;
 
 struct TensorInfo {
