@@ -59,19 +59,34 @@ def test_adapter_layout(adapter):
     assert shapes["blk.5.ffn_down.weight.lora_a"] == (2048, 4)
 
 
-def test_llama_cpp_and_qcc_agree_on_the_adapter(adapter):
-    """llama-perplexity --lora loads the adapter and it changes the
-    perplexity; qcc-perplexity --lora agrees within 0.5%, as the two agree
-    on the base model."""
-    base = llama_ppl()
-    tuned = llama_ppl("--lora", adapter)
-    assert tuned != base
-    r = qcc("qcc-perplexity", "--model", gemma3(), "--lora", adapter, "--data",
-            HELDOUT, "--ctx", CTX, "--json")
+def qcc_ppl(*args):
+    r = qcc("qcc-perplexity", "--model", gemma3(), "--data", HELDOUT, "--ctx", CTX,
+            "--json", *args)
     assert r.returncode == 0, r.stderr
     import json
-    ours = json.loads(r.stdout.strip().splitlines()[-1])["ppl"]
-    assert abs(ours / tuned - 1) < 0.005, (ours, tuned, base)
+    return json.loads(r.stdout.strip().splitlines()[-1])["ppl"]
+
+
+# Tolerances. The two tools differ on the base model already: llama.cpp
+# rounds activations to 8-bit blocks for its quantized dot products, which
+# raises its perplexity a little (qcc is 0.3-0.8% lower on short texts,
+# test_gemma3.py; 0.49% on 29 chunks, docs/models.md). What this test checks
+# is the adapter: the change it makes to each tool's perplexity must agree
+# within 0.2% (it is ~2.7% here; an adapter applied with a wrong scale, to a
+# wrong tensor or transposed moves it by far more), and the perplexities
+# themselves within the 1% the base-model tests allow.
+EFFECT_TOL, FINAL_TOL = 0.002, 0.01
+
+
+def test_llama_cpp_and_qcc_agree_on_the_adapter(adapter):
+    """llama-perplexity --lora loads the adapter and it changes the
+    perplexity; qcc-perplexity --lora changes qcc's by the same factor."""
+    base, tuned = llama_ppl(), llama_ppl("--lora", adapter)
+    assert tuned != base
+    ours_base, ours = qcc_ppl(), qcc_ppl("--lora", adapter)
+    assert abs((ours / ours_base) / (tuned / base) - 1) < EFFECT_TOL, \
+        (ours, ours_base, tuned, base)
+    assert abs(ours / tuned - 1) < FINAL_TOL, (ours, tuned)
 
 
 def test_llama_completion_runs_with_the_adapter(adapter):
