@@ -173,7 +173,7 @@ def vjp(t, g):
         a = dict(t.attrs)
         pos = t.inputs[1] if len(t.inputs) > 1 else None
         return [ir.rope(g, a["mode"], a["theta"], a["freq_scale"], -a["sign"],
-                        a["n_rot"], pos)] + [None] * (len(t.inputs) - 1)
+                        a["n_rot"], pos, a["factors"])] + [None] * (len(t.inputs) - 1)
     if op == "concat":
         raise NotImplementedError("concat is not differentiable here")
     if op in ("stop_gradient", "full", "one_hot", "arg"):

@@ -764,19 +764,27 @@ class FunctionEmitter(Emitter):
         causal, window = t.attrs["causal"], t.attrs.get("window", 0)
         m, s = self._row_stats(x, loc, causal, window)
         dom = _dims(t.ndim)
-        out = self.empty(t.shape, t.dtype)
         ty = tensor_type(t)
         rty = type_str(x.shape[:-1], x.dtype)
         row_map = _map(dom, dom[:-1])
 
+        # The probabilities overwrite the scores (read through the output
+        # operand): attention's [B, H, T, T] exists once, not twice
+        # (bufferization copies first where the scores are used again). Not
+        # into a function argument: bufferization would write the caller's
+        # buffer.
+        in_place = x.op != "arg"
+        stats = [(m, rty, row_map), (s, rty, row_map)]
+        ins = stats if in_place else [(self.name(x), ty, _map(dom, dom))] + stats
+        out = self.name(x) if in_place else self.empty(t.shape, t.dtype)
+
         def body(b, ia, oa):
-            y = b.div(b.math("exp", b.sub(ia[0], ia[1])), ia[2])
+            xv, mv, sv = (oa[0], *ia) if in_place else ia
+            y = b.div(b.math("exp", b.sub(xv, mv)), sv)
             if causal:
                 y = b.select(self._mask(b, t.ndim, window), b.const(0.0), y)
             return [y]
-        return self.generic(t.ndim, ["parallel"] * t.ndim,
-                            [(self.name(x), ty, _map(dom, dom)), (m, rty, row_map),
-                             (s, rty, row_map)],
+        return self.generic(t.ndim, ["parallel"] * t.ndim, ins,
                             [(out, ty, _map(dom, dom), t.dtype)], body, loc)[0]
 
     def _rope(self, t, loc):
@@ -788,6 +796,11 @@ class FunctionEmitter(Emitter):
         out = self.empty(t.shape, t.dtype)
         xname, xty = self.name(x), tensor_type(x)
         log_theta = math.log(a["theta"])
+        factors = a.get("factors", ())
+        if factors:
+            fname, fty = self.new("rope_factors"), type_str((len(factors),), t.dtype)
+            values = ", ".join(float_literal(f, t.dtype) for f in factors)
+            self.emit(f"{fname} = arith.constant dense<[{values}]> : {fty}{loc}")
 
         def body(b, ia, oa):
             bi, ti, hi, di = (b.index(k) for k in range(4))
@@ -812,6 +825,10 @@ class FunctionEmitter(Emitter):
             jf = b.index_to_float(pair)
             inv = b.math("exp", b.mul(jf, b.const(-2.0 * log_theta / n_rot)))
             ang = b.mul(b.mul(pf, b.const(a["freq_scale"])), inv)
+            if factors:  # llama.cpp divides the angle by the pair's factor
+                fi = b.select(rotated, pair, c(0), "index")
+                ang = b.div(ang, b.raw(lambda r: f"{r} = tensor.extract "
+                                                 f"{fname}[{fi}] : {fty}"))
             cs, sn = b.math("cos", ang), b.math("sin", ang)
             sgn = b.select(second, b.const(a["sign"]), b.const(-a["sign"]))
             y = b.add(b.mul(ia[0], cs), b.mul(b.mul(sgn, sn), xp))

@@ -95,11 +95,12 @@ def cross_entropy(logits, targets):
 
 
 def rope(x, mode="normal", theta=10000.0, freq_scale=1.0, n_rot=None,
-         positions=None):
+         positions=None, factors=()):
     """Rotary position embedding of x [B, T, H, D] (see qcc.ir.rope):
     "normal" is llama's (pairs 2i, 2i+1), "neox" GPT-NeoX's and Qwen's
-    (pairs i, i + D/2); at positions 0..T-1, or `positions` [T] (i32)."""
-    return ir.rope(x, mode, theta, freq_scale, 1.0, n_rot, positions)
+    (pairs i, i + D/2); at positions 0..T-1, or `positions` [T] (i32);
+    `factors` divide each pair's frequency (llama 3's rope_freqs)."""
+    return ir.rope(x, mode, theta, freq_scale, 1.0, n_rot, positions, factors)
 
 
 def geglu(gate, up):

@@ -121,3 +121,24 @@ def read_header(path):
     align = int(meta.get("general.alignment", 32) or 32)
     start = (c.pos + align - 1) // align * align
     return meta, tensors, start
+
+
+def read_f32_tensor(path, name):
+    """The values of the small F32 tensor `name` (a flat numpy array; e.g.
+    `rope_freqs.weight`). HeaderError if it is missing, not F32, or its data
+    lies past the end of the file."""
+    meta, tensors, start = read_header(path)
+    for tname, type_name, ne, off in tensors:
+        if tname != name:
+            continue
+        if type_name != "F32":
+            raise HeaderError(f"tensor '{name}' is {type_name}, expected F32")
+        n = int(np.prod(ne, dtype=np.int64)) if ne else 1
+        with open(path, "rb") as f:
+            f.seek(start + off)
+            buf = f.read(4 * n)
+        if len(buf) != 4 * n:
+            raise HeaderError(f"tensor '{name}': data at offset {start + off} "
+                              "runs past the end of the file")
+        return np.frombuffer(buf, "<f4").copy()
+    raise HeaderError(f"no tensor '{name}'")

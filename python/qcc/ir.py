@@ -596,19 +596,25 @@ def softmax(x, causal=False, window=0):
 
 
 def rope(x, mode="normal", theta=10000.0, freq_scale=1.0, sign=1.0,
-         n_rot=None, positions=None):
+         n_rot=None, positions=None, factors=()):
     """Rotary position embedding of x [B, T, H, D], positions 0..T-1 along
     axis 1, or `positions` [T] (i32) where given (a KV-cache step places
     its tokens after the cached ones). "normal" (llama) rotates pairs (2i, 2i+1), "neox" pairs
     (i, i + n_rot/2); the angle of pair i at position p is
-    p · freq_scale · theta^(-2i/n_rot). `sign` -1 rotates backwards (the
-    transpose, used by autodiff). Dimensions past `n_rot` pass through."""
+    p · freq_scale · theta^(-2i/n_rot) / factors[i] (`factors`: n_rot/2
+    positive numbers, llama 3's per-frequency scaling; none: all 1). `sign`
+    -1 rotates backwards (the transpose, used by autodiff). Dimensions past
+    `n_rot` pass through."""
     _check_float(x, "rope")
     if x.ndim != 4:
         raise ValueError("rope expects [batch, seq, heads, head_dim]")
     n_rot = n_rot or x.shape[-1]
     if mode not in ("normal", "neox") or n_rot % 2 or n_rot > x.shape[-1]:
         raise ValueError(f"rope: bad mode {mode!r} or n_rot {n_rot}")
+    factors = tuple(float(f) for f in factors)
+    if factors and (len(factors) != n_rot // 2 or min(factors) <= 0):
+        raise ValueError(f"rope: {len(factors)} factors for {n_rot // 2} "
+                         "rotated pairs (each must be positive)")
     inputs = (x,)
     if positions is not None:
         if positions.shape != (x.shape[1],) or positions.dtype != "i32":
@@ -617,7 +623,7 @@ def rope(x, mode="normal", theta=10000.0, freq_scale=1.0, sign=1.0,
         inputs = (x, positions)
     return x.graph.add("rope", inputs, x.shape, x.dtype, mode=mode,
                        theta=float(theta), freq_scale=float(freq_scale),
-                       sign=float(sign), n_rot=int(n_rot))
+                       sign=float(sign), n_rot=int(n_rot), factors=factors)
 
 
 def concat(xs, axis=0):

@@ -183,14 +183,15 @@ class RoPE(Module):
     GPT-NeoX)."""
 
     def __init__(self, mode="normal", theta=10000.0, freq_scale=1.0,
-                 n_rot=None):
+                 n_rot=None, factors=()):
         super().__init__()
         self.mode, self.theta, self.freq_scale, self.n_rot = (
             mode, theta, freq_scale, n_rot)
+        self.factors = tuple(factors)
 
     def forward(self, x, positions=None):
         return F.rope(x, self.mode, self.theta, self.freq_scale, self.n_rot,
-                      positions)
+                      positions, self.factors)
 
 
 class SiLU(Module):

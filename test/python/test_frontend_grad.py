@@ -244,6 +244,13 @@ def test_rope(tmp_path, mode, n_rot):
         {"x": (normal(2, 5, 3, 8), "float")})
 
 
+def test_rope_with_frequency_factors(tmp_path):
+    fu.check_grads(
+        tmp_path, lambda a: F.rope(a["x"], "normal", 100.0, 1.0, None,
+                                   factors=(1.0, 2.5, 4.0, 8.0)),
+        {"x": (normal(2, 5, 3, 8), "float")})
+
+
 def test_attention_gqa(tmp_path):
     fu.check_grads(tmp_path, lambda a: F.attention(a["q"], a["k"], a["v"]),
                    {"q": (normal(2, 5, 4, 3), "float"),

@@ -144,13 +144,15 @@ CHECK: linalg.matmul indexing_maps = [affine_map<(d0, d1, d2) -> (d2, d0)>, affi
 
 # Forward values against numpy ----------------------------------------------
 
-def rope_ref(x, mode, theta, n_rot=None):
+def rope_ref(x, mode, theta, n_rot=None, factors=None):
     b, t, h, d = x.shape
     n_rot = n_rot or d
     y = x.copy()
     for p in range(t):
         for i in range(n_rot // 2):
             ang = p * theta ** (-2.0 * i / n_rot)
+            if factors is not None:
+                ang /= factors[i]
             c, s = math.cos(ang), math.sin(ang)
             i0, i1 = (2 * i, 2 * i + 1) if mode == "normal" else (i, i + n_rot // 2)
             a0, a1 = x[:, p, :, i0], x[:, p, :, i1]
@@ -186,6 +188,28 @@ def test_rope_matches_llama_cpp_conventions(mode, n_rot):
     got = run(lambda a: F.rope(a["x"], mode, 500.0, n_rot=n_rot),
               {"x": ((2, 6, 3, 8), "f64")}, [x])
     np.testing.assert_allclose(got, rope_ref(x, mode, 500.0, n_rot), atol=1e-12)
+
+
+@pytest.mark.parametrize("mode,n_rot", [("normal", None), ("neox", None),
+                                        ("neox", 4)])
+def test_rope_frequency_factors(mode, n_rot):
+    """llama 3's rope_freqs: pair i's angle divided by factors[i]."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 3, 8))
+    factors = rng.uniform(1.0, 8.0, (n_rot or 8) // 2)
+    got = run(lambda a: F.rope(a["x"], mode, 500.0, n_rot=n_rot,
+                               factors=factors),
+              {"x": ((2, 6, 3, 8), "f64")}, [x])
+    want = rope_ref(x, mode, 500.0, n_rot, factors)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert np.abs(want - rope_ref(x, mode, 500.0, n_rot)).max() > 0.1
+
+
+def test_rope_rejects_factors_that_do_not_fit():
+    with qcc.Graph() as g:
+        x = g.input("x", (1, 2, 1, 8), "f32")
+        with pytest.raises(ValueError, match="3 factors for 4 rotated pairs"):
+            F.rope(x, "normal", factors=(1.0, 2.0, 3.0))
 
 
 def test_attention_matches_reference():

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from . import release_memory
 from .. import lora_adapter, models
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
@@ -102,6 +103,10 @@ def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
         raise CliError(f"the text tokenizes to {len(ids)} tokens; --ctx {ctx} "
                        f"needs at least {2 * ctx}")
     x, y = chunks_of(ids, ctx, tok.bos_id if tok.add_bos else None, chunks)
+    # The tokenizer (~165 MB for a 262144-token vocabulary) and the parsed
+    # metadata are not needed past this point; the session reads the file.
+    del tok, ids, info
+    release_memory()
     n = x.shape[0]
     batch = min(batch, n)
     first = ctx // 2

@@ -24,6 +24,7 @@ from .. import models, optim
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
 from ..progress import Progress, fmt_duration
+from . import release_memory
 from ..tokenizer import ByteTokenizer, TokenizerError, for_model
 
 
@@ -183,18 +184,6 @@ def _same_file(a, b):
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def release_memory():
-    """Collects garbage and hands the heap's free memory back to the
-    kernel (glibc's malloc_trim), so that freed Python objects do not stay
-    in the process's resident set."""
-    import gc
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _malloc_keep_memory():

@@ -18,6 +18,7 @@ What is read (`ARCH` the value of general.architecture):
 | ARCH.attention.layer_norm_rms_epsilon | RMSNorm epsilon (required) |
 | ARCH.rope.freq_base, ARCH.rope.dimension_count | RoPE theta (default 10000) and rotated dimensions (default: head size) |
 | ARCH.rope.scaling.type / .factor | "none" or "linear" (positions divided by the factor) |
+| rope_freqs.weight (tensor, F32 [n_rot/2]) | llama 3 frequency scaling: pair i's frequency divided by factor i (llama.cpp's freq_factors) |
 | ARCH.vocab_size, tokenizer.ggml.tokens | vocabulary size (else token_embd's rows) |
 
 RoPE follows llama.cpp: "normal" (pairs 2i, 2i+1) for llama and mistral,
@@ -26,6 +27,7 @@ the output projection is tied to token_embd.weight. qwen2's q/k/v biases
 and qwen3's per-head q/k norms are used when their tensors are present.
 """
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -88,6 +90,30 @@ def read_gguf(path):
     return GGUFInfo(path, meta, types, shapes)
 
 
+def read_rope_factors(info, n_rot):
+    """Llama 3's RoPE frequency scaling as GGUF stores it: `rope_freqs.weight`,
+    one F32 factor per rotated pair, dividing that pair's frequency (the
+    converter computes them from rope_scaling's low/high frequency factors;
+    llama.cpp passes them to ggml_rope_ext). () when the model has none."""
+    if "rope_freqs.weight" not in info.tensor_types:
+        return ()
+    path = info.path
+    shape = tuple(info.tensor_shapes["rope_freqs.weight"])
+    if shape != (n_rot // 2,):
+        raise ModelError(f"{path}: tensor 'rope_freqs.weight' has shape "
+                         f"{list(shape)}; {n_rot} rotated dimensions need "
+                         f"[{n_rot // 2}]")
+    from ..gguf_header import HeaderError, read_f32_tensor
+    try:
+        values = read_f32_tensor(path, "rope_freqs.weight")
+    except HeaderError as e:
+        raise ModelError(f"{path}: {e}") from None
+    if not all(math.isfinite(v) and v > 0 for v in values.tolist()):
+        raise ModelError(f"{path}: tensor 'rope_freqs.weight' holds a factor "
+                         "that is not a positive finite number")
+    return tuple(float(v) for v in values)
+
+
 @dataclass
 class LlamaConfig:
     arch: str
@@ -103,6 +129,7 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     rope_freq_scale: float = 1.0
     n_rot: int = 0
+    rope_freq_factors: tuple = ()
     context_length: int = 0
     tied: bool = False
     qkv_bias: bool = False
@@ -157,10 +184,8 @@ class LlamaConfig:
             raise ModelError(f"{path}: RoPE scaling '{scaling}' "
                              f"('{arch}.rope.scaling.type') is not supported "
                              "(none, linear)")
-        if "rope_freqs.weight" in info.tensor_types:
-            raise ModelError(f"{path}: per-frequency RoPE factors "
-                             "(rope_freqs.weight, llama 3.1 scaling) are not "
-                             "supported")
+        n_rot = int(get("rope.dimension_count", head_dim))
+        factors = read_rope_factors(info, n_rot)
         vocab = get("vocab_size")
         if vocab is None:
             toks = m.get("tokenizer.ggml.tokens")
@@ -174,7 +199,7 @@ class LlamaConfig:
                   vocab=vocab, norm_eps=float(eps), rope_mode=ROPE_MODES[arch],
                   rope_theta=float(get("rope.freq_base", 10000.0)),
                   rope_freq_scale=freq_scale,
-                  n_rot=int(get("rope.dimension_count", head_dim)),
+                  n_rot=n_rot, rope_freq_factors=factors,
                   context_length=int(get("context_length", 0) or 0),
                   tied="output.weight" not in info.tensor_types,
                   qkv_bias="blk.0.attn_q.bias" in info.tensor_types,
@@ -243,7 +268,7 @@ class Block(nn.Module):
         super().__init__()
         p = f"blk.{i}."
         rope = nn.RoPE(cfg.rope_mode, cfg.rope_theta, cfg.rope_freq_scale,
-                       cfg.n_rot)
+                       cfg.n_rot, cfg.rope_freq_factors)
         self.attn_norm = nn.RMSNorm(cfg.d_model, cfg.norm_eps, p + "attn_norm.weight")
         self.attn = nn.CausalSelfAttention(
             cfg.d_model, cfg.n_head, cfg.n_head_kv, cfg.head_dim, rope, p,
