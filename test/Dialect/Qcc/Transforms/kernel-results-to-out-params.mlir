@@ -41,3 +41,29 @@ func.func private @helper(%x: memref<4xf32>) -> memref<4xf32> {
   memref.copy %x, %a : memref<4xf32> to memref<4xf32>
   return %a : memref<4xf32>
 }
+
+// A kernel that returns one of its arguments (an op bufferized in place)
+// loses that result: the call's users take the operand, and there is no
+// out-parameter to copy it into. Its other results still become ones.
+// CHECK-LABEL: func.func @in_place
+// CHECK-SAME: (%[[X:.+]]: memref<4xf32>) -> (memref<4xf32>, memref<4xf32>)
+// CHECK: %[[B:.+]] = memref.alloc() : memref<4xf32>
+// CHECK: call @scale_and_copy(%[[X]], %[[B]]) : (memref<4xf32>, memref<4xf32>) -> ()
+// CHECK: return %[[X]], %[[B]]
+// CHECK: func.func private @scale_and_copy(%[[SX:.+]]: memref<4xf32>, %[[SO:.+]]: memref<4xf32>)
+// CHECK: memref.store
+// CHECK-NEXT: memref.copy %[[SX]], %[[SO]]
+// CHECK-NEXT: return
+// CHECK-NOT: memref.copy
+func.func @in_place(%x: memref<4xf32>) -> (memref<4xf32>, memref<4xf32>) {
+  %0:2 = call @scale_and_copy(%x) : (memref<4xf32>) -> (memref<4xf32>, memref<4xf32>)
+  return %0#0, %0#1 : memref<4xf32>, memref<4xf32>
+}
+func.func private @scale_and_copy(%x: memref<4xf32>) -> (memref<4xf32>, memref<4xf32>) attributes {qcc.kernel} {
+  %c0 = arith.constant 0 : index
+  %two = arith.constant 2.0 : f32
+  memref.store %two, %x[%c0] : memref<4xf32>
+  %a = memref.alloc() : memref<4xf32>
+  memref.copy %x, %a : memref<4xf32> to memref<4xf32>
+  return %x, %a : memref<4xf32>, memref<4xf32>
+}

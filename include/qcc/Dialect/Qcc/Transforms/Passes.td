@@ -249,6 +249,12 @@ def KernelResultsToOutParams
     the step's host provides. Converted in one go, the caller sees a call
     result instead, and copies it into its out-parameter: every updated
     weight and carry would be copied once per step.
+
+    First, a kernel result that is one of the kernel's own arguments (an op
+    that one-shot bufferization placed in its operand's buffer, e.g. the
+    softmax that writes attention's probabilities over its scores) is
+    dropped, and each call's users take the call's operand: otherwise it
+    would get an out-parameter and a copy, two buffers where one suffices.
   }];
   let dependentDialects = ["::mlir::memref::MemRefDialect"];
 }
