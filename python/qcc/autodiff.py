@@ -166,6 +166,8 @@ def vjp(t, g):
         keep = x.shape[:-1] + (1,)
         return [ir.elementwise("lse_grad", (x, ir.reshape(t, keep),
                                             ir.reshape(g, keep)))]
+    if op == "flash_attention":
+        return _flash_attention_grad(t, g)
     if op == "softmax":
         dot = ir.reduce_sum(g * t, -1, keepdims=True)
         return [ir.elementwise("softmax_grad", (t, g, dot))]
@@ -179,6 +181,33 @@ def vjp(t, g):
     if op in ("stop_gradient", "full", "one_hot", "arg"):
         return [None] * len(t.inputs)
     raise NotImplementedError(f"no gradient for '{op}'")
+
+
+def _flash_attention_grad(t, g):
+    """∂q, ∂k, ∂v of ir.flash_attention, through the scores and
+    probabilities recomputed whole ([B, H, G, T, S]: the backward pass is
+    not tiled yet)."""
+    q, k, v = t.inputs
+    a = t.attrs
+    b, h, r, d = q.shape
+    grp = a["group"]
+    n = r // grp
+
+    def split(x):   # [B, H, T·G, D] -> [B, H, G, T, D]
+        return ir.permute(ir.reshape(x, (b, h, n, grp, d)), (0, 1, 3, 2, 4))
+
+    def join(x):
+        return ir.reshape(ir.permute(x, (0, 1, 3, 2, 4)), (b, h, r, d))
+    q5, g5 = split(q), split(g)
+    s = ir.einsum("bhgid,bhjd->bhgij", q5, k) * a["scale"]
+    p = ir.softmax(s, causal=a["causal"], window=a["window"])
+    dv = ir.einsum("bhgij,bhgid->bhjd", p, g5)
+    dp = ir.einsum("bhgid,bhjd->bhgij", g5, v)
+    dot = ir.reduce_sum(dp * p, -1, keepdims=True)
+    ds = ir.elementwise("softmax_grad", (p, dp, dot)) * a["scale"]
+    dq = join(ir.einsum("bhgij,bhjd->bhgid", ds, k))
+    dk = ir.einsum("bhgij,bhgid->bhjd", ds, q5)
+    return [dq, dk, dv]
 
 
 def ir_is_scalar(x):

@@ -706,6 +706,166 @@ class FunctionEmitter(Emitter):
                             lambda b, ia, oa: [b.mul(ia[0], ia[1])], loc,
                             hint="dh")[0]
 
+    def _index(self, value, loc):
+        c = self.new("c")
+        self.emit(f"{c} = arith.constant {int(value)} : index{loc}")
+        return c
+
+    def _iop(self, name, a, b, loc, hint="i"):
+        r = self.new(hint)
+        self.emit(f"{r} = arith.{name} {a}, {b} : index{loc}")
+        return r
+
+    def _copy(self, src, ty, shape, dtype, loc):
+        """A contiguous copy of `src` (a slice), for the micro-GEMM."""
+        dom = _dims(len(shape))
+        return self.generic(len(shape), ["parallel"] * len(shape),
+                            [(src, ty, _map(dom, dom))],
+                            [(self.empty(shape, dtype), ty, _map(dom, dom), dtype)],
+                            lambda b, ia, oa: [ia[0]], loc, hint="tile")[0]
+
+    def _flash_attention(self, t, loc):
+        """scf.for over tiles of queries (rows q_tile·group), inside it an
+        scf.for over the tiles of keys the mask leaves (causal: none past the
+        tile's last query; a window: none before its first query's reach),
+        carrying the row max m, the row sum l and the unnormalized output:
+        s = q·kᵀ·scale (masked to -1e30), m' = max(m, max s), p = exp(s - m'),
+        l' = l·exp(m - m') + Σ p, acc' = acc·exp(m - m') + p·v; o = acc / l."""
+        q, k, v = t.inputs
+        a = t.attrs
+        (nb, nh, rows, d), keys = q.shape, k.shape[2]
+        grp, scale, causal, window = a["group"], a["scale"], a["causal"], a["window"]
+        tq, tk = a["q_tile"], a["k_tile"]
+        n, rq, f = rows // grp, a["q_tile"] * a["group"], t.dtype
+        qty, kty = tensor_type(q), tensor_type(k)
+        qt_shape, kt_shape = (nb, nh, rq, d), (nb, nh, tk, d)
+        qtty, ktty = type_str(qt_shape, f), type_str(kt_shape, f)
+        s_shape, r_shape = (nb, nh, rq, tk), (nb, nh, rq)
+        sty, rty = type_str(s_shape, f), type_str(r_shape, f)
+        neg = -1e30
+        c0, c1 = self._index(0, loc), self._index(1, loc)
+        ctq, ctk, cn = self._index(tq, loc), self._index(tk, loc), self._index(n, loc)
+        cg = self._index(grp, loc)
+        res, qi, oacc = self.new("fa"), self.new("qi"), self.new("o")
+        self.emit(f"{res} = scf.for {qi} = {c0} to {cn} step {ctq} "
+                  f"iter_args({oacc} = {self.empty(q.shape, f)}) -> ({qty}) {{")
+        r0 = self._iop("muli", qi, cg, loc)
+        qs = self.new("qs")
+        self.emit(f"{qs} = tensor.extract_slice {self.name(q)}[0, 0, {r0}, 0] "
+                  f"[{nb}, {nh}, {rq}, {d}] [1, 1, 1, 1] : {qty} to {qtty}{loc}")
+        qt = self._copy(qs, qtty, qt_shape, f, loc)
+        hi = self._index(keys, loc)
+        if causal:   # keys up to the tile's last query, whole key tiles
+            end = self._iop("addi", qi, ctq, loc)
+            up = self._iop("ceildivui", end, ctk, loc)
+            hi = self._iop("minui", self._iop("muli", up, ctk, loc), hi, loc)
+        lo = c0
+        if window:   # from the first query's reach, whole key tiles
+            cw = self._index(window, loc)
+            reach = self._iop("subi", self._iop("maxui", self._iop("addi", qi, c1, loc),
+                                                cw, loc), cw, loc)
+            lo = self._iop("muli", self._iop("divui", reach, ctk, loc), ctk, loc)
+        m0 = self.filled(r_shape, f, neg, loc)
+        l0 = self.filled(r_shape, f, 0.0, loc)
+        acc0 = self.filled(qt_shape, f, 0.0, loc)
+        inner, kj = self.new("kv"), self.new("kj")
+        m, l, acc = self.new("m"), self.new("l"), self.new("acc")
+        self.emit(f"{inner}:3 = scf.for {kj} = {lo} to {hi} step {ctk} iter_args("
+                  f"{m} = {m0}, {l} = {l0}, {acc} = {acc0}) -> ({rty}, {rty}, {qtty}) {{")
+        tiles = []
+        for x in (k, v):
+            xs = self.new("ks")
+            self.emit(f"{xs} = tensor.extract_slice {self.name(x)}[0, 0, {kj}, 0] "
+                      f"[{nb}, {nh}, {tk}, {d}] [1, 1, 1, 1] : {kty} to {ktty}{loc}")
+            tiles.append(self._copy(xs, ktty, kt_shape, f, loc))
+        kt, vt = tiles
+        d5 = _dims(5)
+        b_, h_, r_, j_, e_ = d5
+        # s[b, h, r, j] = Σ_e q[b, h, r, e] k[b, h, j, e]
+        sc = self.generic(5, ["parallel"] * 4 + ["reduction"],
+                          [(qt, qtty, _map(d5, [b_, h_, r_, e_])),
+                           (kt, ktty, _map(d5, [b_, h_, j_, e_]))],
+                          [(self.filled(s_shape, f, 0.0, loc), sty,
+                            _map(d5, [b_, h_, r_, j_]), f)],
+                          lambda b, ia, oa: [b.add(oa[0], b.mul(ia[0], ia[1]))],
+                          loc, hint="scores")[0]
+        d4 = _dims(4)
+        id4, row4 = _map(d4, d4), _map(d4, d4[:3])
+
+        def masked(b):
+            """i1: key kj + j is outside query qi + r // group's reach."""
+            i = b.iop("addi", b.iop("divui", b.index(2), b.const(grp, "index")), qi)
+            j = b.iop("addi", b.index(3), kj)
+            out = b.cmpi("ugt", j, i) if causal else None
+            if window:
+                far = b.cmpi("ule", b.iop("addi", j, b.const(window, "index")), i)
+                out = far if out is None else b.iop("ori", out, far, "i1")
+            return out
+
+        def scaled(b, ia, oa):
+            y = b.mul(oa[0], b.const(scale))
+            return [b.select(masked(b), b.const(neg), y) if causal else y]
+        sc = self.generic(4, ["parallel"] * 4, [], [(sc, sty, id4, f)], scaled, loc,
+                          hint="scaled")[0]
+        # Each carried value is updated in its own buffer, its old value
+        # read before (scf.for needs the yielded buffers to be the carried
+        # ones): the tile's row max, the correction exp(m - m'), then m'.
+        red4 = ["parallel"] * 3 + ["reduction"]
+        tmax = self.generic(4, red4, [(sc, sty, id4)],
+                            [(self.filled(r_shape, f, neg, loc), rty, row4, f)],
+                            lambda b, ia, oa: [b.op("arith.maximumf", oa[0], ia[0])],
+                            loc, hint="rowmax")[0]
+        d3 = _dims(3)
+        id3 = _map(d3, d3)
+        corr = self.generic(3, ["parallel"] * 3, [(m, rty, id3), (tmax, rty, id3)],
+                            [(self.empty(r_shape, f), rty, id3, f)],
+                            lambda b, ia, oa: [b.math("exp", b.sub(
+                                ia[0], b.op("arith.maximumf", ia[0], ia[1])))],
+                            loc, hint="corr")[0]
+        mnew = self.generic(3, ["parallel"] * 3, [(tmax, rty, id3)], [(m, rty, id3, f)],
+                            lambda b, ia, oa: [b.op("arith.maximumf", oa[0], ia[0])],
+                            loc, hint="m")[0]
+
+        def prob(b, ia, oa):
+            e = b.math("exp", b.sub(oa[0], ia[0]))
+            return [b.select(masked(b), b.const(0.0), e) if causal else e]
+        p = self.generic(4, ["parallel"] * 4, [(mnew, rty, row4)], [(sc, sty, id4, f)],
+                         prob, loc, hint="p")[0]
+        lsc = self.generic(3, ["parallel"] * 3, [(corr, rty, id3)], [(l, rty, id3, f)],
+                           lambda b, ia, oa: [b.mul(oa[0], ia[0])], loc, hint="l")[0]
+        lnew = self.generic(4, red4, [(p, sty, id4)], [(lsc, rty, row4, f)],
+                            lambda b, ia, oa: [b.add(oa[0], ia[0])], loc, hint="rowsum")[0]
+        # acc' = acc·corr + Σ_j p[b, h, r, j] v[b, h, j, e] (the product on
+        # the micro-GEMM, then added into the carried buffer)
+        pv = self.generic(5, ["parallel"] * 3 + ["reduction", "parallel"],
+                          [(p, sty, _map(d5, [b_, h_, r_, j_])),
+                           (vt, ktty, _map(d5, [b_, h_, j_, e_]))],
+                          [(self.filled(qt_shape, f, 0.0, loc), qtty,
+                            _map(d5, [b_, h_, r_, e_]), f)],
+                          lambda b, ia, oa: [b.add(oa[0], b.mul(ia[0], ia[1]))],
+                          loc, hint="pv")[0]
+        anew = self.generic(4, ["parallel"] * 4, [(pv, qtty, id4), (corr, rty, row4)],
+                            [(acc, qtty, id4, f)],
+                            lambda b, ia, oa: [b.add(b.mul(oa[0], ia[1]), ia[0])],
+                            loc, hint="acc")[0]
+        self.emit(f"scf.yield {mnew}, {lnew}, {anew} : {rty}, {rty}, {qtty}{loc}")
+        self.emit(f"}}{loc}")
+        # o = acc / l, written straight into the output's rows (the slice
+        # and its insertion bufferize to one subview: no copy)
+        dst = self.new("dst")
+        self.emit(f"{dst} = tensor.extract_slice {oacc}[0, 0, {r0}, 0] "
+                  f"[{nb}, {nh}, {rq}, {d}] [1, 1, 1, 1] : {qty} to {qtty}{loc}")
+        ot = self.generic(4, ["parallel"] * 4, [(f"{inner}#2", qtty, id4),
+                                                (f"{inner}#1", rty, row4)],
+                          [(dst, qtty, id4, f)],
+                          lambda b, ia, oa: [b.div(ia[0], ia[1])], loc, hint="out")[0]
+        o2 = self.new("o")
+        self.emit(f"{o2} = tensor.insert_slice {ot} into {oacc}[0, 0, {r0}, 0] "
+                  f"[{nb}, {nh}, {rq}, {d}] [1, 1, 1, 1] : {qtty} into {qty}{loc}")
+        self.emit(f"scf.yield {o2} : {qty}{loc}")
+        self.emit(f"}}{loc}")
+        return res
+
     def _mask(self, b, ndim, window):
         """i1: is element [..., i, j] masked (j > i, or i - j >= window)."""
         i, j = b.index(ndim - 2), b.index(ndim - 1)

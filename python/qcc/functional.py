@@ -109,6 +109,11 @@ def geglu(gate, up):
     return ir.recompute(ir.recompute(gelu(gate)) * up)
 
 
+# Attention without a mask runs as ir.flash_attention (tiles of keys, an
+# online softmax); False builds the whole [T, S] scores (tests compare both).
+TILED_ATTENTION = True
+
+
 def attention(q, k, v, causal=True, scale=None, window=0, mask=None):
     """Scaled dot-product attention with grouped-query heads.
     q [B, T, Hq, D], k and v [B, S, Hkv, D] with Hq a multiple of Hkv; query
@@ -128,6 +133,14 @@ def attention(q, k, v, causal=True, scale=None, window=0, mask=None):
                          f"v {list(v.shape)} do not fit")
     grp = hq // hkv
     scale = 1.0 / math.sqrt(d) if scale is None else scale
+    if mask is None and TILED_ATTENTION:
+        # Query heads of a group interleaved as rows: [B, Hkv, T·G, D].
+        qr = reshape(permute(reshape(q, (b, t, hkv, grp, d)), (0, 2, 1, 3, 4)),
+                     (b, hkv, t * grp, d))
+        o = ir.flash_attention(qr, permute(k, (0, 2, 1, 3)), permute(v, (0, 2, 1, 3)),
+                               grp, scale, causal, window)
+        return reshape(permute(reshape(o, (b, hkv, t, grp, d)), (0, 2, 1, 3, 4)),
+                       (b, t, hq, d))
     q5 = permute(reshape(q, (b, t, hkv, grp, d)), (0, 2, 3, 1, 4))
     k4 = permute(k, (0, 2, 1, 3))
     v4 = permute(v, (0, 2, 1, 3))

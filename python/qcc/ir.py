@@ -565,6 +565,39 @@ def linear_nll(h, w, targets, softcap=0.0, grad=True, chunk=64):
                        softcap=float(softcap), grad=bool(grad), chunk=c)
 
 
+def _tile(n, limit):
+    """The largest divisor of n that is at most `limit`."""
+    return max(d for d in range(1, min(limit, n) + 1) if n % d == 0)
+
+
+def flash_attention(q, k, v, group=1, scale=1.0, causal=True, window=0,
+                    q_tile=64, k_tile=128):
+    """softmax(q·kᵀ·scale, masked)·v without the [rows, keys] scores: tiles
+    of `q_tile` queries against tiles of `k_tile` keys, with an online
+    softmax (a running row max and sum), the tiles past the causal edge or
+    before the sliding window skipped. q [B, H, T·group, D] holds the
+    `group` query heads of each key/value head interleaved (row r is query
+    r // group), k and v [B, H, S, D]; `causal` (S = T): query i sees keys
+    j <= i, and with `window` > 0 only i - window < j. Returns q's shape."""
+    _check_float(q, "flash_attention")
+    b, h, r, d = q.shape
+    if (q.ndim != 4 or k.shape != v.shape or k.ndim != 4 or k.shape[:2] != (b, h)
+            or k.shape[3] != d or r % group):
+        raise ValueError(f"flash_attention: q {list(q.shape)}, k {list(k.shape)}, "
+                         f"v {list(v.shape)} do not fit group {group}")
+    t, s = r // group, k.shape[2]
+    if (causal or window) and s != t:
+        raise ValueError("flash_attention: a causal mask needs as many keys as queries")
+    if window < 0 or (window and not causal):
+        raise ValueError("flash_attention: a window needs causal=True and window > 0")
+    if window >= t:
+        window = 0
+    return q.graph.add("flash_attention", (q, k, v), q.shape, q.dtype,
+                       group=int(group), scale=float(scale), causal=bool(causal),
+                       window=int(window), q_tile=_tile(t, q_tile),
+                       k_tile=_tile(s, k_tile))
+
+
 def linear_nll_grad(nll, g):
     """∂L/∂h of linear_nll from g = ∂L/∂nll [M] (its backward pass)."""
     if nll.op != "linear_nll" or not nll.attrs["grad"]:

@@ -104,10 +104,13 @@ def test_attention_ir_gqa():
     text = layer_ir(layer, (2, 8, 32))
     fu.filecheck(text, """
 CHECK-COUNT-3: qcc.qmatmul fwd
-CHECK: linalg.transpose ins(%{{.*}} : tensor<2x8x2x2x8xf32>) outs(%{{.*}} : tensor<2x2x2x8x8xf32>) permutation = [0, 2, 3, 1, 4]
-CHECK: iterator_types = ["parallel", "parallel", "parallel", "parallel", "reduction", "parallel"]
+CHECK: linalg.transpose ins(%{{.*}} : tensor<2x8x2x2x8xf32>) outs(%{{.*}} : tensor<2x2x8x2x8xf32>) permutation = [0, 2, 1, 3, 4]
+CHECK: scf.for {{.*}} -> (tensor<2x2x16x8xf32>)
+CHECK: scf.for {{.*}} -> (tensor<2x2x16xf32>, tensor<2x2x16xf32>, tensor<2x2x16x8xf32>)
+CHECK: iterator_types = ["parallel", "parallel", "parallel", "parallel", "reduction"]
 CHECK: arith.cmpi ugt
 CHECK: math.exp
+CHECK: iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel"]
 CHECK: qcc.qmatmul fwd %{{.*}}, %{{.*}} : tensor<16x32xf32>, !qcc.qtensor<32x32xq8_0>
 """)
 
@@ -220,6 +223,56 @@ def test_attention_matches_reference():
               {"q": (q.shape, "f64"), "k": (k.shape, "f64"), "v": (v.shape, "f64")},
               [q, k, v])
     np.testing.assert_allclose(got, attention_ref(q, k, v), atol=1e-12)
+
+
+def masked_attention_ref(q, k, v, causal, window):
+    """numpy attention, q [B, T, Hq, D], k and v [B, S, Hkv, D]."""
+    b, t, hq, d = q.shape
+    grp = hq // k.shape[2]
+    i, j = np.arange(t)[:, None], np.arange(k.shape[1])[None, :]
+    drop = np.zeros((t, k.shape[1]), bool)
+    if causal:
+        drop |= j > i
+    if window:
+        drop |= i - j >= window
+    out = np.zeros_like(q)
+    for h in range(hq):
+        kh, vh = k[:, :, h // grp], v[:, :, h // grp]
+        s = np.einsum("bid,bjd->bij", q[:, :, h], kh) / math.sqrt(d)
+        s = np.where(drop, -np.inf, s)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        out[:, :, h] = np.einsum("bij,bjd->bid", p / p.sum(-1, keepdims=True), vh)
+    return out
+
+
+@pytest.mark.parametrize("dtype,atol", [("f64", 1e-12), ("f32", 2e-6)])
+@pytest.mark.parametrize("t,hq,hkv,causal,window,q_tile,k_tile", [
+    (12, 4, 2, True, 0, 4, 3),     # several query and key tiles, GQA
+    (12, 4, 2, True, 5, 4, 3),     # a window: tiles before its reach skipped
+    (12, 2, 1, True, 3, 3, 2),     # rows whose first key tile is all masked
+    (10, 2, 2, False, 0, 5, 5),    # no mask: every key tile
+    (7, 3, 1, True, 0, 7, 7),      # one tile each way
+])
+def test_tiled_attention_matches_reference(dtype, atol, t, hq, hkv, causal, window,
+                                           q_tile, k_tile):
+    """ir.flash_attention (online softmax over key tiles) against numpy's
+    whole-matrix attention; f32 runs its tiles' products on the micro-GEMM."""
+    rng = np.random.default_rng(4)
+    b, d, grp = 2, 8, hq // hkv
+    q = rng.standard_normal((b, t, hq, d)) * 2
+    k, v = (rng.standard_normal((b, t, hkv, d)) for _ in range(2))
+    rows = lambda x: x.reshape(b, t, hkv, grp, d).transpose(0, 2, 1, 3, 4).reshape(
+        b, hkv, t * grp, d)
+    kv = lambda x: x.transpose(0, 2, 1, 3)
+    np_t = np.float64 if dtype == "f64" else np.float32
+    inputs = [np.ascontiguousarray(x, np_t) for x in (rows(q), kv(k), kv(v))]
+    _, _, text = trace(lambda a: ir.flash_attention(
+        a["q"], a["k"], a["v"], grp, 1 / math.sqrt(d), causal, window, q_tile, k_tile),
+        {n: (x.shape, dtype) for n, x in zip("qkv", inputs)}, dtype)
+    assert text.count("scf.for") >= 2
+    got = qcc.compile_step(text, None, "--threads=2").call("f", *inputs)
+    want = rows(masked_attention_ref(q, k, v, causal, window))
+    np.testing.assert_allclose(got, want, atol=atol, rtol=atol)
 
 
 @pytest.mark.parametrize("threads", ["--threads=1", "--threads=2"])

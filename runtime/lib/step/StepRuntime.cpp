@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace {
 std::mutex errorMutex;
@@ -87,3 +88,60 @@ extern "C" void *_mlir_memref_to_llvm_aligned_alloc(uint64_t alignment,
 }
 
 extern "C" void _mlir_memref_to_llvm_free(void *p) { std::free(p); }
+
+namespace {
+/// MLIR's descriptor of a memref of any rank (UnrankedMemRefType): the rank
+/// and a pointer to {allocated, aligned, offset, sizes[rank], strides[rank]}.
+struct UnrankedMemRef {
+  int64_t rank;
+  void *descriptor;
+};
+struct StridedView {
+  char *data;
+  const int64_t *sizes, *strides; // in elements
+};
+StridedView view(const UnrankedMemRef *m, int64_t elemSize) {
+  auto *words = static_cast<int64_t *>(m->descriptor);
+  char *aligned = reinterpret_cast<char *>(words[1]);
+  return {aligned + words[2] * elemSize, words + 3, words + 3 + m->rank};
+}
+} // namespace
+
+extern "C" void memrefCopy(int64_t elemSize, void *srcArg, void *dstArg) {
+  auto *src = static_cast<UnrankedMemRef *>(srcArg);
+  auto *dst = static_cast<UnrankedMemRef *>(dstArg);
+  int64_t rank = src->rank;
+  StridedView s = view(src, elemSize), d = view(dst, elemSize);
+  for (int64_t i = 0; i < rank; ++i)
+    if (s.sizes[i] == 0)
+      return;
+  if (rank == 0) {
+    std::memcpy(d.data, s.data, static_cast<size_t>(elemSize));
+    return;
+  }
+  // Rows along the last dimension, one memcpy each when both are dense.
+  int64_t last = rank - 1, n = s.sizes[last];
+  bool dense = s.strides[last] == 1 && d.strides[last] == 1;
+  std::vector<int64_t> at(static_cast<size_t>(rank), 0);
+  for (;;) {
+    int64_t so = 0, dof = 0;
+    for (int64_t i = 0; i < last; ++i) {
+      so += at[i] * s.strides[i];
+      dof += at[i] * d.strides[i];
+    }
+    if (dense) {
+      std::memmove(d.data + dof * elemSize, s.data + so * elemSize,
+                   static_cast<size_t>(n * elemSize));
+    } else {
+      for (int64_t j = 0; j < n; ++j)
+        std::memmove(d.data + (dof + j * d.strides[last]) * elemSize,
+                     s.data + (so + j * s.strides[last]) * elemSize,
+                     static_cast<size_t>(elemSize));
+    }
+    int64_t i = last - 1;
+    while (i >= 0 && ++at[i] == s.sizes[i])
+      at[i--] = 0;
+    if (i < 0)
+      return;
+  }
+}

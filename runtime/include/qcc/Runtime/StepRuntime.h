@@ -102,6 +102,10 @@ const char *qcc_step_take_error(void);
 void *_mlir_memref_to_llvm_alloc(uint64_t size);
 void *_mlir_memref_to_llvm_aligned_alloc(uint64_t alignment, uint64_t size);
 void _mlir_memref_to_llvm_free(void *ptr);
+/* memref.copy between memrefs that are not both contiguous, as MLIR's
+   memref-to-llvm lowering calls it (the C runner utilities' ABI: the element
+   size and two unranked memref descriptors). */
+void memrefCopy(int64_t elemSize, void *src, void *dst);
 
 #ifdef __cplusplus
 }
