@@ -167,7 +167,12 @@ def vjp(t, g):
         return [ir.elementwise("lse_grad", (x, ir.reshape(t, keep),
                                             ir.reshape(g, keep)))]
     if op == "flash_attention":
-        return _flash_attention_grad(t, g)
+        if t.attrs["k_tile"] < t.inputs[1].shape[2]:
+            return ir.flash_attention_grad(t, g)
+        # One tile of keys: the whole scores are that tile, and recomputing
+        # them as einsums is faster than the tiled loops (and keeps no
+        # copy of the output in the tiles' layout).
+        return _one_tile_attention_grad(t, g)
     if op == "softmax":
         dot = ir.reduce_sum(g * t, -1, keepdims=True)
         return [ir.elementwise("softmax_grad", (t, g, dot))]
@@ -183,10 +188,9 @@ def vjp(t, g):
     raise NotImplementedError(f"no gradient for '{op}'")
 
 
-def _flash_attention_grad(t, g):
-    """∂q, ∂k, ∂v of ir.flash_attention, through the scores and
-    probabilities recomputed whole ([B, H, G, T, S]: the backward pass is
-    not tiled yet)."""
+def _one_tile_attention_grad(t, g):
+    """∂q, ∂k, ∂v of a flash_attention with a single tile of keys, through
+    the scores and probabilities recomputed as einsums ([B, H, G, T, S])."""
     q, k, v = t.inputs
     a = t.attrs
     b, h, r, d = q.shape
@@ -195,9 +199,6 @@ def _flash_attention_grad(t, g):
 
     def split(x):   # [B, H, T·G, D] -> [B, H, G, T, D]
         return ir.permute(ir.reshape(x, (b, h, n, grp, d)), (0, 1, 3, 2, 4))
-
-    def join(x):
-        return ir.reshape(ir.permute(x, (0, 1, 3, 2, 4)), (b, h, r, d))
     q5, g5 = split(q), split(g)
     s = ir.einsum("bhgid,bhjd->bhgij", q5, k) * a["scale"]
     p = ir.softmax(s, causal=a["causal"], window=a["window"])
@@ -205,9 +206,9 @@ def _flash_attention_grad(t, g):
     dp = ir.einsum("bhgid,bhjd->bhgij", g5, v)
     dot = ir.reduce_sum(dp * p, -1, keepdims=True)
     ds = ir.elementwise("softmax_grad", (p, dp, dot)) * a["scale"]
-    dq = join(ir.einsum("bhgij,bhjd->bhgid", ds, k))
-    dk = ir.einsum("bhgij,bhgid->bhjd", ds, q5)
-    return [dq, dk, dv]
+    dq = ir.reshape(ir.permute(ir.einsum("bhgij,bhjd->bhgid", ds, k), (0, 1, 3, 2, 4)),
+                    (b, h, r, d))
+    return [dq, ir.einsum("bhgij,bhgid->bhjd", ds, q5), dv]
 
 
 def ir_is_scalar(x):
@@ -215,7 +216,7 @@ def ir_is_scalar(x):
 
 
 _NONDIFF = ("stop_gradient", "full", "one_hot", "max", "qlinear_bwd",
-            "linear_nll_grad")
+            "linear_nll_grad", "flash_attention_grad")
 
 
 def _is_outer(t):

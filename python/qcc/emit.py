@@ -126,6 +126,9 @@ class Body:
 
 
 _GELU_K = math.sqrt(2.0 / math.pi)
+# Masked attention scores (finite, so that a row with every key of a tile
+# masked gives exp(0)·0 terms rather than NaN).
+_FA_NEG = -1e30
 
 
 def _gelu(b, x):
@@ -724,6 +727,193 @@ class FunctionEmitter(Emitter):
                             [(self.empty(shape, dtype), ty, _map(dom, dom), dtype)],
                             lambda b, ia, oa: [ia[0]], loc, hint="tile")[0]
 
+    def _fa_setup(self, t, q, k, loc):
+        """Shapes, types and constants the tiled attention loops share."""
+        a = t.attrs
+        (nb, nh, rows, d), keys = q.shape, k.shape[2]
+        z = dict(a, nb=nb, nh=nh, d=d, keys=keys, f=q.dtype, n=rows // a["group"],
+                 rq=a["q_tile"] * a["group"], tk=a["k_tile"], loc=loc,
+                 qty=tensor_type(q), kty=tensor_type(k))
+        z["qt_shape"] = (nb, nh, z["rq"], d)
+        z["kt_shape"] = (nb, nh, z["tk"], d)
+        z["s_shape"], z["r_shape"] = (nb, nh, z["rq"], z["tk"]), (nb, nh, z["rq"])
+        for key in ("qt", "kt", "s", "r"):
+            z[key + "ty"] = type_str(z[key + "_shape"], z["f"])
+        z["c0"], z["c1"] = self._index(0, loc), self._index(1, loc)
+        z["ctq"], z["ctk"] = self._index(a["q_tile"], loc), self._index(z["tk"], loc)
+        z["cn"], z["cg"] = self._index(z["n"], loc), self._index(a["group"], loc)
+        return z
+
+    def _fa_tile(self, z, x, at, rows, ty, xty, shape):
+        """A contiguous copy of rows [at, at + rows) of x [B, H, ·, D]."""
+        xs = self.new("ts")
+        self.emit(f"{xs} = tensor.extract_slice {x}[0, 0, {at}, 0] "
+                  f"[{z['nb']}, {z['nh']}, {rows}, {z['d']}] [1, 1, 1, 1] : {xty} to "
+                  f"{ty}{z['loc']}")
+        return self._copy(xs, ty, shape, z["f"], z["loc"])
+
+    def _fa_key_range(self, z, qi):
+        """[lo, hi): the whole key tiles query tile qi's rows can see."""
+        loc, ctk = z["loc"], z["ctk"]
+        hi = self._index(z["keys"], loc)
+        if z["causal"]:
+            up = self._iop("ceildivui", self._iop("addi", qi, z["ctq"], loc), ctk, loc)
+            hi = self._iop("minui", self._iop("muli", up, ctk, loc), hi, loc)
+        lo = z["c0"]
+        if z["window"]:
+            cw = self._index(z["window"], loc)
+            reach = self._iop("subi", self._iop(
+                "maxui", self._iop("addi", qi, z["c1"], loc), cw, loc), cw, loc)
+            lo = self._iop("muli", self._iop("divui", reach, ctk, loc), ctk, loc)
+        return lo, hi
+
+    def _fa_masked(self, z, b, qi, kj):
+        """i1: key kj + j is outside query qi + r // group's reach."""
+        i = b.iop("addi", b.iop("divui", b.index(2), b.const(z["group"], "index")), qi)
+        j = b.iop("addi", b.index(3), kj)
+        out = b.cmpi("ugt", j, i)
+        if z["window"]:
+            far = b.cmpi("ule", b.iop("addi", j, b.const(z["window"], "index")), i)
+            out = b.iop("ori", out, far, "i1")
+        return out
+
+    def _fa_contract(self, z, x, xdims, y, ydims, out, odims, init=None, hint="mm"):
+        """out[odims] = Σ x[xdims]·y[ydims] (+ init) over the one index the
+        output lacks: letters b h r j e (batch, head, query row, key, feature)."""
+        letters = "bhrje"
+        d5 = _dims(5)
+        pick = lambda s: [d5[letters.index(c)] for c in s]
+        red = next(c for c in letters if c not in odims)
+        its = ["reduction" if c == red else "parallel" for c in letters]
+        f = z["f"]
+        shape = tuple({"b": z["nb"], "h": z["nh"], "r": z["rq"], "j": z["tk"],
+                       "e": z["d"]}[c] for c in odims)
+        ty = type_str(shape, f)
+        return self.generic(5, its, [(x[0], x[1], _map(d5, pick(xdims))),
+                                     (y[0], y[1], _map(d5, pick(ydims)))],
+                            [(init or self.filled(shape, f, 0.0, z["loc"]), ty,
+                              _map(d5, pick(odims)), f)],
+                            lambda b, ia, oa: [b.add(oa[0], b.mul(ia[0], ia[1]))],
+                            z["loc"], hint=hint)[0]
+
+    def _fa_scores(self, z, qt, kt, qi, kj):
+        """s = q·kᵀ·scale of a tile pair, masked entries -1e30."""
+        s = self._fa_contract(z, (qt, z["qtty"]), "bhre", (kt, z["ktty"]), "bhje",
+                              None, "bhrj", hint="scores")
+        d4 = _dims(4)
+
+        def scaled(b, ia, oa):
+            y = b.mul(oa[0], b.const(z["scale"]))
+            return [b.select(self._fa_masked(z, b, qi, kj), b.const(_FA_NEG), y)
+                    if z["causal"] else y]
+        return self.generic(4, ["parallel"] * 4, [], [(s, z["sty"], _map(d4, d4), z["f"])],
+                            scaled, z["loc"], hint="scaled")[0]
+
+    def _fa_rows(self, z, fn, ins, out=None, hint="row"):
+        """A [B, H, rows] elementwise op: fn(body, ins, out) (out: in place)."""
+        d3 = _dims(3)
+        id3 = _map(d3, d3)
+        init = out or self.empty(z["r_shape"], z["f"])
+        return self.generic(3, ["parallel"] * 3, [(x, z["rty"], id3) for x in ins],
+                            [(init, z["rty"], id3, z["f"])],
+                            lambda b, ia, oa: [fn(b, ia, oa)], z["loc"], hint=hint)[0]
+
+    def _fa_row_reduce(self, z, x, init, fn, hint):
+        d4 = _dims(4)
+        return self.generic(4, ["parallel"] * 3 + ["reduction"],
+                            [(x, z["sty"], _map(d4, d4))],
+                            [(init, z["rty"], _map(d4, d4[:3]), z["f"])],
+                            lambda b, ia, oa: [fn(b, oa[0], ia[0])], z["loc"], hint=hint)[0]
+
+    def _fa_stats(self, z, qt, k, qi, with_acc, v=None):
+        """The key-tile loop of query tile qi: (m, l) and, `with_acc`, the
+        unnormalized output Σ exp(s - m)·v, by the online softmax."""
+        loc, f = z["loc"], z["f"]
+        lo, hi = self._fa_key_range(z, qi)
+        carried = [(self.filled(z["r_shape"], f, _FA_NEG, loc), z["rty"]),
+                   (self.filled(z["r_shape"], f, 0.0, loc), z["rty"])]
+        if with_acc:
+            carried.append((self.filled(z["qt_shape"], f, 0.0, loc), z["qtty"]))
+        res, kj = self.new("kv"), self.new("kj")
+        accs = [self.new("c") for _ in carried]
+        self.emit(f"{res}:{len(carried)} = scf.for {kj} = {lo} to {hi} step {z['ctk']} "
+                  f"iter_args({', '.join(f'{a} = {n}' for a, (n, _) in zip(accs, carried))}) "
+                  f"-> ({', '.join(ty for _, ty in carried)}) {{")
+        m, l = accs[0], accs[1]
+        kt = self._fa_tile(z, self.name(k), kj, z["tk"], z["ktty"], z["kty"], z["kt_shape"])
+        s = self._fa_scores(z, qt, kt, qi, kj)
+        # Each carried value is updated in its own buffer, its old value read
+        # first (scf.for needs the yielded buffers to be the carried ones).
+        mx = lambda b, a, c: b.op("arith.maximumf", a, c)
+        tmax = self._fa_row_reduce(z, s, self.filled(z["r_shape"], f, _FA_NEG, loc),
+                                   mx, "rowmax")
+        corr = self._fa_rows(z, lambda b, ia, oa: b.math("exp", b.sub(
+            ia[0], mx(b, ia[0], ia[1]))), [m, tmax], hint="corr")
+        mnew = self._fa_rows(z, lambda b, ia, oa: mx(b, oa[0], ia[0]), [tmax], m, "m")
+        p = self._fa_probs(z, s, mnew, qi, kj)
+        lsc = self._fa_rows(z, lambda b, ia, oa: b.mul(oa[0], ia[0]), [corr], l, "l")
+        lnew = self._fa_row_reduce(z, p, lsc, lambda b, a, c: b.add(a, c), "rowsum")
+        outs = [mnew, lnew]
+        if with_acc:   # acc' = acc·corr + p·v (the product on the micro-GEMM)
+            vt = self._fa_tile(z, self.name(v), kj, z["tk"], z["ktty"], z["kty"],
+                               z["kt_shape"])
+            pv = self._fa_contract(z, (p, z["sty"]), "bhrj", (vt, z["ktty"]), "bhje",
+                                   None, "bhre", hint="pv")
+            d4 = _dims(4)
+            outs.append(self.generic(
+                4, ["parallel"] * 4, [(pv, z["qtty"], _map(d4, d4)),
+                                      (corr, z["rty"], _map(d4, d4[:3]))],
+                [(accs[2], z["qtty"], _map(d4, d4), f)],
+                lambda b, ia, oa: [b.add(b.mul(oa[0], ia[1]), ia[0])], loc, hint="acc")[0])
+        self.emit(f"scf.yield {', '.join(outs)} : "
+                  f"{', '.join(ty for _, ty in carried)}{loc}")
+        self.emit(f"}}{loc}")
+        return [f"{res}#{i}" for i in range(len(carried))]
+
+    def _fa_probs(self, z, s, row, qi, kj):
+        """exp(s - row) over a score tile in place, masked entries 0."""
+        d4 = _dims(4)
+
+        def prob(b, ia, oa):
+            e = b.math("exp", b.sub(oa[0], ia[0]))
+            return [b.select(self._fa_masked(z, b, qi, kj), b.const(0.0), e)
+                    if z["causal"] else e]
+        return self.generic(4, ["parallel"] * 4, [(row, z["rty"], _map(d4, d4[:3]))],
+                            [(s, z["sty"], _map(d4, d4), z["f"])], prob, z["loc"],
+                            hint="p")[0]
+
+    def _fa_query_loop(self, z, results, body):
+        """scf.for over query tiles carrying `results` ([(init, type)]);
+        body(qi, r0, carried) emits the tile and returns the yielded names."""
+        res, qi = self.new("fa"), self.new("qi")
+        accs = [self.new("o") for _ in results]
+        self.emit(f"{res}:{len(results)} = scf.for {qi} = {z['c0']} to {z['cn']} step "
+                  f"{z['ctq']} iter_args({', '.join(f'{a} = {n}' for a, (n, _) in zip(accs, results))}) "
+                  f"-> ({', '.join(ty for _, ty in results)}) {{")
+        r0 = self._iop("muli", qi, z["cg"], z["loc"])
+        outs = body(qi, r0, accs)
+        self.emit(f"scf.yield {', '.join(outs)} : "
+                  f"{', '.join(ty for _, ty in results)}{z['loc']}")
+        self.emit(f"}}{z['loc']}")
+        return [f"{res}#{i}" for i in range(len(results))]
+
+    def _fa_update_rows(self, z, full, fty, at, rows, ty, fn, ins, hint):
+        """full[:, :, at:at+rows] = fn(body, ins, old) written in place
+        through a slice and its insertion (one subview, no copy)."""
+        dst = self.new("dst")
+        self.emit(f"{dst} = tensor.extract_slice {full}[0, 0, {at}, 0] "
+                  f"[{z['nb']}, {z['nh']}, {rows}, {z['d']}] [1, 1, 1, 1] : {fty} to "
+                  f"{ty}{z['loc']}")
+        d4 = _dims(4)
+        upd = self.generic(4, ["parallel"] * 4, [(n, t, _map(d4, m)) for n, t, m in ins],
+                           [(dst, ty, _map(d4, d4), z["f"])],
+                           lambda b, ia, oa: [fn(b, ia, oa)], z["loc"], hint=hint)[0]
+        r = self.new("ins")
+        self.emit(f"{r} = tensor.insert_slice {upd} into {full}[0, 0, {at}, 0] "
+                  f"[{z['nb']}, {z['nh']}, {rows}, {z['d']}] [1, 1, 1, 1] : {ty} into "
+                  f"{fty}{z['loc']}")
+        return r
+
     def _flash_attention(self, t, loc):
         """scf.for over tiles of queries (rows q_tile·group), inside it an
         scf.for over the tiles of keys the mask leaves (causal: none past the
@@ -732,139 +922,86 @@ class FunctionEmitter(Emitter):
         s = q·kᵀ·scale (masked to -1e30), m' = max(m, max s), p = exp(s - m'),
         l' = l·exp(m - m') + Σ p, acc' = acc·exp(m - m') + p·v; o = acc / l."""
         q, k, v = t.inputs
-        a = t.attrs
-        (nb, nh, rows, d), keys = q.shape, k.shape[2]
-        grp, scale, causal, window = a["group"], a["scale"], a["causal"], a["window"]
-        tq, tk = a["q_tile"], a["k_tile"]
-        n, rq, f = rows // grp, a["q_tile"] * a["group"], t.dtype
-        qty, kty = tensor_type(q), tensor_type(k)
-        qt_shape, kt_shape = (nb, nh, rq, d), (nb, nh, tk, d)
-        qtty, ktty = type_str(qt_shape, f), type_str(kt_shape, f)
-        s_shape, r_shape = (nb, nh, rq, tk), (nb, nh, rq)
-        sty, rty = type_str(s_shape, f), type_str(r_shape, f)
-        neg = -1e30
-        c0, c1 = self._index(0, loc), self._index(1, loc)
-        ctq, ctk, cn = self._index(tq, loc), self._index(tk, loc), self._index(n, loc)
-        cg = self._index(grp, loc)
-        res, qi, oacc = self.new("fa"), self.new("qi"), self.new("o")
-        self.emit(f"{res} = scf.for {qi} = {c0} to {cn} step {ctq} "
-                  f"iter_args({oacc} = {self.empty(q.shape, f)}) -> ({qty}) {{")
-        r0 = self._iop("muli", qi, cg, loc)
-        qs = self.new("qs")
-        self.emit(f"{qs} = tensor.extract_slice {self.name(q)}[0, 0, {r0}, 0] "
-                  f"[{nb}, {nh}, {rq}, {d}] [1, 1, 1, 1] : {qty} to {qtty}{loc}")
-        qt = self._copy(qs, qtty, qt_shape, f, loc)
-        hi = self._index(keys, loc)
-        if causal:   # keys up to the tile's last query, whole key tiles
-            end = self._iop("addi", qi, ctq, loc)
-            up = self._iop("ceildivui", end, ctk, loc)
-            hi = self._iop("minui", self._iop("muli", up, ctk, loc), hi, loc)
-        lo = c0
-        if window:   # from the first query's reach, whole key tiles
-            cw = self._index(window, loc)
-            reach = self._iop("subi", self._iop("maxui", self._iop("addi", qi, c1, loc),
-                                                cw, loc), cw, loc)
-            lo = self._iop("muli", self._iop("divui", reach, ctk, loc), ctk, loc)
-        m0 = self.filled(r_shape, f, neg, loc)
-        l0 = self.filled(r_shape, f, 0.0, loc)
-        acc0 = self.filled(qt_shape, f, 0.0, loc)
-        inner, kj = self.new("kv"), self.new("kj")
-        m, l, acc = self.new("m"), self.new("l"), self.new("acc")
-        self.emit(f"{inner}:3 = scf.for {kj} = {lo} to {hi} step {ctk} iter_args("
-                  f"{m} = {m0}, {l} = {l0}, {acc} = {acc0}) -> ({rty}, {rty}, {qtty}) {{")
-        tiles = []
-        for x in (k, v):
-            xs = self.new("ks")
-            self.emit(f"{xs} = tensor.extract_slice {self.name(x)}[0, 0, {kj}, 0] "
-                      f"[{nb}, {nh}, {tk}, {d}] [1, 1, 1, 1] : {kty} to {ktty}{loc}")
-            tiles.append(self._copy(xs, ktty, kt_shape, f, loc))
-        kt, vt = tiles
-        d5 = _dims(5)
-        b_, h_, r_, j_, e_ = d5
-        # s[b, h, r, j] = Σ_e q[b, h, r, e] k[b, h, j, e]
-        sc = self.generic(5, ["parallel"] * 4 + ["reduction"],
-                          [(qt, qtty, _map(d5, [b_, h_, r_, e_])),
-                           (kt, ktty, _map(d5, [b_, h_, j_, e_]))],
-                          [(self.filled(s_shape, f, 0.0, loc), sty,
-                            _map(d5, [b_, h_, r_, j_]), f)],
-                          lambda b, ia, oa: [b.add(oa[0], b.mul(ia[0], ia[1]))],
-                          loc, hint="scores")[0]
+        z = self._fa_setup(t, q, k, loc)
         d4 = _dims(4)
-        id4, row4 = _map(d4, d4), _map(d4, d4[:3])
 
-        def masked(b):
-            """i1: key kj + j is outside query qi + r // group's reach."""
-            i = b.iop("addi", b.iop("divui", b.index(2), b.const(grp, "index")), qi)
-            j = b.iop("addi", b.index(3), kj)
-            out = b.cmpi("ugt", j, i) if causal else None
-            if window:
-                far = b.cmpi("ule", b.iop("addi", j, b.const(window, "index")), i)
-                out = far if out is None else b.iop("ori", out, far, "i1")
-            return out
+        def tile(qi, r0, accs):
+            qt = self._fa_tile(z, self.name(q), r0, z["rq"], z["qtty"], z["qty"],
+                               z["qt_shape"])
+            _, l, acc = self._fa_stats(z, qt, k, qi, True, v)
+            return [self._fa_update_rows(
+                z, accs[0], z["qty"], r0, z["rq"], z["qtty"],
+                lambda b, ia, oa: b.div(ia[0], ia[1]),
+                [(acc, z["qtty"], d4), (l, z["rty"], d4[:3])], "out")]
+        return self._fa_query_loop(z, [(self.empty(q.shape, z["f"]), z["qty"])], tile)[0]
 
-        def scaled(b, ia, oa):
-            y = b.mul(oa[0], b.const(scale))
-            return [b.select(masked(b), b.const(neg), y) if causal else y]
-        sc = self.generic(4, ["parallel"] * 4, [], [(sc, sty, id4, f)], scaled, loc,
-                          hint="scaled")[0]
-        # Each carried value is updated in its own buffer, its old value
-        # read before (scf.for needs the yielded buffers to be the carried
-        # ones): the tile's row max, the correction exp(m - m'), then m'.
-        red4 = ["parallel"] * 3 + ["reduction"]
-        tmax = self.generic(4, red4, [(sc, sty, id4)],
-                            [(self.filled(r_shape, f, neg, loc), rty, row4, f)],
-                            lambda b, ia, oa: [b.op("arith.maximumf", oa[0], ia[0])],
-                            loc, hint="rowmax")[0]
-        d3 = _dims(3)
-        id3 = _map(d3, d3)
-        corr = self.generic(3, ["parallel"] * 3, [(m, rty, id3), (tmax, rty, id3)],
-                            [(self.empty(r_shape, f), rty, id3, f)],
-                            lambda b, ia, oa: [b.math("exp", b.sub(
-                                ia[0], b.op("arith.maximumf", ia[0], ia[1])))],
-                            loc, hint="corr")[0]
-        mnew = self.generic(3, ["parallel"] * 3, [(tmax, rty, id3)], [(m, rty, id3, f)],
-                            lambda b, ia, oa: [b.op("arith.maximumf", oa[0], ia[0])],
-                            loc, hint="m")[0]
+    def _flash_attention_grad(self, t, loc):
+        """∂q, ∂k, ∂v of flash_attention from o and ∂o, tile by tile
+        (FlashAttention-2's backward): per query tile, the key-tile loop
+        again for lse = m + log l and D = Σ_e ∂o·o, then per key tile
+        p = exp(s - lse), ∂v += pᵀ·∂o, ∂p = ∂o·vᵀ, ∂s = p·(∂p - D)·scale,
+        ∂q += ∂s·k, ∂k += ∂sᵀ·q. No [T, S] tensor exists."""
+        fwd, g = t.inputs
+        q, k, v = fwd.inputs
+        z = self._fa_setup(fwd, q, k, loc)
+        f, d4 = z["f"], _dims(4)
+        ktile = lambda x, kj: self._fa_tile(z, self.name(x), kj, z["tk"], z["ktty"],
+                                            z["kty"], z["kt_shape"])
 
-        def prob(b, ia, oa):
-            e = b.math("exp", b.sub(oa[0], ia[0]))
-            return [b.select(masked(b), b.const(0.0), e) if causal else e]
-        p = self.generic(4, ["parallel"] * 4, [(mnew, rty, row4)], [(sc, sty, id4, f)],
-                         prob, loc, hint="p")[0]
-        lsc = self.generic(3, ["parallel"] * 3, [(corr, rty, id3)], [(l, rty, id3, f)],
-                           lambda b, ia, oa: [b.mul(oa[0], ia[0])], loc, hint="l")[0]
-        lnew = self.generic(4, red4, [(p, sty, id4)], [(lsc, rty, row4, f)],
-                            lambda b, ia, oa: [b.add(oa[0], ia[0])], loc, hint="rowsum")[0]
-        # acc' = acc·corr + Σ_j p[b, h, r, j] v[b, h, j, e] (the product on
-        # the micro-GEMM, then added into the carried buffer)
-        pv = self.generic(5, ["parallel"] * 3 + ["reduction", "parallel"],
-                          [(p, sty, _map(d5, [b_, h_, r_, j_])),
-                           (vt, ktty, _map(d5, [b_, h_, j_, e_]))],
-                          [(self.filled(qt_shape, f, 0.0, loc), qtty,
-                            _map(d5, [b_, h_, r_, e_]), f)],
-                          lambda b, ia, oa: [b.add(oa[0], b.mul(ia[0], ia[1]))],
-                          loc, hint="pv")[0]
-        anew = self.generic(4, ["parallel"] * 4, [(pv, qtty, id4), (corr, rty, row4)],
-                            [(acc, qtty, id4, f)],
-                            lambda b, ia, oa: [b.add(b.mul(oa[0], ia[1]), ia[0])],
-                            loc, hint="acc")[0]
-        self.emit(f"scf.yield {mnew}, {lnew}, {anew} : {rty}, {rty}, {qtty}{loc}")
-        self.emit(f"}}{loc}")
-        # o = acc / l, written straight into the output's rows (the slice
-        # and its insertion bufferize to one subview: no copy)
-        dst = self.new("dst")
-        self.emit(f"{dst} = tensor.extract_slice {oacc}[0, 0, {r0}, 0] "
-                  f"[{nb}, {nh}, {rq}, {d}] [1, 1, 1, 1] : {qty} to {qtty}{loc}")
-        ot = self.generic(4, ["parallel"] * 4, [(f"{inner}#2", qtty, id4),
-                                                (f"{inner}#1", rty, row4)],
-                          [(dst, qtty, id4, f)],
-                          lambda b, ia, oa: [b.div(ia[0], ia[1])], loc, hint="out")[0]
-        o2 = self.new("o")
-        self.emit(f"{o2} = tensor.insert_slice {ot} into {oacc}[0, 0, {r0}, 0] "
-                  f"[{nb}, {nh}, {rq}, {d}] [1, 1, 1, 1] : {qtty} into {qty}{loc}")
-        self.emit(f"scf.yield {o2} : {qty}{loc}")
-        self.emit(f"}}{loc}")
-        return res
+        def tile(qi, r0, accs):
+            dq, dk, dv = accs
+            qt, ot, gt = (self._fa_tile(z, self.name(x), r0, z["rq"], z["qtty"], z["qty"],
+                                        z["qt_shape"]) for x in (q, fwd, g))
+            m, l = self._fa_stats(z, qt, k, qi, False)
+            lse = self._fa_rows(z, lambda b, ia, oa: b.add(ia[0], b.math("log", ia[1])),
+                                [m, l], hint="lse")
+            dsum = self.generic(4, ["parallel"] * 3 + ["reduction"],
+                                [(gt, z["qtty"], _map(d4, d4)), (ot, z["qtty"], _map(d4, d4))],
+                                [(self.filled(z["r_shape"], f, 0.0, loc), z["rty"],
+                                  _map(d4, d4[:3]), f)],
+                                lambda b, ia, oa: [b.add(oa[0], b.mul(ia[0], ia[1]))],
+                                loc, hint="dsum")[0]
+            lo, hi = self._fa_key_range(z, qi)
+            res, kj = self.new("bw"), self.new("kj")
+            dqt0 = self.filled(z["qt_shape"], f, 0.0, loc)
+            c = [self.new("c") for _ in range(3)]
+            types = f"{z['qtty']}, {z['kty']}, {z['kty']}"
+            self.emit(f"{res}:3 = scf.for {kj} = {lo} to {hi} step {z['ctk']} iter_args("
+                      f"{c[0]} = {dqt0}, {c[1]} = {dk}, {c[2]} = {dv}) -> ({types}) {{")
+            kt, vt = ktile(k, kj), ktile(v, kj)
+            p = self._fa_probs(z, self._fa_scores(z, qt, kt, qi, kj), lse, qi, kj)
+            pdo = self._fa_contract(z, (p, z["sty"]), "bhrj", (gt, z["qtty"]), "bhre",
+                                    None, "bhje", hint="dv")
+            dp = self._fa_contract(z, (gt, z["qtty"]), "bhre", (vt, z["ktty"]), "bhje",
+                                   None, "bhrj", hint="dp")
+
+            def dscore(b, ia, oa):   # p·(∂p - D)·scale, over ∂p in place
+                return [b.mul(b.mul(ia[0], b.sub(oa[0], ia[1])), b.const(z["scale"]))]
+            ds = self.generic(4, ["parallel"] * 4, [(p, z["sty"], _map(d4, d4)),
+                                                    (dsum, z["rty"], _map(d4, d4[:3]))],
+                              [(dp, z["sty"], _map(d4, d4), f)], dscore, loc, hint="ds")[0]
+            dq2 = self._fa_contract(z, (ds, z["sty"]), "bhrj", (kt, z["ktty"]), "bhje",
+                                    None, "bhre", hint="dq")
+            dq2 = self.generic(4, ["parallel"] * 4, [(dq2, z["qtty"], _map(d4, d4))],
+                               [(c[0], z["qtty"], _map(d4, d4), f)],
+                               lambda b, ia, oa: [b.add(oa[0], ia[0])], loc, hint="dqacc")[0]
+            dsq = self._fa_contract(z, (ds, z["sty"]), "bhrj", (qt, z["qtty"]), "bhre",
+                                    None, "bhje", hint="dk")
+            add = lambda b, ia, oa: b.add(oa[0], ia[0])
+            dk2 = self._fa_update_rows(z, c[1], z["kty"], kj, z["tk"], z["ktty"], add,
+                                       [(dsq, z["ktty"], d4)], "dkacc")
+            dv2 = self._fa_update_rows(z, c[2], z["kty"], kj, z["tk"], z["ktty"], add,
+                                       [(pdo, z["ktty"], d4)], "dvacc")
+            self.emit(f"scf.yield {dq2}, {dk2}, {dv2} : {types}{loc}")
+            self.emit(f"}}{loc}")
+            dq2 = self._fa_update_rows(z, dq, z["qty"], r0, z["rq"], z["qtty"],
+                                       lambda b, ia, oa: ia[0],
+                                       [(f"{res}#0", z["qtty"], d4)], "dq")
+            return [dq2, f"{res}#1", f"{res}#2"]
+        return self._fa_query_loop(
+            z, [(self.empty(q.shape, f), z["qty"]),
+                (self.filled(k.shape, f, 0.0, loc), z["kty"]),
+                (self.filled(v.shape, f, 0.0, loc), z["kty"])], tile)
 
     def _mask(self, b, ndim, window):
         """i1: is element [..., i, j] masked (j > i, or i - j >= window)."""

@@ -598,6 +598,18 @@ def flash_attention(q, k, v, group=1, scale=1.0, causal=True, window=0,
                        k_tile=_tile(s, k_tile))
 
 
+def flash_attention_grad(o, g):
+    """(∂q, ∂k, ∂v) of the flash_attention `o` from g = ∂L/∂o, tile by tile
+    (the scores are recomputed per tile pair; nothing [T, S] is built)."""
+    if o.op != "flash_attention" or g.shape != o.shape:
+        raise ValueError("flash_attention_grad needs a flash_attention and its "
+                         "output's gradient")
+    q, k, v = o.inputs
+    node = o.graph.add("flash_attention_grad", (o, g), (), "tuple")
+    return [o.graph.add("tuple_get", (node,), x.shape, x.dtype, index=i)
+            for i, x in enumerate((q, k, v))]
+
+
 def linear_nll_grad(nll, g):
     """∂L/∂h of linear_nll from g = ∂L/∂nll [M] (its backward pass)."""
     if nll.op != "linear_nll" or not nll.attrs["grad"]:

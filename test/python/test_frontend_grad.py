@@ -251,6 +251,23 @@ def test_rope_with_frequency_factors(tmp_path):
         {"x": (normal(2, 5, 3, 8), "float")})
 
 
+@pytest.mark.parametrize("causal,window,q_tile,k_tile", [
+    (True, 0, 2, 3),    # several query and key tiles
+    (True, 3, 2, 2),    # a window: key tiles skipped, rows fully masked in a tile
+    (False, 0, 3, 2),
+    (True, 3, 6, 6),    # one key tile: the einsum backward
+])
+def test_tiled_attention_gradient(tmp_path, causal, window, q_tile, k_tile):
+    """flash_attention's backward (tiled, flash_attention_grad, or with one
+    key tile the einsum form) against finite differences: 2 query heads per
+    key/value head, 6 queries, 6 keys."""
+    fu.check_grads(
+        tmp_path, lambda a: ir.flash_attention(a["q"], a["k"], a["v"], 2, 0.5, causal,
+                                               window, q_tile, k_tile),
+        {"q": (normal(1, 2, 12, 4), "float"), "k": (normal(1, 2, 6, 4), "float"),
+         "v": (normal(1, 2, 6, 4), "float")})
+
+
 def test_attention_gqa(tmp_path):
     fu.check_grads(tmp_path, lambda a: F.attention(a["q"], a["k"], a["v"]),
                    {"q": (normal(2, 5, 4, 3), "float"),
