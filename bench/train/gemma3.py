@@ -48,7 +48,9 @@ def run(mode, a, tmp):
                        text=True, env=env)
     wall = time.monotonic() - t0
     if p.returncode:
-        return {"mode": mode, "error": p.stderr.strip().splitlines()[-1]}
+        # qcc-train's own last line, before GNU time's report.
+        own = p.stderr.split("\tCommand being timed")[0].strip().splitlines()
+        return {"mode": mode, "error": own[-1] if own else f"exit {p.returncode}"}
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)[1])
     comp = re.search(r"compiled in ([0-9.]+) s", p.stdout)
     with open(out + ".loss.csv") as f:
