@@ -6,6 +6,10 @@ the keys and values of the tokens before it instead of recomputing them.
         dec = kv_cache.Decoder(s, model, length=512)
         logits = dec.feed(token_id)         # [V] after that token
 
+A prompt runs through a second entry of the same module, "prefill"
+(build_decode(..., prefill=C), Decoder(..., prefill=(session, C)),
+Decoder.feed_prompt): C tokens per call instead of one.
+
 The compiled step `decode(tokens [1, C], positions [C], last [1], one mask
 [C, L + C] per attention window, and per layer its cache k/v [1, L, Hkv, D])
 -> logits [1, V] of row `last`, and per layer the new tokens' keys and
@@ -67,9 +71,21 @@ def mask_name(window):
     return "mask" if not window else f"mask.window{window}"
 
 
-def build_decode(model, length, chunk=1, entry="decode"):
+def build_decode(model, length, chunk=1, entry="decode", prefill=0):
     """MLIR text of the decoding step over a cache of `length` slots, for
-    `chunk` new tokens per call (weights frozen)."""
+    `chunk` new tokens per call (weights frozen); with `prefill` > 0 the
+    module also has the entry "prefill", the same step for `prefill` tokens
+    per call (a prompt's tokens in one pass each chunk)."""
+    if not 0 < chunk <= length or not 0 <= prefill <= length:
+        raise ValueError(f"kv_cache: steps of {chunk} and {prefill} tokens do "
+                         f"not fit a cache of {length}")
+    functions = [_decode_function(model, length, chunk, entry)]
+    if prefill:
+        functions.append(_decode_function(model, length, prefill, "prefill"))
+    return emit.module(functions)
+
+
+def _decode_function(model, length, chunk, entry):
     from .train import head_logits
     layers = attention_layers(model)
     if not layers:
@@ -95,16 +111,18 @@ def build_decode(model, length, chunk=1, entry="decode"):
         finally:
             for _, attn in layers:
                 attn.cache = None
-        return emit.module([emit.Function(entry, outs, graph=g)])
+        return emit.Function(entry, outs, graph=g)
 
 
 class Decoder:
     """Feeds tokens through a bound decoding step (build_decode with the
     same model, length and chunk) and keeps the ring of cached keys and
-    values."""
+    values. `prefill` (a session bound to the module's "prefill" entry, and
+    its chunk) lets feed_prompt run a prompt that many tokens at a time."""
 
-    def __init__(self, session, model, length, chunk=1):
+    def __init__(self, session, model, length, chunk=1, prefill=None):
         self.s, self.length, self.chunk = session, length, chunk
+        self.prefill = prefill
         self.layers = attention_layers(model)
         self.windows = sorted({a.window for _, a in self.layers})
         self.vocab = model.head()[0].shape[0]
@@ -114,11 +132,12 @@ class Decoder:
         self.slot_pos = np.full(length, -1, np.int64)  # -1: empty
         self.next = 0  # the position of the next token
 
-    def masks(self, n):
+    def masks(self, n, chunk=None):
         """{window: [chunk, L + chunk] additive mask} for n new tokens at
         positions next .. next + n - 1 (rows and keys past n unused)."""
-        pos = self.next + np.arange(self.chunk)
-        new = np.where(np.arange(self.chunk) < n, pos, -1)
+        chunk = chunk or self.chunk
+        pos = self.next + np.arange(chunk)
+        new = np.where(np.arange(chunk) < n, pos, -1)
         kpos = np.concatenate([self.slot_pos, new])
         d = pos[:, None] - kpos[None, :]
         seen = (kpos[None, :] >= 0) & (d >= 0) & (d < self.length)
@@ -130,17 +149,32 @@ class Decoder:
         the next positions and caches them; returns the logits [V] after
         the last one."""
         ids = [ids] if isinstance(ids, (int, np.integer)) else list(ids)
+        return self._run(self.s, self.chunk, ids)
+
+    def feed_prompt(self, ids):
+        """Runs any number of tokens, through the prefill step in chunks of
+        its size where there is one (the rest token by token otherwise);
+        returns the logits [V] after the last one."""
+        ids = list(ids)
+        if not ids:
+            raise ValueError("Decoder.feed_prompt: no tokens")
+        session, chunk = self.prefill or (self.s, self.chunk)
+        logits = None
+        for i in range(0, len(ids), chunk):
+            logits = self._run(session, chunk, ids[i:i + chunk])
+        return logits
+
+    def _run(self, s, chunk, ids):
         n = len(ids)
-        if not 0 < n <= self.chunk:
-            raise ValueError(f"Decoder.feed: {n} tokens for a step of {self.chunk}")
-        x = np.zeros((1, self.chunk), np.int32)
+        if not 0 < n <= chunk:
+            raise ValueError(f"Decoder.feed: {n} tokens for a step of {chunk}")
+        x = np.zeros((1, chunk), np.int32)
         x[0, :n] = ids
-        pos = (self.next + np.arange(self.chunk)).astype(np.int32)
-        s = self.s
+        pos = (self.next + np.arange(chunk)).astype(np.int32)
         s.set_input("tokens", x)
         s.set_input("positions", pos)
         s.set_input("last", np.array([n - 1], np.int32))
-        for w, m in self.masks(n).items():
+        for w, m in self.masks(n, chunk).items():
             s.set_input(mask_name(w), m)
         for p, _ in self.layers:
             s.set_input(p + "k_cache", self.k[p])
@@ -149,8 +183,8 @@ class Decoder:
         slots = (self.next + np.arange(n)) % self.length
         for p, _ in self.layers:
             kv = self.k[p].shape[2:]
-            k = s.result(p + "k_new", np.float32, (1, self.chunk) + kv)
-            v = s.result(p + "v_new", np.float32, (1, self.chunk) + kv)
+            k = s.result(p + "k_new", np.float32, (1, chunk) + kv)
+            v = s.result(p + "v_new", np.float32, (1, chunk) + kv)
             self.k[p][0, slots] = k[0, :n]
             self.v[p][0, slots] = v[0, :n]
         self.slot_pos[slots] = self.next + np.arange(n)

@@ -48,6 +48,27 @@ def _compare(path, model, length, ids):
     return worst
 
 
+def _compare_prefill(path, model, length, chunk, ids, split):
+    """ids[:split] through the prefill step (chunks of `chunk`), the rest
+    token by token: the logits after the prompt and after each later token
+    against a cache fed one token at a time."""
+    so, _ = compile_mlir(kv_cache.build_decode(model, length, prefill=chunk), ["-O1"])
+    with Session(so, path, "decode") as s, Session(so, path, "prefill") as p, \
+            Session(so, path, "decode") as r:
+        fast = kv_cache.Decoder(s, model, length, prefill=(p, chunk))
+        slow = kv_cache.Decoder(r, model, length)
+        got = fast.feed_prompt(ids[:split])
+        for t in ids[:split]:
+            want = slow.feed(t)
+        pairs = [(got, want)]
+        for t in ids[split:]:
+            pairs.append((fast.feed(t), slow.feed(t)))
+        for i, (got, want) in enumerate(pairs):
+            scale = float(np.abs(want).max())
+            err = float(np.abs(got - want).max()) / scale
+            assert err < RTOL, f"prediction {i}: max error {err:.2e} of {scale:.3g}"
+
+
 def _tiny(tmp_path, layers):
     path = str(tmp_path / "tiny.gguf")
     make_model(path, "q8_0", d_model=64, n_layer=layers, n_head=4, n_head_kv=2,
@@ -69,6 +90,22 @@ def test_tiny_llama_through_the_ring(tmp_path):
     path, model = _tiny(tmp_path, 1)
     ids = [int(i) for i in np.random.default_rng(1).integers(0, 256, 19)]
     _compare(path, model, 6, ids)
+
+
+def test_prefill_in_chunks(tmp_path):
+    """A 7-token prompt in chunks of 3 (3 + 3 + 1) into a cache of 9, then
+    2 tokens one by one: the logits of a cache fed token by token."""
+    path, model = _tiny(tmp_path, 3)
+    ids = [int(i) for i in np.random.default_rng(2).integers(0, 256, 9)]
+    _compare_prefill(path, model, 9, 3, ids, 7)
+
+
+def test_prefill_through_the_ring(tmp_path):
+    """One layer, a cache of 6: a 14-token prompt in chunks of 4 wraps the
+    ring twice (a chunk overwrites the slots of tokens it no longer sees)."""
+    path, model = _tiny(tmp_path, 1)
+    ids = [int(i) for i in np.random.default_rng(3).integers(0, 256, 17)]
+    _compare_prefill(path, model, 6, 4, ids, 14)
 
 
 def test_gemma3_windowed_layers(tmp_path):
@@ -99,3 +136,6 @@ def test_decoder_refuses_too_many_tokens(tmp_path):
         dec = kv_cache.Decoder(s, model, 4)
         with pytest.raises(ValueError, match="2 tokens for a step of 1"):
             dec.feed([1, 2])
+    with pytest.raises(ValueError, match="steps of 1 and 5 tokens do not fit a "
+                       "cache of 4"):
+        kv_cache.build_decode(model, 4, prefill=5)

@@ -60,6 +60,11 @@ def _end_ids(tok):
     return ends
 
 
+# Prompt tokens per call of the prefill step (one pass over a chunk, where
+# decoding runs one token per call).
+PREFILL = 64
+
+
 def generate(model_path, prompt, n, seq=512, temperature=0.8, top_k=40, seed=0,
              opt=1, top_p=0.95, lora=None):
     """The prompt (str, or bytes for a byte-level model) followed by up to n
@@ -72,7 +77,7 @@ def generate(model_path, prompt, n, seq=512, temperature=0.8, top_k=40, seed=0,
     if lora:
         adapter = lora_adapter.read(lora)
         lora_adapter.attach(model, adapter)
-    text = kv_cache.build_decode(model, seq)
+    text = kv_cache.build_decode(model, seq, prefill=min(PREFILL, seq))
     so, _ = compile_mlir(text, [f"-O{opt}"])
     rng = np.random.default_rng(seed)
     allowed = None
@@ -88,14 +93,15 @@ def generate(model_path, prompt, n, seq=512, temperature=0.8, top_k=40, seed=0,
         ids = list(tok.encode(prompt, add_special=True))
     start = len(ids)
     ends = set() if isinstance(tok, ByteTokenizer) else _end_ids(tok)
-    with Session(so, model_path, "decode") as s:
+    with Session(so, model_path, "decode") as s, \
+            Session(so, model_path, "prefill") as p:
         if adapter is not None:
-            for base, (a, b) in adapter.pairs.items():
-                s.set_input(base + ".lora_a", a)
-                s.set_input(base + ".lora_b", b)
-        dec = kv_cache.Decoder(s, model, seq)
-        for t in ids:
-            logits = dec.feed(t)
+            for session in (s, p):
+                for base, (a, b) in adapter.pairs.items():
+                    session.set_input(base + ".lora_a", a)
+                    session.set_input(base + ".lora_b", b)
+        dec = kv_cache.Decoder(s, model, seq, prefill=(p, min(PREFILL, seq)))
+        logits = dec.feed_prompt(ids)
         for i in range(n):
             t = _sample(logits, rng, temperature, top_k, top_p, allowed)
             if t in ends:
