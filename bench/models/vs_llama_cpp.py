@@ -42,14 +42,18 @@ print(f"tokenize 1 MB ({len(json.loads(q))} tokens): qcc-tokenize {best_q:.2f} s
 if chunks:
     p60 = os.path.join(tmp, "60k.txt")
     open(p60, "w", encoding="utf-8").write(text[:60000])
-    tq, q = timed(["scripts/qcc-perplexity", "-m", model, "-f", p60, "-c", "512",
-                   "--chunks", str(chunks), "-t", str(threads), "--json"])
     tl, _ = timed([f"{llama}/llama-perplexity", "-m", model, "-f", p60, "-c", "512",
                    "--chunks", str(chunks), "-t", str(threads), "--no-repack",
                    "--log-file", os.path.join(tmp, "ppl.log")])
     lp = [x for x in open(os.path.join(tmp, "ppl.log")) if "Final estimate" in x]
-    r = json.loads(q.strip().splitlines()[-1])
-    print(f"perplexity ctx 512, {chunks} chunks: qcc {r['ppl']:.4f} in {tq:.1f} s "
-          f"(whole process; {r['seconds']:.1f} s evaluating), llama.cpp "
-          f"{lp[-1].split('PPL = ')[1].strip() if lp else '?'} in {tl:.1f} s: "
-          f"qcc throughput {tl / tq:.2f}x llama.cpp's")
+    lppl = lp[-1].split("PPL = ")[1].split()[0] if lp else "?"
+    print(f"perplexity ctx 512, {chunks} chunks: llama.cpp {lppl} in {tl:.1f} s")
+    for gemm in ("f32", "bf16"):
+        qppl = ["scripts/qcc-perplexity", "-m", model, "-f", p60, "-c", "512",
+                "-t", str(threads), "--json", "--gemm", gemm]
+        timed(qppl + ["--chunks", "1"])  # compiles the step into the cache
+        tq, q = timed(qppl + ["--chunks", str(chunks)])
+        r = json.loads(q.strip().splitlines()[-1])
+        print(f"  qcc --gemm {gemm}: {r['ppl']:.4f} in {tq:.1f} s (whole process, "
+              f"step cached; {r['seconds']:.1f} s evaluating): qcc throughput "
+              f"{tl / tq:.2f}x llama.cpp's")

@@ -8,10 +8,11 @@ steps under GNU time: tokens/s is the median of the steps after the first
 set, the compile time is the step's first (uncached) compile and the time
 to first step is from process start until the first step has finished.
 
-Modes: lora, full, full-frozen-embd (full with --freeze ^token_embd).
+Modes: lora, full, full-frozen-embd (full with --freeze ^token_embd); each
+with every --gemm given (qcc-train --gemm: f32, bf16).
 
-Usage: bench/train/gemma3.py [--modes lora,full] [--batch 4] [--seq 128]
-       [--steps 6] [--rank 8]"""
+Usage: bench/train/gemma3.py [--modes lora,full] [--gemm f32,bf16]
+       [--batch 4] [--seq 128] [--steps 6] [--rank 8]"""
 
 import argparse
 import csv
@@ -30,11 +31,11 @@ DATA = os.path.join(ROOT, "data", "bierce-train.txt")
 ALL = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down"
 
 
-def run(mode, a, tmp):
-    out = os.path.join(tmp, f"{mode}.gguf")
+def run(mode, gemm, a, tmp):
+    out = os.path.join(tmp, f"{mode}-{gemm}.gguf")
     args = [os.path.join(ROOT, "scripts", "qcc-train"), "--model", MODEL,
             "--data", DATA, "--steps", str(a.steps), "--batch", str(a.batch),
-            "--seq", str(a.seq), "--out", out]
+            "--seq", str(a.seq), "--gemm", gemm, "--out", out]
     if mode == "lora":
         args += ["--lora-rank", str(a.rank), "--lora-targets", ALL]
     elif mode == "full-frozen-embd":
@@ -42,7 +43,7 @@ def run(mode, a, tmp):
         args += ["--full", "--freeze", "^token_embd"]
     else:
         args += ["--full"]
-    env = dict(os.environ, QCC_CACHE_DIR=os.path.join(tmp, f"cache-{mode}"))
+    env = dict(os.environ, QCC_CACHE_DIR=os.path.join(tmp, f"cache-{mode}-{gemm}"))
     t0 = time.monotonic()
     p = subprocess.run(["/usr/bin/time", "-v", *args], capture_output=True,
                        text=True, env=env)
@@ -66,6 +67,7 @@ def run(mode, a, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", default="lora,full")
+    ap.add_argument("--gemm", default="f32")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=6)
@@ -74,16 +76,18 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
     print(f"# {cpu}, {os.cpu_count()} cores; B={a.batch} T={a.seq}, {a.steps} steps")
-    print("| mode | tokens/s | peak RSS | compile | time to first step |")
-    print("|---|---|---|---|---|")
+    print("| mode | --gemm | tokens/s | peak RSS | compile | time to first step |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for mode in a.modes.split(","):
-            r = run(mode, a, tmp)
-            if "error" in r:
-                print(f"| {mode} | error: {r['error']} | | | |")
-                continue
-            print(f"| {mode} | {r['tokens_per_s']:.1f} | {r['peak_rss_gib']:.2f} GiB | "
-                  f"{r['compile_s']} s | {r['first_step_s']:.1f} s |", flush=True)
+            for gemm in a.gemm.split(","):
+                r = run(mode, gemm, a, tmp)
+                if "error" in r:
+                    print(f"| {mode} | {gemm} | error: {r['error']} | | | |")
+                    continue
+                print(f"| {mode} | {gemm} | {r['tokens_per_s']:.1f} | "
+                      f"{r['peak_rss_gib']:.2f} GiB | {r['compile_s']} s | "
+                      f"{r['first_step_s']:.1f} s |", flush=True)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   loops.kernelForm = options.kernelForm;
   loops.int8Activations = options.int8Activations;
   loops.int8Dot = options.int8Dot;
+  loops.bf16Gemm = options.bf16Gemm;
   pm.addPass(createLowerQccToLoops(loops));
 
   addStepBufferization(pm, options.outlineKernels,

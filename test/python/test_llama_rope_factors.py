@@ -109,7 +109,8 @@ def llama_chunks(model):
 def qcc_ppl(model):
     p = subprocess.run([os.path.join(ROOT, "scripts", "qcc-perplexity"), "--model",
                         model, "--data", TEXT, "--ctx", str(CTX), "--chunks",
-                        str(CHUNKS), "--json"], capture_output=True, text=True,
+                        str(CHUNKS), "--gemm", "f32", "--json"],
+                       capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])["ppl"]
@@ -122,7 +123,8 @@ def test_the_factors_are_read(model_files):
 
 
 # Tolerance: both tools compute this f32 model in f32 (llama.cpp with an f32
-# KV cache and no flash attention); they differ by summation order, ~1e-5.
+# KV cache and no flash attention, qcc with --gemm f32); they differ by
+# summation order, ~1e-5.
 # The factors move the perplexity by far more than the tolerance (asserted).
 TOL = 1e-3
 

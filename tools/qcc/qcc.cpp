@@ -101,6 +101,14 @@ static cl::opt<bool> gemvInt8(
              "the activations are rounded to 8 bits per block; default "
              "false: the exact f32 path that training needs)"),
     cl::init(false), cl::cat(qccCategory));
+static cl::opt<bool> gemmBf16(
+    "gemm-bf16",
+    cl::desc("Every micro-GEMM (qmatmul tiles of more than 8 rows, f32 "
+             "contractions such as attention's, weight gradients) rounds "
+             "its operands to bf16 and sums the exact products in f32, "
+             "with AVX512-BF16 where the CPU has it (bf16 autocast's "
+             "trade; default false: f32)"),
+    cl::init(false), cl::cat(qccCategory));
 static cl::opt<std::string> int8Dot(
     "int8-dot",
     cl::desc("Instructions of --gemv-int8's dot products: auto (default: "
@@ -452,6 +460,7 @@ int main(int argc, char **argv) {
   qcc::LowerToCPUOptions options;
   options.int8Activations = gemvInt8;
   options.int8Dot = dot;
+  options.bf16Gemm = gemmBf16;
   options.threads = threads;
   // CUDA: weight updates stay unfused (qcc.weight_update has no kernel
   // form; the gradient, the rule and carry_update run as kernels).

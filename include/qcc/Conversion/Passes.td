@@ -122,6 +122,13 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
            "(llvm.x86.avx2.pmadd.ub.sw + pmadd.wd), avx512vnni "
            "(llvm.x86.avx512.vpdpbusd.512). The target must have the named "
            "instructions; all three give bit-identical results">,
+    Option<"bf16Gemm", "gemm-bf16", "bool", /*default=*/"false",
+           "Every micro-GEMM call (qmatmul tiles, f32 contractions, weight "
+           "gradients) goes to qcc_rt_gemm_bf16, which rounds both operands "
+           "to bf16 and sums the exact products in f32 (torch's bf16 "
+           "autocast trade; AVX512-BF16's vdpbf16ps where the CPU has it). "
+           "Not exact: 8 bits of mantissa per operand. Default false: "
+           "qcc_rt_gemm_f32">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::bufferization::BufferizationDialect",

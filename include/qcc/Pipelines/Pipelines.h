@@ -48,6 +48,12 @@ struct LowerToCPUOptions : public PassPipelineOptions<LowerToCPUOptions> {
       llvm::cl::desc("The int8 dot products' instructions: generic, avx2 or "
                      "avx512vnni (qcc-lower-to-loops int8-dot)"),
       llvm::cl::init("generic")};
+  PassOptions::Option<bool> bf16Gemm{
+      *this, "gemm-bf16",
+      llvm::cl::desc("The micro-GEMM rounds its operands to bf16 "
+                     "(qcc-lower-to-loops gemm-bf16; inexact, off by "
+                     "default)"),
+      llvm::cl::init(false)};
 };
 
 struct LowerToCUDAOptions : public PassPipelineOptions<LowerToCUDAOptions> {

@@ -134,7 +134,10 @@ Value batchRow(OpBuilder &b, Location loc, ArrayRef<unsigned> dims,
 
 struct ContractionToGemmCall
     : public OpInterfaceConversionPattern<linalg::LinalgOp> {
-  using OpInterfaceConversionPattern::OpInterfaceConversionPattern;
+  ContractionToGemmCall(TypeConverter &converter, MLIRContext *ctx,
+                        const QccToLoopsOptions &options)
+      : OpInterfaceConversionPattern(converter, ctx), options(options) {}
+  QccToLoopsOptions options;
 
   LogicalResult
   matchAndRewrite(linalg::LinalgOp op, ArrayRef<Value> operands,
@@ -210,7 +213,7 @@ struct ContractionToGemmCall
     Value cPtr = elementPointer(
         rewriter, loc, c, arith::AddIOp::create(rewriter, loc, cRow, i0), c0,
         ldc);
-    callGemm(rewriter, loc, op, rows, cIndex(rewriter, loc, nSize),
+    callGemm(rewriter, loc, op, options, rows, cIndex(rewriter, loc, nSize),
              cIndex(rewriter, loc, kSize), aPtr, lda, form->aTransposed,
              elementPointer(rewriter, loc, bBuf, bRow, c0, ldb), ldb,
              form->bTransposed, cPtr, ldc);
@@ -223,8 +226,10 @@ struct ContractionToGemmCall
 } // namespace
 
 void mlir::qcc::detail::populateContractionToGemmPatterns(
-    TypeConverter &converter, RewritePatternSet &patterns) {
-  patterns.add<ContractionToGemmCall>(converter, patterns.getContext());
+    TypeConverter &converter, RewritePatternSet &patterns,
+    const QccToLoopsOptions &options) {
+  patterns.add<ContractionToGemmCall>(converter, patterns.getContext(),
+                                      options);
 }
 
 bool mlir::qcc::detail::isGemmCandidate(Operation *op) {

@@ -219,29 +219,29 @@ func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from) {
           {i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i32, i64, i64, i64}, {i32}));
 }
 
-/// The runtime's f32 micro-GEMM (runtime/lib/step/Gemm.cpp).
-
-func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from) {
+/// The runtime's micro-GEMMs (runtime/lib/step/Gemm.cpp, GemmBf16.cpp).
+func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from, bool bf16) {
   Type ptr = LLVM::LLVMPointerType::get(b.getContext());
   Type i64 = b.getI64Type(), i32 = b.getI32Type();
   return getOrDeclareRuntimeFunction(
-      b, from, kGemmFn,
+      b, from, bf16 ? kGemmBf16Fn : kGemmFn,
       b.getFunctionType({i64, i64, i64, ptr, i64, i32, ptr, i64, i32, ptr, i64},
                         {}));
 }
 
 /// C += op(A) · op(B) through the runtime's micro-GEMM; `a`, `b`, `c` are
 /// element pointers, the leading dimensions index values.
-void callGemm(OpBuilder &b, Location loc, Operation *from, Value m, Value n,
-              Value k, Value a, Value lda, bool aTransposed, Value bPtr,
-              Value ldb, bool bTransposed, Value c, Value ldc) {
+void callGemm(OpBuilder &b, Location loc, Operation *from,
+              const QccToLoopsOptions &options, Value m, Value n, Value k,
+              Value a, Value lda, bool aTransposed, Value bPtr, Value ldb,
+              bool bTransposed, Value c, Value ldc) {
   auto i64 = [&](Value index) -> Value {
     return arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
   };
   auto flag = [&](bool v) -> Value {
     return arith::ConstantIntOp::create(b, loc, b.getI32Type(), v ? 1 : 0);
   };
-  func::CallOp::create(b, loc, getOrDeclareGemm(b, from),
+  func::CallOp::create(b, loc, getOrDeclareGemm(b, from, options.bf16Gemm),
                        ValueRange{i64(m), i64(n), i64(k), a, i64(lda),
                                   flag(aTransposed), bPtr, i64(ldb),
                                   flag(bTransposed), c, i64(ldc)});

@@ -23,6 +23,7 @@
 namespace mlir::qcc::detail {
 
 constexpr StringLiteral kGemmFn = "qcc_rt_gemm_f32";
+constexpr StringLiteral kGemmBf16Fn = "qcc_rt_gemm_bf16";
 constexpr StringLiteral kCarryUpdateFn = "qcc_rt_carry_update";
 
 Value cIndex(OpBuilder &b, Location loc, int64_t v);
@@ -83,17 +84,20 @@ Value elementPointer(OpBuilder &b, Location loc, Value memref, Value row,
 /// !llvm.ptr.
 Value bytePointer(OpBuilder &b, Location loc, Value memref, Value byteOffset);
 
-func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from);
+/// qcc_rt_gemm_f32, or with `bf16` qcc_rt_gemm_bf16 (the same signature).
+func::FuncOp getOrDeclareGemm(OpBuilder &b, Operation *from, bool bf16);
 
 /// qcc_rt_carry_update: (ggml type, w_in, carry_in, delta, w_out, carry_out,
 /// rows, row_len, carry_bf16, jl_dim, jl_chunk, jl_seed) -> i32.
 func::FuncOp getOrDeclareCarryUpdate(OpBuilder &b, Operation *from);
 
 /// C += op(A) · op(B) through the runtime's micro-GEMM; `a`, `b`, `c` are
-/// element pointers, the leading dimensions index values.
-void callGemm(OpBuilder &b, Location loc, Operation *from, Value m, Value n,
-              Value k, Value a, Value lda, bool aTransposed, Value bPtr,
-              Value ldb, bool bTransposed, Value c, Value ldc);
+/// element pointers, the leading dimensions index values; the bf16 GEMM
+/// where `options.bf16Gemm`.
+void callGemm(OpBuilder &b, Location loc, Operation *from,
+              const QccToLoopsOptions &options, Value m, Value n, Value k,
+              Value a, Value lda, bool aTransposed, Value bPtr, Value ldb,
+              bool bTransposed, Value c, Value ldc);
 
 /// qmatmuls with at most this many activation rows (static) decode W
 /// straight into vector registers instead of tiles for the micro-GEMM
@@ -168,13 +172,15 @@ void populateQMatmulToLoopsPatterns(TypeConverter &converter,
 /// f32 contractions (batched or not) on the micro-GEMM
 /// (ContractionToGemm.cpp).
 void populateContractionToGemmPatterns(TypeConverter &converter,
-                                       RewritePatternSet &patterns);
+                                       RewritePatternSet &patterns,
+                                       const QccToLoopsOptions &options);
 void populateRuntimeCallPatterns(TypeConverter &converter,
                                  RewritePatternSet &patterns);
 void populateHadamardToLoopsPatterns(TypeConverter &converter,
                                      RewritePatternSet &patterns);
 void populateWeightUpdateToLoopsPatterns(TypeConverter &converter,
-                                         RewritePatternSet &patterns);
+                                         RewritePatternSet &patterns,
+                                         const QccToLoopsOptions &options);
 /// The kernel-form lowerings of dequant and qmatmul (KernelFormLowerings.cpp,
 /// qcc/Conversion/KernelForm.h), at a higher benefit than the CPU ones.
 void populateKernelFormPatterns(TypeConverter &converter,

@@ -180,7 +180,7 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
         rewriter, loc,
         directAcc ? cast<MemRefType>(out2d.getType()).getDimSize(1) : parStep);
     Value tileLd = cIndex(rewriter, loc, tileCols);
-    callGemm(rewriter, loc, op, m, parCount, seqCount,
+    callGemm(rewriter, loc, op, options, m, parCount, seqCount,
              elementPointer(rewriter, loc, lhs2d, rowBase, s0, lhsLd), lhsLd,
              /*aTransposed=*/false,
              elementPointer(rewriter, loc, tile, c0, c0, tileLd), tileLd,

@@ -59,10 +59,12 @@ void mlir::qcc::populateQccToLoopsPatterns(TypeConverter &converter,
   mlir::qcc::detail::populateGatherToLoopsPatterns(converter, patterns);
   mlir::qcc::detail::populateQMatmulToLoopsPatterns(converter, patterns,
                                                     options);
-  mlir::qcc::detail::populateContractionToGemmPatterns(converter, patterns);
+  mlir::qcc::detail::populateContractionToGemmPatterns(converter, patterns,
+                                                       options);
   mlir::qcc::detail::populateRuntimeCallPatterns(converter, patterns);
   mlir::qcc::detail::populateHadamardToLoopsPatterns(converter, patterns);
-  mlir::qcc::detail::populateWeightUpdateToLoopsPatterns(converter, patterns);
+  mlir::qcc::detail::populateWeightUpdateToLoopsPatterns(converter, patterns,
+                                                         options);
 }
 
 namespace {
@@ -86,6 +88,7 @@ struct LowerQccToLoopsPass
       return signalPassFailure();
     }
     options.int8Dot = *dot;
+    options.bf16Gemm = bf16Gemm;
     TypeConverter converter;
     converter.addConversion([](Type t) { return t; });
     converter.addConversion(

@@ -73,7 +73,10 @@ func::FuncOp getOrCreateRowDecoder(OpBuilder &b, Operation *from,
 }
 
 struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
-  using OpConversionPattern::OpConversionPattern;
+  WeightUpdateLowering(TypeConverter &converter, MLIRContext *ctx,
+                       const QccToLoopsOptions &options)
+      : OpConversionPattern(converter, ctx), options(options) {}
+  QccToLoopsOptions options;
 
   LogicalResult
   matchAndRewrite(WeightUpdateOp op, OpAdaptor adaptor,
@@ -184,7 +187,7 @@ struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
           grad, zero.getInductionVar());
     }
     Value ldN = cIndex(rewriter, loc, n);
-    callGemm(rewriter, loc, op, rows, kTotal, cIndex(rewriter, loc, m),
+    callGemm(rewriter, loc, op, options, rows, kTotal, cIndex(rewriter, loc, m),
              elementPointer(rewriter, loc, gy, c0, r0, ldN), ldN,
              /*aTransposed=*/true, elementPointer(rewriter, loc, x, c0, c0, kTotal),
              kTotal, /*bTransposed=*/false,
@@ -295,6 +298,8 @@ struct WeightUpdateLowering : public OpConversionPattern<WeightUpdateOp> {
 } // namespace
 
 void mlir::qcc::detail::populateWeightUpdateToLoopsPatterns(
-    TypeConverter &converter, RewritePatternSet &patterns) {
-  patterns.add<WeightUpdateLowering>(converter, patterns.getContext());
+    TypeConverter &converter, RewritePatternSet &patterns,
+    const QccToLoopsOptions &options) {
+  patterns.add<WeightUpdateLowering>(converter, patterns.getContext(),
+                                     options);
 }

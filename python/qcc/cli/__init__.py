@@ -13,3 +13,28 @@ def release_memory():
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+GEMM_CHOICES = ("auto", "f32", "bf16")
+
+
+def cpu_flags():
+    """The CPU feature flags of /proc/cpuinfo's first processor (empty
+    where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def gemm_flags(choice):
+    """qcc's flags for `--gemm CHOICE`: bf16 rounds the micro-GEMM's
+    operands to bf16 (`qcc --gemm-bf16`); auto takes it where the CPU has
+    AVX512-BF16 (two products per lane per instruction), f32 otherwise."""
+    if choice == "auto":
+        choice = "bf16" if "avx512_bf16" in cpu_flags() else "f32"
+    return ["--gemm-bf16"] if choice == "bf16" else []

@@ -2,7 +2,7 @@
 protocol, with qcc's compiled forward pass over the quantized weights.
 
     qcc-perplexity --model M.gguf [--lora ADAPTER.gguf] --data F [--ctx N]
-                   [--batch B] [--chunks K] [--threads T] [--json]
+                   [--batch B] [--chunks K] [--threads T] [--gemm G] [--json]
 
 The protocol is llama.cpp's (tools/perplexity): the whole text is tokenized
 with BOS; it is cut into chunks of N tokens (the rest dropped); each chunk's
@@ -11,7 +11,10 @@ token j + 1 under the logits of position j for j = N/2 .. N-2. The result
 is exp(mean negative log-likelihood), so the numbers compare with
 llama-perplexity's "Final estimate". B chunks run per call of the step.
 With --lora, the adapter (llama.cpp's layout, as qcc-train writes it) is
-applied to the frozen base, as llama-perplexity --lora does.
+applied to the frozen base, as llama-perplexity --lora does. --gemm bf16
+(the default where the CPU has AVX512-BF16) rounds the operands of the
+matrix products to bf16 and sums their products in f32; --gemm f32 keeps
+them exact.
 Exit status: 0, 1 for an error (one line `qcc-perplexity: error: ...`),
 2 for a usage error."""
 
@@ -24,7 +27,7 @@ import time
 
 import numpy as np
 
-from . import release_memory
+from . import GEMM_CHOICES, gemm_flags, release_memory
 from .. import lora_adapter, models
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
@@ -52,6 +55,10 @@ def parse_args(argv):
                     help="threads of the compiled step (0: all cores)")
     ap.add_argument("-O", dest="opt", type=int, default=1, choices=[0, 1, 2, 3],
                     help="LLVM optimization level of the step (default 1)")
+    ap.add_argument("--gemm", choices=GEMM_CHOICES, default="auto",
+                    help="matrix products in f32 or with their operands "
+                         "rounded to bf16 (AVX512-BF16's vdpbf16ps); auto "
+                         "(default): bf16 where the CPU has AVX512-BF16")
     ap.add_argument("--json", action="store_true",
                     help='print one JSON object: {"ppl": ..., "tokens": ..., '
                          '"seconds": ...}')
@@ -81,7 +88,7 @@ def chunks_of(ids, ctx, bos, limit=-1):
 
 
 def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
-               progress=None, lora=None):
+               progress=None, lora=None, gemm="auto"):
     """(ppl, scored tokens, seconds of evaluation) of the model, with the
     LoRA adapter at path `lora` when given."""
     from .. import train
@@ -113,7 +120,8 @@ def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
     # Only positions first..ctx-1 reach the LM head; the last one's target
     # lies past the chunk, so it is computed and dropped.
     step = train.build_token_nll(model, batch, ctx, first=first)
-    so, _ = compile_mlir(step, [f"-O{opt}", f"--threads={threads}"])
+    so, _ = compile_mlir(step, [f"-O{opt}", f"--threads={threads}",
+                                *gemm_flags(gemm)])
     total, count = 0.0, 0
     t0 = time.monotonic()
     with Session(so, model_path, "token_nll") as s:
@@ -160,7 +168,8 @@ def main(argv=None):
                 print(f"[{done}/{total}] ppl {ppl:.4f}", file=sys.stderr, flush=True)
 
         ppl, tokens, seconds = perplexity(a.model, text, a.ctx, a.batch, a.chunks,
-                                          a.threads, a.opt, progress, a.lora)
+                                          a.threads, a.opt, progress, a.lora,
+                                          a.gemm)
         if bar is not None:
             bar.close()
     except (CliError, ModelError, TokenizerError, lora_adapter.AdapterError) as e:

@@ -24,7 +24,7 @@ from .. import models, optim
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
 from ..progress import Progress, fmt_duration
-from . import release_memory
+from . import GEMM_CHOICES, gemm_flags, release_memory
 from ..tokenizer import ByteTokenizer, TokenizerError, for_model
 
 
@@ -113,6 +113,11 @@ def parse_args(argv):
                     help="threads of the compiled step (0: all cores)")
     ap.add_argument("-O", dest="opt", type=int, default=1, choices=[0, 1, 2, 3],
                     help="LLVM optimization level of the step (default 1)")
+    ap.add_argument("--gemm", choices=GEMM_CHOICES, default="f32",
+                    help="matrix products in f32 (default) or with operands "
+                         "rounded to bf16, as torch's bf16 autocast (AVX512-BF16 "
+                         "where the CPU has it); auto: bf16 where it has "
+                         "AVX512-BF16")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     for name in ("steps", "seq", "batch", "val_tokens"):
@@ -240,7 +245,8 @@ class Validator:
         text = train.build_token_nll(model, self.batch, a.seq)
         t0 = time.monotonic()
         try:
-            self.so, _ = compile_mlir(text, [f"-O{a.opt}", f"--threads={a.threads}"])
+            self.so, _ = compile_mlir(text, [f"-O{a.opt}", f"--threads={a.threads}",
+                                             *gemm_flags(a.gemm)])
         except RuntimeError as e:
             raise CliError(f"validation step: {e}") from None
         say(f"validation: {len(self.x)} windows of {a.seq} tokens every "
@@ -380,7 +386,7 @@ def run(a, out=sys.stdout):
     say(f"training: {what}; {len(prog.trainable)} tensors train")
 
     t0 = time.monotonic()
-    flags = [f"-O{a.opt}", f"--threads={a.threads}"]
+    flags = [f"-O{a.opt}", f"--threads={a.threads}", *gemm_flags(a.gemm)]
     try:
         so, cached = compile_mlir(prog.text, flags)
     except RuntimeError as e:

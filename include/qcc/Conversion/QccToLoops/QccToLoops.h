@@ -31,6 +31,10 @@ struct QccToLoopsOptions {
   /// see the `int8-activations` pass option). False: the exact f32 path.
   bool int8Activations = false;
   Int8Dot int8Dot = Int8Dot::Generic;
+  /// Every micro-GEMM call (qmatmul tiles, f32 contractions, weight
+  /// gradients) goes to qcc_rt_gemm_bf16, which rounds its operands to bf16
+  /// (inexact: see the `gemm-bf16` pass option). False: qcc_rt_gemm_f32.
+  bool bf16Gemm = false;
 };
 
 /// Gives the functions that the int8 GEMV path declares for its avx2 /

@@ -89,6 +89,24 @@ int qcc_rt_gemm_f32_isa(int isa, int64_t m, int64_t n, int64_t k,
                         const float *b, int64_t ldb, int32_t b_transposed,
                         float *c, int64_t ldc);
 
+/* qcc_rt_gemm_f32 with every element of op(A) and op(B) rounded to bf16
+ * first (nearest even; f32 subnormals to zero); the products are exact in
+ * f32 and summed in f32. What steps compiled with `qcc --gemm-bf16` call
+ * instead of qcc_rt_gemm_f32 (runtime/lib/step/GemmBf16.cpp). */
+void qcc_rt_gemm_bf16(int64_t m, int64_t n, int64_t k, const float *a,
+                      int64_t lda, int32_t a_transposed, const float *b,
+                      int64_t ldb, int32_t b_transposed, float *c,
+                      int64_t ldc);
+
+/* qcc_rt_gemm_bf16 on one path: 0 the portable one (rounded copies through
+ * qcc_rt_gemm_f32), 1 AVX512-BF16 (vdpbf16ps; qcc_rt_gemm_bf16 takes it
+ * where the CPU has it). Returns 0, or -1 without computing when the CPU
+ * lacks that path. For tests and benchmarks. */
+int qcc_rt_gemm_bf16_isa(int isa, int64_t m, int64_t n, int64_t k,
+                         const float *a, int64_t lda, int32_t a_transposed,
+                         const float *b, int64_t ldb, int32_t b_transposed,
+                         float *c, int64_t ldc);
+
 /* The first error recorded since the last call, or null; clears it. The
  * string stays valid until the next call. */
 const char *qcc_step_take_error(void);
