@@ -19,7 +19,7 @@ torch, transformers and peft live in their own virtualenv under the cache
 
 Usage: bench/train/vs-torch [--batch 4] [--seq 128] [--steps 6] [--rank 16]
        [--configs qcc_lora,qcc_full,torch_lora,torch_lora_bf16,torch_full]
-       [--json]"""
+       [--gemm auto|f32|bf16] [--json]"""
 
 import argparse
 import json
@@ -91,7 +91,7 @@ def run_torch(config, a, tokens):
 
 def run_qcc(config, a, tmp):
     mode = "lora" if config == "qcc_lora" else "full"
-    r = qcc_side.run(mode, a, tmp)
+    r = qcc_side.run(mode, a.gemm, a, tmp)
     return r
 
 
@@ -114,6 +114,9 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--gemm", default="auto", choices=["auto", "f32", "bf16"],
+                    help="qcc-train --gemm (default auto: bf16 where the CPU "
+                         "has AVX512-BF16, as torch's autocast uses it)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     configs = a.configs.split(",")
@@ -122,7 +125,8 @@ def main():
         ap.error(f"unknown configuration {bad[0]!r} (choose from {', '.join(CONFIGS)})")
     model, units = cpu_facts()
     print(f"# {model}, {os.cpu_count()} cores ({' '.join(units)}); B={a.batch} "
-          f"T={a.seq}, {a.steps} steps, LoRA rank {a.rank}", flush=True)
+          f"T={a.seq}, {a.steps} steps, LoRA rank {a.rank}, qcc --gemm {a.gemm}",
+          flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tokens = os.path.join(tmp, "batches.npy")
@@ -148,7 +152,7 @@ def main():
     best = max(torch_lora) if torch_lora else None
     summary = {
         "cpu": model, "cpu_units": units, "batch": a.batch, "seq": a.seq,
-        "steps": a.steps, "rank": a.rank,
+        "steps": a.steps, "rank": a.rank, "qcc_gemm": a.gemm,
         "qcc_lora_tok_s": rate("qcc_lora"), "qcc_full_tok_s": rate("qcc_full"),
         "torch_lora_tok_s": rate("torch_lora"),
         "torch_lora_bf16_tok_s": rate("torch_lora_bf16"),
