@@ -16,6 +16,8 @@ parameter becoming an argument of the traced function.
             return self.down(F.gelu(self.up(x)))
 """
 
+import contextlib
+
 from . import functional as F
 from . import ir
 
@@ -101,6 +103,22 @@ class ModuleList(Module):
         return self._items[i]
 
 
+_linear_input_observers = []
+
+
+@contextlib.contextmanager
+def observe_linear_inputs():
+    """Within the block, every `Linear` called appends (its weight's name,
+    its traced input) to the yielded list: how calibration (qcc.imatrix)
+    reads the activations that reach each matrix."""
+    seen = []
+    _linear_input_observers.append(seen)
+    try:
+        yield seen
+    finally:
+        _linear_input_observers.remove(seen)
+
+
 class Linear(Module):
     """y = x · Wᵀ (+ b), W [out, in]. `dtype` "float" or a GGUF block
     format (the weight stays quantized: qcc.qmatmul forward and backward).
@@ -146,6 +164,8 @@ class Linear(Module):
         return self
 
     def forward(self, x):
+        for seen in _linear_input_observers:
+            seen.append((self.weight.name, x))
         w = self.weight.traced()
         b = self.bias.traced() if self.bias is not None else None
         y = F.linear(x, w, b)

@@ -5,6 +5,7 @@
 //   qcc-gguf dequant FILE TENSOR -o OUT.f32
 //   qcc-gguf quantize IN.gguf OUT.gguf --type TYPE [--tensors REGEX]
 //                                        [--imatrix FILE]
+//   qcc-gguf imatrix --model M --data F [--ctx N] -o IMATRIX.gguf
 //
 // Exit codes: 0 success, 1 invalid input or failed operation (one line on
 // stderr), 2 usage error. Every output file is written atomically. See
@@ -17,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -25,6 +27,7 @@
 #include <optional>
 #include <regex>
 #include <sys/stat.h>
+#include <unistd.h>
 
 using namespace qcc;
 using namespace qcc::gguf;
@@ -40,7 +43,9 @@ const char *kUsage =
     "       qcc-gguf verify FILE\n"
     "       qcc-gguf dequant FILE TENSOR -o OUT.f32\n"
     "       qcc-gguf quantize IN.gguf OUT.gguf --type TYPE [--tensors REGEX]"
-    " [--imatrix FILE]\n";
+    " [--imatrix FILE]\n"
+    "       qcc-gguf imatrix --model M --data F [--ctx N] [--chunks K]"
+    " -o IMATRIX.gguf\n";
 
 int usage(const std::string &msg) {
   if (!msg.empty())
@@ -551,6 +556,30 @@ int cmdQuantize(const std::vector<std::string> &args) {
 
 } // namespace
 
+/// `imatrix` needs the compiled forward pass, which the Python frontend
+/// builds: run its qcc-imatrix (beside this binary when installed, else
+/// the source tree's scripts/ wrapper, else from PATH) with the arguments.
+int cmdImatrix(char **argv) {
+  std::vector<std::string> candidates;
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0) {
+    std::string dir(self, n);
+    candidates.push_back(dir.substr(0, dir.rfind('/')) + "/qcc-imatrix");
+  }
+#ifdef QCC_SCRIPTS_DIR
+  candidates.push_back(std::string(QCC_SCRIPTS_DIR) + "/qcc-imatrix");
+#endif
+  // Its messages then name this command.
+  setenv("QCC_IMATRIX_PROG", "qcc-gguf imatrix", 1);
+  for (const std::string &c : candidates)
+    if (access(c.c_str(), X_OK) == 0)
+      execv(c.c_str(), argv + 1);
+  execvp("qcc-imatrix", argv + 1);
+  return fail("imatrix: cannot run qcc-imatrix (the Python frontend): " +
+              std::string(std::strerror(errno)));
+}
+
 int main(int argc, char **argv) {
   if (argc < 2)
     return usage("missing command");
@@ -565,6 +594,8 @@ int main(int argc, char **argv) {
       return cmdDequant(args);
     if (cmd == "quantize")
       return cmdQuantize(args);
+    if (cmd == "imatrix")
+      return cmdImatrix(argv);
     if (cmd == "-h" || cmd == "--help") {
       std::cout << kUsage;
       return kExitOk;
