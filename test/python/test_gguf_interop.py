@@ -305,3 +305,65 @@ def test_imatrix_per_expert(tool, tmp_path):
     p = run("quantize", src, str(tmp_path / "x.gguf"), "--type", "q4_K",
             "--imatrix", bad, check=False)
     assert p.returncode == 1 and "does not match" in p.stderr
+
+
+def test_quantize_type_rules(tool, src_file, tmp_path):
+    """--tensor-type REGEX=TYPE (first match wins) over --type; each
+    converted tensor decodes (gguf-py) to what qcc-gguf dequant gives of a
+    single-type quantization to the same type."""
+    out = str(tmp_path / "mix.gguf")
+    run("quantize", src_file, out, "--tensor-type", "^w2d$=q4_K",
+        "--tensor-type", "w=q6_K", "--tensor-type", "emb=Q8_0", "--type", "q5_0")
+    t = tensor_map(GGUFReader(out))
+    assert t["w2d"].tensor_type == QT.Q4_K
+    assert t["emb"].tensor_type == QT.Q8_0
+    assert t["bias"].tensor_type == QT.F32  # 1-D: --type skips it
+    assert t["ids"].tensor_type == QT.I32
+    single = str(tmp_path / "q4k.gguf")
+    run("quantize", src_file, single, "--type", "q4_K", "--tensors", "^w2d$")
+    assert bytes(tensor_map(GGUFReader(single))["w2d"].data) == bytes(t["w2d"].data)
+    # Only rules: what they do not name stays as it was, and so does the
+    # file type.
+    only = str(tmp_path / "only.gguf")
+    run("quantize", src_file, only, "--tensor-type", "emb=q4_0")
+    t = tensor_map(GGUFReader(only))
+    assert t["emb"].tensor_type == QT.Q4_0
+    assert t["w2d"].tensor_type == QT.F32
+    assert "general.file_type" not in fields(GGUFReader(only))
+
+
+def test_quantize_types_from(tool, src_file, tmp_path):
+    """--types-from REF: every tensor REF has takes REF's type, and the
+    file type is REF's; tensors REF lacks fall to --type."""
+    ref = str(tmp_path / "ref.gguf")
+    w = gguf.GGUFWriter(ref, "qcc-interop")
+    w.add_uint32("general.file_type", 10)
+    w.add_tensor("w2d", np.zeros((16, 512), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    mixed = str(tmp_path / "ref-q.gguf")
+    run("quantize", ref, mixed, "--tensor-type", "w2d=q3_K")
+    out = str(tmp_path / "out.gguf")
+    run("quantize", src_file, out, "--types-from", mixed, "--type", "q8_0")
+    r = GGUFReader(out)
+    t = tensor_map(r)
+    assert t["w2d"].tensor_type == QT.Q3_K
+    assert t["emb"].tensor_type == QT.Q8_0
+    assert fields(r)["general.file_type"][1] == 10
+
+
+@pytest.mark.parametrize("args,code,msg", [
+    (["--tensor-type", "ids=q8_0"], 1, "cannot quantize 'ids' to q8_0"),
+    (["--tensor-type", "^ids$=q4_K"], 1, "(--tensor-type ^ids$=q4_K)"),
+    (["--tensor-type", "w2d"], 2, "is not REGEX=TYPE"),
+    (["--tensor-type", "w2d=q9"], 2, "unknown type"),
+    (["--tensor-type", "(=q8_0"], 2, "bad regex"),
+    (["--tensors", "w2d"], 2, "--tensors selects"),
+    (["--types-from", "/no/such.gguf"], 1, "/no/such.gguf"),
+    ([], 2, "give --type"),
+])
+def test_quantize_rule_errors(tool, src_file, tmp_path, args, code, msg):
+    out = str(tmp_path / "x.gguf")
+    p = run("quantize", src_file, out, *args, check=False)
+    assert p.returncode == code, p.stderr
+    assert msg in p.stderr.splitlines()[0]
+    assert not os.path.exists(out)

@@ -115,6 +115,20 @@ def test_llama_quantize_accepts_it(qcc_file, tmp_path):
     assert "imatrix" in p.stdout + p.stderr
     v = qcc_gguf("verify", out)
     assert v.returncode == 0, v.stderr
+    # qcc-gguf quantize --types-from makes the same mix from the same model:
+    # each tensor of llama.cpp's type and size.
+    mine = str(tmp_path / "qcc-iq2.gguf")
+    p = qcc_gguf("quantize", gemma3(), mine, "--types-from", out,
+                 "--imatrix", qcc_file)
+    assert p.returncode == 0, p.stderr[-2000:]
+    import gguf
+    theirs = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    ours = {t.name: t for t in gguf.GGUFReader(mine).tensors}
+    assert sorted(ours) == sorted(theirs)
+    for name, t in theirs.items():
+        assert ours[name].tensor_type == t.tensor_type, name
+        assert ours[name].n_bytes == t.n_bytes, name
+    assert len({t.tensor_type for t in theirs.values()}) > 3  # a real mix
 
 
 def test_qcc_gguf_quantize_accepts_it(qcc_file, tmp_path):

@@ -3,8 +3,9 @@
 //   qcc-gguf info FILE [--json]
 //   qcc-gguf verify FILE
 //   qcc-gguf dequant FILE TENSOR -o OUT.f32
-//   qcc-gguf quantize IN.gguf OUT.gguf --type TYPE [--tensors REGEX]
-//                                        [--imatrix FILE]
+//   qcc-gguf quantize IN.gguf OUT.gguf [--type TYPE [--tensors REGEX]]
+//                     [--tensor-type REGEX=TYPE]... [--types-from REF.gguf]
+//                     [--imatrix FILE]
 //   qcc-gguf imatrix --model M --data F [--ctx N] -o IMATRIX.gguf
 //
 // Exit codes: 0 success, 1 invalid input or failed operation (one line on
@@ -42,8 +43,9 @@ const char *kUsage =
     "usage: qcc-gguf info FILE [--json]\n"
     "       qcc-gguf verify FILE\n"
     "       qcc-gguf dequant FILE TENSOR -o OUT.f32\n"
-    "       qcc-gguf quantize IN.gguf OUT.gguf --type TYPE [--tensors REGEX]"
-    " [--imatrix FILE]\n"
+    "       qcc-gguf quantize IN.gguf OUT.gguf [--type TYPE [--tensors REGEX]]"
+    "\n                         [--tensor-type REGEX=TYPE]..."
+    " [--types-from REF.gguf] [--imatrix FILE]\n"
     "       qcc-gguf imatrix --model M --data F [--ctx N] [--chunks K]"
     " -o IMATRIX.gguf\n";
 
@@ -411,9 +413,40 @@ bool loadImatrix(const std::string &path,
   return true;
 }
 
+/// A type name from Formats.def, matched case-insensitively ("Q4_K").
+const FormatInfo *findFormat(const std::string &name) {
+  if (const FormatInfo *f = lookupFormat(name))
+    return f;
+  auto lower = [](std::string x) {
+    for (char &c : x)
+      c = static_cast<char>(std::tolower(c));
+    return x;
+  };
+  for (const FormatInfo &f : kFormats)
+    if (lower(name) == lower(std::string(f.name)))
+      return &f;
+  return nullptr;
+}
+
+const FormatInfo *findFormat(uint32_t ggmlId) {
+  for (const FormatInfo &f : kFormats)
+    if (f.ggmlId == ggmlId)
+      return &f;
+  return nullptr;
+}
+
+/// `--tensor-type REGEX=TYPE`: tensors whose name contains a match of
+/// REGEX become TYPE (the first matching rule wins).
+struct TypeRule {
+  std::string text;
+  std::regex re;
+  const FormatInfo *format;
+};
+
 int cmdQuantize(const std::vector<std::string> &args) {
   std::vector<std::string> pos;
-  std::string typeArg, regexArg, imatrixArg;
+  std::string typeArg, regexArg, imatrixArg, typesFromArg;
+  std::vector<TypeRule> rules;
   bool haveRegex = false;
   for (size_t k = 0; k < args.size(); ++k) {
     const std::string &a = args[k];
@@ -430,6 +463,28 @@ int cmdQuantize(const std::vector<std::string> &args) {
       if (!value(regexArg))
         return usage("quantize: --tensors needs a value");
       haveRegex = true;
+    } else if (a == "--tensor-type") {
+      std::string rule;
+      if (!value(rule))
+        return usage("quantize: --tensor-type needs REGEX=TYPE");
+      size_t eq = rule.rfind('=');
+      if (eq == std::string::npos || eq == 0)
+        return usage("quantize: --tensor-type '" + rule +
+                     "' is not REGEX=TYPE");
+      const FormatInfo *f = findFormat(rule.substr(eq + 1));
+      if (!f)
+        return usage("quantize: unknown type in --tensor-type '" + rule + "'");
+      try {
+        rules.push_back({rule, std::regex(rule.substr(0, eq),
+                                          std::regex::ECMAScript),
+                         f});
+      } catch (const std::regex_error &e) {
+        return usage("quantize: bad regex in --tensor-type '" + rule +
+                     "': " + e.what());
+      }
+    } else if (a == "--types-from") {
+      if (!value(typesFromArg))
+        return usage("quantize: --types-from needs a value");
     } else if (a == "--imatrix") {
       if (!value(imatrixArg))
         return usage("quantize: --imatrix needs a value");
@@ -440,18 +495,12 @@ int cmdQuantize(const std::vector<std::string> &args) {
   }
   if (pos.size() != 2)
     return usage("quantize: expected IN.gguf OUT.gguf");
-  if (typeArg.empty())
-    return usage("quantize: --type is required");
-  const FormatInfo *target = lookupFormat(typeArg);
-  if (!target) // be lenient about case ("Q4_K", "q4_k")
-    for (const FormatInfo &f : kFormats) {
-      std::string a = typeArg, b(f.name);
-      for (char &c : a) c = static_cast<char>(std::tolower(c));
-      for (char &c : b) c = static_cast<char>(std::tolower(c));
-      if (a == b)
-        target = &f;
-    }
-  if (!target)
+  if (haveRegex && typeArg.empty())
+    return usage("quantize: --tensors selects the tensors --type converts");
+  if (typeArg.empty() && rules.empty() && typesFromArg.empty())
+    return usage("quantize: give --type, --tensor-type or --types-from");
+  const FormatInfo *target = nullptr;
+  if (!typeArg.empty() && !(target = findFormat(typeArg)))
     return usage("quantize: unknown --type '" + typeArg + "'");
   std::regex re;
   if (haveRegex) {
@@ -476,33 +525,80 @@ int cmdQuantize(const std::vector<std::string> &args) {
   if (!imatrixArg.empty() && !loadImatrix(imatrixArg, imatrix, &err))
     return fail(err);
 
-  Format fmt = target->format;
+  // --types-from REF: each tensor takes the type of REF's tensor of the
+  // same name (a file llama-quantize made, say: the same mix, the same
+  // size); tensors REF lacks fall to the other options.
+  std::map<std::string, const FormatInfo *> refTypes;
+  std::optional<Value> refFileType;
+  if (!typesFromArg.empty()) {
+    auto ref = openOrReport(typesFromArg, rc);
+    if (!ref)
+      return rc;
+    for (const TensorInfo &t : ref->tensors()) {
+      const FormatInfo *f = findFormat(t.ggmlType);
+      if (!f)
+        return fail("--types-from " + typesFromArg + ": '" + t.name +
+                    "' has a type qcc cannot encode");
+      refTypes[t.name] = f;
+    }
+    if (const Value *v = ref->find("general.file_type"))
+      refFileType = *v;
+  }
+
   Writer w = Writer::fromFile(*file);
   size_t total = file->tensors().size(), index = 0, converted = 0;
   for (const TensorInfo &t : file->tensors()) {
     ++index;
-    bool selected = haveRegex ? std::regex_search(t.name, re) : t.nDims >= 2;
-    if (!selected)
+    // The explicit choices first (an error when they cannot be honoured),
+    // then --type over its selection (which skips what it cannot convert).
+    const FormatInfo *want = nullptr;
+    std::string source;
+    for (const TypeRule &r : rules)
+      if (std::regex_search(t.name, r.re)) {
+        want = r.format;
+        source = "--tensor-type " + r.text;
+        break;
+      }
+    if (!want) {
+      auto it = refTypes.find(t.name);
+      if (it != refTypes.end()) {
+        want = it->second;
+        source = "--types-from";
+      }
+    }
+    bool strict = want != nullptr || haveRegex;
+    if (!want && target &&
+        (haveRegex ? std::regex_search(t.name, re) : t.nDims >= 2))
+      want = target;
+    if (!want)
       continue;
+    if (t.ggmlType == want->ggmlId) {
+      if (source.empty())
+        std::cerr << "[" << index << "/" << total << "] " << t.name
+                  << ": kept as " << want->name << " (already "
+                  << want->name << ")\n";
+      continue;
+    }
     std::string why;
-    if (t.ggmlType == target->ggmlId)
-      why = "already " + std::string(target->name);
-    else if (isStorageType(t.ggmlType))
+    if (isStorageType(t.ggmlType))
       why = "integer/f64 tensors are not quantized";
-    else if (t.ne[0] % target->blockElems != 0)
+    else if (t.ne[0] % want->blockElems != 0)
       why = "ne[0] = " + std::to_string(t.ne[0]) +
             " is not a multiple of the block length " +
-            std::to_string(target->blockElems);
+            std::to_string(want->blockElems);
     if (!why.empty()) {
       // An explicit selection that cannot be honoured is an error; the
       // default selection just leaves such tensors as they are.
-      if (haveRegex && t.ggmlType != target->ggmlId)
-        return fail("cannot quantize '" + t.name + "': " + why);
+      if (strict)
+        return fail("cannot quantize '" + t.name + "' to " +
+                    std::string(want->name) + ": " + why +
+                    (source.empty() ? "" : " (" + source + ")"));
       std::cerr << "[" << index << "/" << total << "] " << t.name
                 << ": kept as " << typeName(t.ggmlType) << " (" << why
                 << ")\n";
       continue;
     }
+    Format fmt = want->format;
     std::vector<float> values;
     if (!decodeTensor(t, values, &err))
       return fail(err);
@@ -521,7 +617,7 @@ int cmdQuantize(const std::vector<std::string> &args) {
         return fail("imatrix entry for '" + t.name +
                     "' does not match the tensor's shape");
     } else if (encodeNeedsImportance(fmt)) {
-      return fail("'" + t.name + "': " + std::string(target->name) +
+      return fail("'" + t.name + "': " + std::string(want->name) +
                   " needs an importance matrix; pass --imatrix with an "
                   "entry for this tensor");
     }
@@ -539,18 +635,22 @@ int cmdQuantize(const std::vector<std::string> &args) {
         return fail("'" + t.name + "': " + err);
     }
     std::cerr << "[" << index << "/" << total << "] " << t.name << ": "
-              << typeName(t.ggmlType) << " -> " << target->name << " ("
+              << typeName(t.ggmlType) << " -> " << want->name << " ("
               << t.nbytes << " -> " << bytes.size() << " bytes)\n";
-    w.replaceTensor(t.name, target->ggmlId, std::move(bytes));
+    w.replaceTensor(t.name, want->ggmlId, std::move(bytes));
     ++converted;
   }
-  if (auto ftype = llamaFileType(fmt))
-    w.set("general.file_type", Value::makeU32(*ftype));
+  // The file type names the mix: --types-from's, else --type's.
+  if (refFileType)
+    w.set("general.file_type", *refFileType);
+  else if (target)
+    if (auto ftype = llamaFileType(target->format))
+      w.set("general.file_type", Value::makeU32(*ftype));
   w.set("general.quantization_version", Value::makeU32(2));
   if (!w.write(out, &err))
     return fail(out + ": " + err);
   std::cerr << "qcc-gguf: quantized " << converted << " of " << total
-            << " tensors to " << target->name << ", wrote " << out << "\n";
+            << " tensors, wrote " << out << "\n";
   return kExitOk;
 }
 
