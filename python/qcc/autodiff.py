@@ -156,11 +156,11 @@ def vjp(t, g):
         x, ids = t.inputs
         oh = ir.one_hot(ids, x.shape[-1], x.dtype)
         return [oh * ir.reshape(g, g.shape + (1,)), None]
-    if op == "linear_nll":
+    if op in ("linear_nll", "linear_distill"):
         if not t.attrs["grad"]:
-            raise NotImplementedError("linear_nll was built without its "
+            raise NotImplementedError(f"{op} was built without its "
                                       "gradient (grad=False)")
-        return [ir.linear_nll_grad(t, g), None, None]
+        return [ir.linear_nll_grad(t, g)] + [None] * (len(t.inputs) - 1)
     if op == "logsumexp":
         x = t.inputs[0]
         keep = x.shape[:-1] + (1,)

@@ -599,15 +599,17 @@ class FunctionEmitter(Emitter):
         """An scf.for over chunks of rows: logits of the chunk (qcc.qmatmul
         fwd, or a matmul for a float W), their row max and Σexp, the nll;
         with the gradient, softmax - onehot (times the softcap's derivative)
-        written over the logits in place, and qcc.qmatmul bwd to ∂nll/∂h."""
-        h, w, tg = t.inputs
+        written over the logits in place, and qcc.qmatmul bwd to ∂nll/∂h.
+        linear_distill adds the teacher's logits of the chunk and the KL
+        term (and its gradient) to the same loop."""
+        kd = t.op == "linear_distill"
+        h, w, tg = t.inputs[:3]
         (m, d), v = h.shape, w.shape[0]
         c, cap, grad = t.attrs["chunk"], t.attrs["softcap"], t.attrs["grad"]
         f = h.dtype
         hty, cty = type_str((m, d), f), type_str((c, d), f)
         tty, ctty = type_str((m,), tg.dtype), type_str((c,), tg.dtype)
         lty, rty, nty = type_str((c, v), f), type_str((c,), f), type_str((m,), f)
-        wname, wty = self.name(w), tensor_type(w)
         i0, step, end = self.new("c0"), self.new("chunk"), self.new("rows")
         self.emit(f"{i0} = arith.constant 0 : index{loc}")
         self.emit(f"{step} = arith.constant {c} : index{loc}")
@@ -621,43 +623,93 @@ class FunctionEmitter(Emitter):
         self.emit(f"{res}:{len(carried)} = scf.for {it} = {i0} to {end} step {step} "
                   f"iter_args({', '.join(f'{a} = {n}' for a, (n, _) in zip(accs, carried))}) "
                   f"-> ({', '.join(ty for _, ty in carried)}) {{")
-        hc, tc = self.new("h"), self.new("t")
-        self.emit(f"{hc} = tensor.extract_slice {self.name(h)}[{it}, 0] [{c}, {d}] "
-                  f"[1, 1] : {hty} to {cty}{loc}")
+        tc = self.new("t")
         self.emit(f"{tc} = tensor.extract_slice {self.name(tg)}[{it}] [{c}] [1] : "
                   f"{tty} to {ctty}{loc}")
-        logits = self.new("logits")
-        if w.quantized:
-            self.emit(f"{logits} = qcc.qmatmul fwd {hc}, {wname} : {cty}, {wty} "
-                      f"-> {lty}{loc}")
-        else:   # logits = h · Wᵀ
-            self._matmul(logits, hc, cty, wname, wty, (c, v), f, ["d1", "d2"], loc)
         dom2, dom1 = _dims(2), _dims(1)
         id2, row2 = _map(dom2, dom2), _map(dom2, ["d0"])
-        if cap:
-            def capped(b, ia, oa):
-                x = b.mul(oa[0], b.const(1.0 / cap))
-                return [b.mul(b.math("tanh", x), b.const(cap))]
-            logits = self.generic(2, ["parallel"] * 2, [], [(logits, lty, id2, f)],
-                                  capped, loc, hint="capped")[0]
         red = ["parallel", "reduction"]
-        mx = self.generic(2, red, [(logits, lty, id2)],
-                          [(self.filled((c,), f, -math.inf, loc), rty, row2, f)],
-                          lambda b, ia, oa: [b.op("arith.maximumf", oa[0], ia[0])],
-                          loc, hint="max")[0]
-        se = self.generic(2, red, [(logits, lty, id2), (mx, rty, row2)],
-                          [(self.filled((c,), f, 0.0, loc), rty, row2, f)],
-                          lambda b, ia, oa: [b.add(oa[0], b.math(
-                              "exp", b.sub(ia[0], ia[1])))], loc, hint="sumexp")[0]
+
+        def head(x, wt, softcap):
+            """Capped logits [c, V] of rows it..it+c of x through wt."""
+            dx = x.shape[1]
+            xty, xcty = type_str((m, dx), f), type_str((c, dx), f)
+            xc = self.new("h")
+            self.emit(f"{xc} = tensor.extract_slice {self.name(x)}[{it}, 0] "
+                      f"[{c}, {dx}] [1, 1] : {xty} to {xcty}{loc}")
+            y = self.new("logits")
+            if wt.quantized:
+                self.emit(f"{y} = qcc.qmatmul fwd {xc}, {self.name(wt)} : {xcty}, "
+                          f"{tensor_type(wt)} -> {lty}{loc}")
+            else:   # logits = x · Wᵀ
+                self._matmul(y, xc, xcty, self.name(wt), tensor_type(wt), (c, v),
+                             f, ["d1", "d2"], loc)
+            if softcap:
+                def capped(b, ia, oa):
+                    z = b.mul(oa[0], b.const(1.0 / softcap))
+                    return [b.mul(b.math("tanh", z), b.const(softcap))]
+                y = self.generic(2, ["parallel"] * 2, [], [(y, lty, id2, f)],
+                                 capped, loc, hint="capped")[0]
+            return y
+
+        def row_max(y):
+            return self.generic(2, red, [(y, lty, id2)],
+                                [(self.filled((c,), f, -math.inf, loc), rty, row2, f)],
+                                lambda b, ia, oa: [b.op("arith.maximumf", oa[0], ia[0])],
+                                loc, hint="max")[0]
+
+        def sum_exp(y, mx, scale=1.0):
+            """Σ exp((y - max)·scale) per row."""
+            def body(b, ia, oa):
+                e = b.sub(ia[0], ia[1])
+                if scale != 1.0:
+                    e = b.mul(e, b.const(scale))
+                return [b.add(oa[0], b.math("exp", e))]
+            return self.generic(2, red, [(y, lty, id2), (mx, rty, row2)],
+                                [(self.filled((c,), f, 0.0, loc), rty, row2, f)],
+                                body, loc, hint="sumexp")[0]
+
+        logits = head(h, w, cap)
+        mx = row_max(logits)
+        se = sum_exp(logits, mx)
+        if kd:
+            ht, wt = t.inputs[3:]
+            tau = t.attrs["temperature"]
+            alpha, beta = t.attrs["alpha"], t.attrs["beta"]
+            zt = head(ht, wt, t.attrs["teacher_softcap"])
+            mxt = row_max(zt)
+            set_ = sum_exp(zt, mxt, 1.0 / tau)
+            ses = sum_exp(logits, mx, 1.0 / tau) if tau != 1.0 else se
+
+            # Σ_j exp((z_j - max z)/τ)·(z_j - y_j): with the two Σexp, the
+            # row's KL = Σ p_j (log p_j - log q_j) without [c, V] scratch.
+            def cross(b, ia, oa):
+                e = b.mul(b.sub(ia[0], ia[2]), b.const(1.0 / tau))
+                return [b.add(oa[0], b.mul(b.math("exp", e), b.sub(ia[0], ia[1])))]
+            r = self.generic(2, red, [(zt, lty, id2), (logits, lty, id2),
+                                      (mxt, rty, row2)],
+                             [(self.filled((c,), f, 0.0, loc), rty, row2, f)],
+                             cross, loc, hint="cross")[0]
 
         def nll_body(b, ia, oa):
             j = b.raw(lambda r: f"{r} = arith.index_cast {ia[2]} : {tg.dtype} to index")
             i = b.index(0)
             y = b.raw(lambda r: f"{r} = tensor.extract {logits}[{i}, {j}] : {lty}")
-            return [b.sub(b.add(b.math("log", ia[1]), ia[0]), y)]
+            nll = b.sub(b.add(b.math("log", ia[1]), ia[0]), y)
+            if not kd:
+                return [nll]
+            # ia: 3 mx_t, 4 Σexp_t/τ, 5 Σexp_s/τ, 6 cross
+            kl = b.add(b.sub(b.div(ia[6], b.mul(ia[4], b.const(tau))),
+                             b.mul(b.sub(ia[3], ia[0]), b.const(1.0 / tau))),
+                       b.sub(b.math("log", ia[5]), b.math("log", ia[4])))
+            return [b.add(b.mul(nll, b.const(alpha)),
+                          b.mul(kl, b.const(beta * tau * tau)))]
         idm = _map(dom1, dom1)
-        nllc = self.generic(1, ["parallel"], [(mx, rty, idm), (se, rty, idm),
-                                              (tc, ctty, idm)],
+        rows_in = [(mx, rty, idm), (se, rty, idm), (tc, ctty, idm)]
+        if kd:
+            rows_in += [(mxt, rty, idm), (set_, rty, idm), (ses, rty, idm),
+                        (r, rty, idm)]
+        nllc = self.generic(1, ["parallel"], rows_in,
                             [(self.empty((c,), f), rty, idm, f)], nll_body, loc,
                             hint="nll")[0]
         outs = []
@@ -671,14 +723,27 @@ class FunctionEmitter(Emitter):
                 j = b.raw(lambda r: f"{r} = arith.index_cast {ia[2]} : {tg.dtype} to index")
                 hit = b.cmpi("eq", b.index(1), j)
                 dl = b.sub(p, b.select(hit, b.const(1.0), b.const(0.0)))
+                if kd:
+                    # ia: 3 z, 4 mx_t, 5 Σexp_t/τ, 6 Σexp_s/τ
+                    k = 1.0 / tau
+                    ps = b.div(b.math("exp", b.mul(b.sub(oa[0], ia[0]), b.const(k))),
+                               ia[6])
+                    pt = b.div(b.math("exp", b.mul(b.sub(ia[3], ia[4]), b.const(k))),
+                               ia[5])
+                    dl = b.add(b.mul(dl, b.const(alpha)),
+                               b.mul(b.sub(ps, pt), b.const(beta * tau)))
                 if cap:
                     yc = b.mul(oa[0], b.const(1.0 / cap))
                     dl = b.mul(dl, b.sub(b.const(1.0), b.mul(yc, yc)))
                 return [dl]
-            dl = self.generic(2, ["parallel"] * 2,
-                              [(mx, rty, row2), (se, rty, row2), (tc, ctty, row2)],
+            g_in = [(mx, rty, row2), (se, rty, row2), (tc, ctty, row2)]
+            if kd:
+                g_in += [(zt, lty, id2), (mxt, rty, row2), (set_, rty, row2),
+                         (ses, rty, row2)]
+            dl = self.generic(2, ["parallel"] * 2, g_in,
                               [(logits, lty, id2, f)], dlogit, loc, hint="dlogits")[0]
             dhc = self.new("dh")
+            wname, wty = self.name(w), tensor_type(w)
             if w.quantized:
                 self.emit(f"{dhc} = qcc.qmatmul bwd {dl}, {wname} : {lty}, {wty} "
                           f"-> {cty}{loc}")
@@ -695,6 +760,8 @@ class FunctionEmitter(Emitter):
         if grad:
             self.aux[t.index] = f"{res}#1"
         return f"{res}#0"
+
+    _linear_distill = _linear_nll
 
     def _linear_nll_grad(self, t, loc):
         nll, g = t.inputs

@@ -565,6 +565,41 @@ def linear_nll(h, w, targets, softcap=0.0, grad=True, chunk=64):
                        softcap=float(softcap), grad=bool(grad), chunk=c)
 
 
+def linear_distill(h, w, targets, ht, wt, softcap=0.0, teacher_softcap=0.0,
+                   temperature=1.0, alpha=1.0, beta=1.0, grad=True, chunk=64):
+    """Knowledge distillation through the LM head, chunked like linear_nll:
+    loss[m] = α·(logsumexp(y[m]) - y[m, targets[m]])
+              + β·τ²·KL(softmax(z[m]/τ) ‖ softmax(y[m]/τ))
+    with the student's logits y = h·Wᵀ and the teacher's z = ht·Wtᵀ (each
+    through its own blocks, each with its softcap), `chunk` rows at a time
+    so that neither [M, V] logits exist. With `grad`, each chunk computes
+    ∂loss[m]/∂h[m] = (α·(softmax(y) - onehot) + β·τ·(softmax(y/τ) -
+    softmax(z/τ)))·W (through the softcap's derivative) while the logits are
+    at hand; the teacher (ht, Wt) and W get no gradient."""
+    _check_float(h, "linear_distill")
+    _check_float(ht, "linear_distill")
+    if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[1]:
+        raise ValueError(f"linear_distill: h {list(h.shape)} and W "
+                         f"{list(w.shape)} must be [M, D] and [V, D]")
+    if (ht.ndim != 2 or wt.ndim != 2 or ht.shape[0] != h.shape[0]
+            or ht.shape[1] != wt.shape[1] or wt.shape[0] != w.shape[0]):
+        raise ValueError(f"linear_distill: the teacher's ht {list(ht.shape)} "
+                         f"and Wt {list(wt.shape)} must be [M, Dt] and [V, Dt] "
+                         f"for the student's [M, D] {list(h.shape)} and [V, D]")
+    if targets.shape != h.shape[:1] or targets.dtype not in INT_TYPES:
+        raise ValueError("linear_distill: targets must be [M] integers")
+    if not temperature > 0 or alpha < 0 or beta < 0:
+        raise ValueError("linear_distill: the temperature must be positive "
+                         "and the weights non-negative")
+    m = h.shape[0]
+    c = max(d for d in range(1, min(chunk, m) + 1) if m % d == 0)
+    return h.graph.add("linear_distill", (h, w, targets, ht, wt), (m,), h.dtype,
+                       softcap=float(softcap),
+                       teacher_softcap=float(teacher_softcap),
+                       temperature=float(temperature), alpha=float(alpha),
+                       beta=float(beta), grad=bool(grad), chunk=c)
+
+
 def _tile(n, limit):
     """The largest divisor of n that is at most `limit`."""
     return max(d for d in range(1, min(limit, n) + 1) if n % d == 0)
@@ -611,9 +646,11 @@ def flash_attention_grad(o, g):
 
 
 def linear_nll_grad(nll, g):
-    """∂L/∂h of linear_nll from g = ∂L/∂nll [M] (its backward pass)."""
-    if nll.op != "linear_nll" or not nll.attrs["grad"]:
-        raise ValueError("linear_nll_grad needs a linear_nll built with grad=True")
+    """∂L/∂h of linear_nll (or linear_distill) from g = ∂L/∂nll [M] (its
+    backward pass)."""
+    if nll.op not in ("linear_nll", "linear_distill") or not nll.attrs["grad"]:
+        raise ValueError("linear_nll_grad needs a linear_nll or linear_distill "
+                         "built with grad=True")
     h = nll.inputs[0]
     return nll.graph.add("linear_nll_grad", (nll, g), h.shape, h.dtype)
 

@@ -308,7 +308,44 @@ def fused_head(model, grad):
     return not (grad and w.trainable)
 
 
-def token_nll(model, tokens, targets, vocab, grad, rows=None):
+@dataclass
+class Distill:
+    """Knowledge distillation from a teacher (qcc-train --teacher): the
+    loss per position becomes α·CE + β·τ²·KL(teacher/τ ‖ student/τ) over
+    the vocabulary, through ir.linear_distill. The teacher's final hidden
+    states come in as the step's input `teacher.hidden` [B·T, Dt] (from
+    build_teacher_hidden's step on the teacher's file); its LM head weight
+    is the student's own when `shared_head` (the same tensor bytes: a
+    student requantized from the teacher keeps the tied Q8_0 embedding),
+    else the input `teacher.head` [V, Dt] of type `head_type`."""
+    d_model: int
+    head_type: str = "f32"
+    shared_head: bool = True
+    softcap: float = 0.0
+    temperature: float = 2.0
+    alpha: float = 0.5      # the cross-entropy's weight
+    beta: float = 0.5       # the KL term's weight (times τ²)
+
+    def validate(self):
+        if not (self.temperature > 0 and self.alpha >= 0 and self.beta >= 0
+                and self.alpha + self.beta > 0):
+            raise ValueError("distillation: the temperature must be positive, "
+                             "the weights non-negative and not both zero")
+
+
+def build_teacher_hidden(model, batch, seq, entry="teacher_hidden"):
+    """`teacher_hidden(tokens [B, T]) -> hidden [B·T, D]`: the final normed
+    hidden states that the model's LM head reads, weights frozen (the
+    teacher's half of distillation)."""
+    with ir.Graph("f32") as g:
+        tokens = g.input("tokens", (batch, seq), "i32")
+        h = model.hidden(tokens)
+        h = ir.reshape(h, (batch * seq, h.shape[-1]))
+        text = emit.module([emit.Function(entry, [(h, "hidden")], graph=g)])
+    return text
+
+
+def token_nll(model, tokens, targets, vocab, grad, rows=None, distill=None):
     """nll [N] of each target: through the fused chunked head where
     fused_head() allows (the [N, V] logits never exist), otherwise from
     the model's logits. N = B·T, or with `rows` (i32 [N] indices into the
@@ -322,7 +359,22 @@ def token_nll(model, tokens, targets, vocab, grad, rows=None):
         h = ir.reshape(h, (b * t, h.shape[-1]))
         if rows is not None:
             h = ir.gather(h, rows)
+        if distill is not None:
+            g = h.graph
+            ht = g.input("teacher.hidden", (b * t, distill.d_model))
+            wt = (w.traced() if distill.shared_head else
+                  g.arg("teacher.head", (vocab, distill.d_model),
+                        distill.head_type, role="input"))
+            return ir.linear_distill(h, w.traced(), flat, ht, wt, softcap=cap,
+                                     teacher_softcap=distill.softcap,
+                                     temperature=distill.temperature,
+                                     alpha=distill.alpha, beta=distill.beta,
+                                     grad=grad)
         return ir.linear_nll(h, w.traced(), flat, softcap=cap, grad=grad)
+    if distill is not None:
+        raise ValueError("distillation needs the fused LM head: the head "
+                         "weight (the tied token_embd.weight) must be frozen "
+                         "(--freeze token_embd) and carry no LoRA")
     logits = ir.reshape(model(tokens), (b * t, vocab))
     if rows is not None:
         logits = ir.gather(logits, rows)
@@ -330,12 +382,15 @@ def token_nll(model, tokens, targets, vocab, grad, rows=None):
 
 
 def build_train_step(model, batch, seq, opts=None, entry="train_step",
-                     vocab=None):
+                     vocab=None, distill=None):
     """The training step of `model` (a qcc.models.llama.Llama, or any
     nn.Module mapping i32 tokens [B, T] to logits [B, T, V]; V is
-    model.cfg.vocab unless `vocab` is given) as a StepProgram."""
+    model.cfg.vocab unless `vocab` is given) as a StepProgram; with
+    `distill` (a Distill) its loss is distillation's."""
     opts = opts or TrainOptions()
     opts.validate()
+    if distill is not None:
+        distill.validate()
     if opts.method == "lora":
         _mark_lora(model, opts)
     else:
@@ -344,7 +399,8 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step",
     with ir.Graph("f32") as g:
         tokens = g.input("tokens", (batch, seq), "i32")
         targets = g.input("targets", (batch, seq), "i32")
-        loss = token_nll(model, tokens, targets, vocab, grad=True).mean()
+        loss = token_nll(model, tokens, targets, vocab, grad=True,
+                         distill=distill).mean()
         lr = g.scalar("lr", "f32")
         scalars = ["lr"]
         bc1 = bc2 = None

@@ -118,8 +118,29 @@ def parse_args(argv):
                          "rounded to bf16, as torch's bf16 autocast (AVX512-BF16 "
                          "where the CPU has it); auto: bf16 where it has "
                          "AVX512-BF16")
+    kd = ap.add_argument_group(
+        "distillation", "loss = α·CE(student, data) + β·τ²·KL(softmax(teacher/τ) "
+        "‖ softmax(student/τ)), both LM heads chunked over the vocabulary")
+    kd.add_argument("--teacher", metavar="T.gguf",
+                    help="teacher model (same vocabulary and tokenizer; any "
+                         "tensor types), run in this process; needs the "
+                         "student's LM head frozen (--freeze token_embd for a "
+                         "tied embedding)")
+    kd.add_argument("--kd-temperature", type=float, default=2.0, metavar="τ",
+                    help="softmax temperature of both distributions (default 2)")
+    kd.add_argument("--kd-weight", type=float, default=0.5, metavar="β",
+                    help="weight of the KL term (default 0.5)")
+    kd.add_argument("--task-weight", type=float, default=0.5, metavar="α",
+                    help="weight of the cross-entropy on the data (default 0.5)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
+    if not (a.kd_temperature > 0 and math.isfinite(a.kd_temperature)):
+        ap.error(f"--kd-temperature must be a positive number (got {a.kd_temperature:g})")
+    for flag, v in (("--kd-weight", a.kd_weight), ("--task-weight", a.task_weight)):
+        if not (v >= 0 and math.isfinite(v)):
+            ap.error(f"{flag} must be zero or positive (got {v:g})")
+    if a.teacher and a.kd_weight + a.task_weight == 0:
+        ap.error("--kd-weight and --task-weight cannot both be 0")
     for name in ("steps", "seq", "batch", "val_tokens"):
         if getattr(a, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be a positive integer")
@@ -301,11 +322,90 @@ class Validator:
             self.session = None
 
 
+class Teacher:
+    """The teacher of distillation: its compiled forward to the final
+    hidden states, run on each batch before the student's step."""
+
+    def __init__(self, a, model, head_name, head_bytes):
+        from .. import train
+        self.path, self.head_name, self.head_bytes = a.teacher, head_name, head_bytes
+        text = train.build_teacher_hidden(model, a.batch, a.seq)
+        try:
+            self.so, _ = compile_mlir(text, [f"-O{a.opt}", f"--threads={a.threads}",
+                                             *gemm_flags(a.gemm)])
+        except RuntimeError as e:
+            raise CliError(f"teacher step: {e}") from None
+        self.session = None
+
+    def bind(self, student):
+        from ..runtime import Session
+        try:
+            self.session = Session(self.so, self.path, "teacher_hidden")
+        except RuntimeError as e:
+            raise CliError(f"cannot bind the teacher's step to {self.path}: "
+                           f"{e}") from None
+        if self.head_bytes is not None:
+            student.set_input("teacher.head", self.head_bytes)
+            self.head_bytes = None
+
+    def hidden(self, tokens):
+        self.session.set_input("tokens", tokens)
+        self.session.run()
+        return self.session.result("hidden")
+
+    def close(self):
+        if self.session is not None:
+            self.session.close()
+
+
+def _tensor_bytes(path, name):
+    """(type name, the raw bytes as a uint8 array) of a GGUF tensor."""
+    import gguf
+    for t in gguf.GGUFReader(path).tensors:
+        if t.name == name:
+            return t.tensor_type.name.lower(), np.asarray(t.data).view(np.uint8).reshape(-1)
+    raise CliError(f"{path}: no tensor '{name}'")
+
+
+def load_teacher(a, model, cfg, info):
+    """(Teacher, train.Distill) for --teacher: the same vocabulary and
+    tokenizer as the student; the teacher's LM head is the student's own
+    tensor when their bytes agree, else an input of the student's step."""
+    from .. import train
+    try:
+        tcfg, tmodel, tinfo = models.load(a.teacher)
+    except ModelError as e:
+        raise CliError(f"--teacher: {e}") from None
+    key = "tokenizer.ggml.tokens"
+    if tcfg.vocab != cfg.vocab or tinfo.metadata.get(key) != info.metadata.get(key):
+        raise CliError(f"--teacher {a.teacher}: its vocabulary differs from the "
+                       f"model's ({tcfg.vocab} and {cfg.vocab} tokens, or other "
+                       "token strings): distillation compares the two over the "
+                       "same tokens")
+    sw = model.head()[0].name
+    tw, tcap = tmodel.head()
+    tw, tcap = tw.name, float(tcap or 0.0)
+    s_type, s_bytes = _tensor_bytes(a.model, sw)
+    t_type, t_bytes = _tensor_bytes(a.teacher, tw)
+    shared = (sw == tw and s_type == t_type and tcfg.d_model == cfg.d_model
+              and np.array_equal(s_bytes, t_bytes))
+    del s_bytes
+    distill = train.Distill(d_model=tcfg.d_model, head_type=t_type,
+                            shared_head=shared, softcap=tcap,
+                            temperature=a.kd_temperature, alpha=a.task_weight,
+                            beta=a.kd_weight)
+    teacher = Teacher(a, tmodel, tw, None if shared else t_bytes)
+    return teacher, distill
+
+
 def run(a, out=sys.stdout):
     say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=out, flush=True))
     lora = a.lora_rank is not None
     # Paths first: nothing is written over the model.
-    for p, what in ((a.model, "--model"), (a.data, "--data")):
+    for p, what in ((a.model, "--model"), (a.data, "--data"),
+                    (a.teacher, "--teacher")):
+        if p is None:
+            continue
         if not os.path.exists(p):
             raise CliError(f"{what} {p}: no such file")
     ckpt = a.checkpoint or a.out + ".ckpt.gguf"
@@ -361,8 +461,12 @@ def run(a, out=sys.stdout):
         opts.lora_rank = a.lora_rank
         opts.lora_alpha = a.lora_alpha if a.lora_alpha else 2.0 * a.lora_rank
         opts.lora_targets = tuple(t for t in a.lora_targets.split(",") if t)
+    teacher = distill = None
+    if a.teacher:
+        teacher, distill = load_teacher(a, model, cfg, info)
     try:
-        prog = train.build_train_step(model, a.batch, a.seq, opts)
+        prog = train.build_train_step(model, a.batch, a.seq, opts,
+                                      distill=distill)
     except ValueError as e:
         raise CliError(str(e)) from None
     formats = sorted({info.tensor_types[n] for n in cfg.expected_tensors()})
@@ -384,6 +488,12 @@ def run(a, out=sys.stdout):
             f"full-weight, {opts.optimizer}, STE {opts.ste}, carry {opts.carry}"
             if quantized else f"full-weight, {opts.optimizer} (float weights)")
     say(f"training: {what}; {len(prog.trainable)} tensors train")
+    if distill is not None:
+        say(f"distillation from {a.teacher}: loss = {distill.alpha:g}·CE + "
+            f"{distill.beta:g}·τ²·KL at τ = {distill.temperature:g}; the "
+            f"teacher's LM head is "
+            + ("the student's own (the same tensor)" if distill.shared_head
+               else f"its own ({distill.head_type})"))
 
     t0 = time.monotonic()
     flags = [f"-O{a.opt}", f"--threads={a.threads}", *gemm_flags(a.gemm)]
@@ -407,6 +517,8 @@ def run(a, out=sys.stdout):
         raise CliError(f"cannot bind the step to {a.model}: {e}") from None
     if lora:
         s.seed(a.seed)
+    if teacher is not None:
+        teacher.bind(s)
     start = 0
     if a.resume:
         try:
@@ -459,6 +571,8 @@ def run(a, out=sys.stdout):
             x, y = textdata.windows_at(data, step, a.batch, a.seq, a.seed, bos)
             s.set_input("tokens", x)
             s.set_input("targets", y)
+            if teacher is not None:
+                s.set_input("teacher.hidden", teacher.hidden(x))
             lr_t = optim.warmup_cosine(step, lr, warmup, total, min_lr)
             s.set_input("lr", np.float32(lr_t))
             if opts.optimizer == "adamw":
@@ -554,6 +668,8 @@ def run(a, out=sys.stdout):
             f"{vppl[-1]:.3f} at step {vsteps[-1]} "
             f"({100 * (vppl[-1] / vppl[0] - 1):+.1f}%)")
     s.close()
+    if teacher is not None:
+        teacher.close()
     release_memory()
     if a.sample:
         from .generate import generate
