@@ -80,6 +80,9 @@ def write(path, stats, datasets=(), chunk_size=0):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".imatrix-", suffix=".gguf", dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for secrets
     try:
         w = gguf.GGUFWriter(tmp, "")
         # llama-imatrix's keys; GGUFWriter adds general.architecture only

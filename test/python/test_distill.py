@@ -7,8 +7,6 @@ checked against finite differences in test_frontend_grad.py."""
 
 import csv
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,17 +19,15 @@ from qcc.compiler import compile_mlir
 from qcc.models import tiny
 from qcc.runtime import Session
 from qcc.tokenizer import for_model
+from test_qcc_train import env  # noqa: F401  (the fixture)
+from test_qcc_train import qcc_train as _qcc_train
 
 CORPUS = os.path.join(ROOT, "data", "devils-dictionary.txt")
 BATCH, SEQ = 2, 32
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.path.join(ROOT, "python")
-    e["QCC_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    return e
+def qcc_train(env, *args):
+    return _qcc_train(env, *map(str, args))
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +52,6 @@ def teacher(tmp_path_factory, env):
                   "--batch", 8, "--seq", 32, "--lr", 1e-2, "-O", 0, "--out", p)
     assert r.returncode == 0, r.stderr
     return p
-
-
-def qcc_train(env, *args):
-    return subprocess.run([sys.executable, "-m", "qcc.cli.train", *map(str, args)],
-                          capture_output=True, text=True, env=env)
 
 
 def first_loss(out):

@@ -154,16 +154,23 @@ def test_linear_nll_float(tmp_path, softcap):
                     "t": (R.integers(0, 11, 6), "int")})
 
 
+def q8_0_matrix(rows, blocks_per_row, scale=1 / 64):
+    """(q8_0 blocks [rows, blocks, 34] of random codes under one f16 scale,
+    the matrix they decode to [rows, 32·blocks] in f32)."""
+    blocks = np.zeros((rows, blocks_per_row, 34), np.uint8)
+    codes = R.integers(-127, 128, (rows, blocks_per_row, 32)).astype(np.int8)
+    d = np.float16(scale)
+    blocks[:, :, :2] = np.frombuffer(d.tobytes(), np.uint8)
+    blocks[:, :, 2:] = codes.view(np.uint8)
+    w = (codes.astype(np.float32) * np.float32(d)).reshape(rows, -1)
+    return blocks, w
+
+
 @pytest.mark.parametrize("softcap", [0.0, 2.5])
 def test_linear_nll_quantized(tmp_path, softcap):
     """Through q8_0 blocks: nll and ∂L/∂h equal those of the unfused
     qcc.qmatmul + logsumexp - take_last path, and a numpy reference."""
-    blocks = np.zeros((10, 2, 34), np.uint8)
-    codes = R.integers(-127, 128, (10, 2, 32)).astype(np.int8)
-    d = np.float16(1 / 64)
-    blocks[:, :, :2] = np.frombuffer(d.tobytes(), np.uint8)
-    blocks[:, :, 2:] = codes.view(np.uint8)
-    w = (codes.astype(np.float32) * np.float32(d)).reshape(10, 64)
+    blocks, w = q8_0_matrix(10, 2)
     hv = normal(8, 64).astype(np.float32)
     tv = R.integers(0, 10, 8).astype(np.int32)
     gv = normal(8).astype(np.float32)
@@ -450,12 +457,7 @@ def test_linear_distill_float(tmp_path, softcap, tau):
 def test_linear_distill_quantized_teacher(tmp_path, softcap):
     """A float student head and a q8_0 teacher head: the loss and ∂L/∂h
     against a float64 numpy reference of the formula (docs in ir.py)."""
-    blocks = np.zeros((10, 2, 34), np.uint8)
-    codes = R.integers(-127, 128, (10, 2, 32)).astype(np.int8)
-    d = np.float16(1 / 64)
-    blocks[:, :, :2] = np.frombuffer(d.tobytes(), np.uint8)
-    blocks[:, :, 2:] = codes.view(np.uint8)
-    wt = (codes.astype(np.float32) * np.float32(d)).reshape(10, 64)
+    blocks, wt = q8_0_matrix(10, 2)
     ws = normal(10, 16).astype(np.float32) * 0.3
     hv = normal(8, 16).astype(np.float32)
     htv = normal(8, 64).astype(np.float32)

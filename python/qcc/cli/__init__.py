@@ -38,3 +38,16 @@ def gemm_flags(choice):
     if choice == "auto":
         choice = "bf16" if "avx512_bf16" in cpu_flags() else "f32"
     return ["--gemm-bf16"] if choice == "bf16" else []
+
+
+def check_chunk_args(ap, a, min_ctx):
+    """The checks of --ctx, --batch, --threads and --chunks that
+    qcc-perplexity and qcc-imatrix share (usage errors, exit 2)."""
+    if a.ctx < min_ctx:
+        ap.error(f"--ctx must be at least {min_ctx}")
+    if a.batch <= 0:
+        ap.error("--batch must be a positive integer")
+    if a.threads < 0:
+        ap.error("--threads must be 0 (all cores) or positive")
+    if a.chunks == 0 or a.chunks < -1:
+        ap.error("--chunks must be a positive integer")

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from . import GEMM_CHOICES, gemm_flags, release_memory
+from . import GEMM_CHOICES, check_chunk_args, gemm_flags, release_memory
 from .perplexity import chunks_of
 from .. import imatrix, models
 from ..compiler import compile_mlir
@@ -51,14 +51,7 @@ def parse_args(argv, prog="qcc-imatrix"):
                          "operands rounded to bf16; auto: bf16 where the CPU "
                          "has AVX512-BF16")
     a = ap.parse_args(argv)
-    if a.ctx < 16:
-        ap.error("--ctx must be at least 16")
-    if a.batch <= 0:
-        ap.error("--batch must be a positive integer")
-    if a.threads < 0:
-        ap.error("--threads must be 0 (all cores) or positive")
-    if a.chunks == 0 or a.chunks < -1:
-        ap.error("--chunks must be a positive integer")
+    check_chunk_args(ap, a, min_ctx=16)
     return a
 
 

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from . import GEMM_CHOICES, gemm_flags, release_memory
+from . import GEMM_CHOICES, check_chunk_args, gemm_flags, release_memory
 from .. import lora_adapter, models
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
@@ -63,14 +63,7 @@ def parse_args(argv):
                     help='print one JSON object: {"ppl": ..., "tokens": ..., '
                          '"seconds": ...}')
     a = ap.parse_args(argv)
-    if a.ctx < 4:
-        ap.error("--ctx must be at least 4")
-    if a.batch <= 0:
-        ap.error("--batch must be a positive integer")
-    if a.threads < 0:
-        ap.error("--threads must be 0 (all cores) or positive")
-    if a.chunks == 0 or a.chunks < -1:
-        ap.error("--chunks must be a positive integer")
+    check_chunk_args(ap, a, min_ctx=4)
     return a
 
 
