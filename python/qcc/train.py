@@ -364,7 +364,8 @@ def token_nll(model, tokens, targets, vocab, grad, rows=None, distill=None):
             ht = g.input("teacher.hidden", (b * t, distill.d_model))
             wt = (w.traced() if distill.shared_head else
                   g.arg("teacher.head", (vocab, distill.d_model),
-                        distill.head_type, role="input"))
+                        "f32" if distill.head_type == "float"
+                        else distill.head_type, role="input"))
             return ir.linear_distill(h, w.traced(), flat, ht, wt, softcap=cap,
                                      teacher_softcap=distill.softcap,
                                      temperature=distill.temperature,

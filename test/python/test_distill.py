@@ -38,16 +38,17 @@ def student(tmp_path_factory):
     return p
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, env):
-    """The same architecture in q8_0, trained for 30 steps on the corpus:
-    a teacher with its own head whose distributions are far from the
-    untrained student's (near uniform)."""
+@pytest.fixture(scope="module", params=["q8_0", "f32"])
+def teacher(request, tmp_path_factory, env):
+    """The same architecture in q8_0 or f32, trained for 30 steps on the
+    corpus: a teacher with its own head (quantized, or float) whose
+    distributions are far from the untrained student's (near uniform)."""
+    fmt = request.param
     d = tmp_path_factory.mktemp("model")
-    init = str(d / "init-q8_0.gguf")
-    tiny.make_model(init, "q8_0", d_model=64, n_layer=1, n_head=2, n_head_kv=1,
+    init = str(d / f"init-{fmt}.gguf")
+    tiny.make_model(init, fmt, d_model=64, n_layer=1, n_head=2, n_head_kv=1,
                     d_ff=128, seed=1)
-    p = str(d / "teacher-q8_0.gguf")
+    p = str(d / f"teacher-{fmt}.gguf")
     r = qcc_train(env, "--model", init, "--data", CORPUS, "--full", "--steps", 30,
                   "--batch", 8, "--seq", 32, "--lr", 1e-2, "-O", 0, "--out", p)
     assert r.returncode == 0, r.stderr
@@ -99,7 +100,7 @@ def test_first_loss_matches_numpy_own_head(tmp_path, env, student, teacher):
                   "--task-weight", 0.3, "--kd-weight", 0.7,
                   "--kd-temperature", 2.0, "--out", out)
     assert r.returncode == 0, r.stderr
-    assert "its own (q8_0)" in r.stdout
+    assert "its own (" in r.stdout
     want, kl = reference(student, teacher, 0.3, 0.7, 2.0)
     assert kl > 0.3  # the KL term weighs in (~10^4 times the tolerance)
     # f32 logits over a 256-byte vocabulary against float64.
@@ -152,3 +153,14 @@ def test_other_vocabulary_is_refused(tmp_path, env, student):
                   "--out", tmp_path / "f.gguf")
     assert r.returncode == 1
     assert "its vocabulary differs from the model's" in r.stderr
+
+
+def test_output_over_the_teacher_is_refused(tmp_path, env, student):
+    import shutil
+    t = tmp_path / "teacher.gguf"
+    shutil.copy(student, t)
+    before = t.read_bytes()
+    r = qcc_train(env, "--model", student, "--teacher", t, *COMMON, "--out", t)
+    assert r.returncode == 1
+    assert "refusing to overwrite the teacher" in r.stderr.strip().splitlines()[-1]
+    assert t.read_bytes() == before

@@ -326,9 +326,9 @@ class Teacher:
     """The teacher of distillation: its compiled forward to the final
     hidden states, run on each batch before the student's step."""
 
-    def __init__(self, a, model, head_name, head_bytes):
+    def __init__(self, a, model, head_bytes):
         from .. import train
-        self.path, self.head_name, self.head_bytes = a.teacher, head_name, head_bytes
+        self.path, self.head_bytes = a.teacher, head_bytes
         text = train.build_teacher_hidden(model, a.batch, a.seq)
         try:
             self.so, _ = compile_mlir(text, [f"-O{a.opt}", f"--threads={a.threads}",
@@ -359,11 +359,11 @@ class Teacher:
 
 
 def _tensor_bytes(path, name):
-    """(type name, the raw bytes as a uint8 array) of a GGUF tensor."""
+    """The raw bytes of a GGUF tensor (a uint8 array over the mapped file)."""
     import gguf
     for t in gguf.GGUFReader(path).tensors:
         if t.name == name:
-            return t.tensor_type.name.lower(), np.asarray(t.data).view(np.uint8).reshape(-1)
+            return np.asarray(t.data).view(np.uint8).reshape(-1)
     raise CliError(f"{path}: no tensor '{name}'")
 
 
@@ -382,19 +382,19 @@ def load_teacher(a, model, cfg, info):
                        f"model's ({tcfg.vocab} and {cfg.vocab} tokens, or other "
                        "token strings): distillation compares the two over the "
                        "same tokens")
-    sw = model.head()[0].name
-    tw, tcap = tmodel.head()
-    tw, tcap = tw.name, float(tcap or 0.0)
-    s_type, s_bytes = _tensor_bytes(a.model, sw)
-    t_type, t_bytes = _tensor_bytes(a.teacher, tw)
-    shared = (sw == tw and s_type == t_type and tcfg.d_model == cfg.d_model
+    sw, tw = model.head()[0], tmodel.head()[0]
+    tcap = float(tmodel.head()[1] or 0.0)
+    s_bytes = _tensor_bytes(a.model, sw.name)
+    t_bytes = _tensor_bytes(a.teacher, tw.name)
+    shared = (sw.name == tw.name and sw.dtype == tw.dtype and sw.shape == tw.shape
               and np.array_equal(s_bytes, t_bytes))
-    del s_bytes
-    distill = train.Distill(d_model=tcfg.d_model, head_type=t_type,
+    del s_bytes, tinfo
+    release_memory()
+    distill = train.Distill(d_model=tcfg.d_model, head_type=tw.dtype,
                             shared_head=shared, softcap=tcap,
                             temperature=a.kd_temperature, alpha=a.task_weight,
                             beta=a.kd_weight)
-    teacher = Teacher(a, tmodel, tw, None if shared else t_bytes)
+    teacher = Teacher(a, tmodel, None if shared else t_bytes)
     return teacher, distill
 
 
@@ -419,6 +419,9 @@ def run(a, out=sys.stdout):
                            f"with {what} {p}: choose another path")
         if _same_file(a.data, p):
             raise CliError(f"refusing to overwrite the training data {a.data} "
+                           f"with {what} {p}")
+        if a.teacher and _same_file(a.teacher, p):
+            raise CliError(f"refusing to overwrite the teacher {a.teacher} "
                            f"with {what} {p}")
     if a.resume and not os.path.exists(a.resume):
         raise CliError(f"--resume {a.resume}: no such file")
@@ -493,7 +496,7 @@ def run(a, out=sys.stdout):
             f"{distill.beta:g}·τ²·KL at τ = {distill.temperature:g}; the "
             f"teacher's LM head is "
             + ("the student's own (the same tensor)" if distill.shared_head
-               else f"its own ({distill.head_type})"))
+               else "its own (" + distill.head_type.replace("float", "f32") + ")"))
 
     t0 = time.monotonic()
     flags = [f"-O{a.opt}", f"--threads={a.threads}", *gemm_flags(a.gemm)]
