@@ -81,6 +81,18 @@ for target in a.targets.split(","):
     run(["build/bin/qcc-gguf", "quantize", teacher, qq, "--types-from", lq,
          "--imatrix", qi], f"qcc-quantize-{target}.log")
     measure(f"(3) qcc imatrix + qcc-gguf quantize, {target}'s types", qq)
+    # Incoherence: the V/O Hadamard rotation before (3)'s imatrix and
+    # quantization (the function is unchanged; test_rotate.py).
+    rot = os.path.join(work, "rotated.gguf")
+    rqi = os.path.join(work, "rotated.imatrix.gguf")
+    if not os.path.exists(rqi):
+        run(["build/bin/qcc-gguf", "rotate", teacher, rot], "qcc-rotate.log")
+        run(["build/bin/qcc-gguf", "imatrix", "--model", rot, "--data", a.calib,
+             "--ctx", "512", "-o", rqi], "qcc-imatrix-rotated.log")
+    rq = os.path.join(work, f"qcc-{target}-rotated.gguf")
+    run(["build/bin/qcc-gguf", "quantize", rot, rq, "--types-from", lq,
+         "--imatrix", rqi], f"qcc-quantize-{target}-rotated.log")
+    measure(f"(3h) (3) after qcc-gguf rotate (V/O Hadamard)", rq)
     kd = os.path.join(work, f"qcc-{target}-kd.gguf")
     t = run(["scripts/qcc-train", "--model", qq, "--teacher", teacher,
              "--data", a.calib, "--full", "--freeze", "token_embd",
@@ -90,13 +102,13 @@ for target in a.targets.split(","):
             f"qcc-train-{target}.log")
     measure(f"(4) (3) + qcc-train distillation from (1), {a.minutes:g} min", kd, t)
     ref = types_of(lq)
-    for what, path in (("(3)", qq), ("(4)", kd)):
+    for what, path in (("(3)", qq), ("(3h)", rq), ("(4)", kd)):
         same = types_of(path) == ref
         print(f"  {what}: every tensor of (2)'s type and byte size: "
               f"{'yes' if same else 'NO'}")
         if not same:
             sys.exit(f"{path}: its tensor types differ from {lq}'s")
-    base, low, rec = rows[0][2], rows[-3][2], rows[-1][2]
+    base, low, rec = rows[0][2], rows[-4][2], rows[-1][2]
     for t_, b, l, r in zip(evals, base, low, rec):
         print(f"  {os.path.basename(t_)}: (4) recovers "
               f"{100 * (l - r) / (l - b):.1f}% of the gap (2) - (1)")

@@ -7,6 +7,7 @@
 //                     [--tensor-type REGEX=TYPE]... [--types-from REF.gguf]
 //                     [--imatrix FILE]
 //   qcc-gguf imatrix --model M --data F [--ctx N] -o IMATRIX.gguf
+//   qcc-gguf rotate IN.gguf OUT.gguf [--seed S]
 //
 // Exit codes: 0 success, 1 invalid input or failed operation (one line on
 // stderr), 2 usage error. Every output file is written atomically. See
@@ -20,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -47,7 +49,8 @@ const char *kUsage =
     "\n                         [--tensor-type REGEX=TYPE]..."
     " [--types-from REF.gguf] [--imatrix FILE]\n"
     "       qcc-gguf imatrix --model M --data F [--ctx N] [--chunks K]"
-    " -o IMATRIX.gguf\n";
+    " -o IMATRIX.gguf\n"
+    "       qcc-gguf rotate IN.gguf OUT.gguf [--seed S]\n";
 
 int usage(const std::string &msg) {
   if (!msg.empty())
@@ -654,6 +657,180 @@ int cmdQuantize(const std::vector<std::string> &args) {
   return kExitOk;
 }
 
+//===----------------------------------------------------------------------===//
+// rotate
+//===----------------------------------------------------------------------===//
+
+/// y = H·x for the orthonormal randomized Hadamard matrix H = Had_n·D/√n of
+/// `signs` (D = diag(±1)), in place over x[0..n) (n a power of two): the
+/// fast Walsh-Hadamard transform after the sign flips.
+void rotateHadamard(float *x, const std::vector<float> &signs) {
+  size_t n = signs.size();
+  for (size_t i = 0; i < n; ++i)
+    x[i] *= signs[i];
+  for (size_t h = 1; h < n; h *= 2)
+    for (size_t i = 0; i < n; i += 2 * h)
+      for (size_t j = i; j < i + h; ++j) {
+        float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+  float scale = 1.0f / std::sqrt(static_cast<float>(n));
+  for (size_t i = 0; i < n; ++i)
+    x[i] *= scale;
+}
+
+/// The metadata value of `key` as an unsigned integer, or an error.
+bool metaUInt(const File &f, const std::string &key, uint64_t &out,
+              std::string *error) {
+  const Value *v = f.find(key);
+  if (!v || !v->asUInt(out) || out == 0) {
+    *error = "missing or non-integer metadata key '" + key + "'";
+    return false;
+  }
+  return true;
+}
+
+/// `qcc-gguf rotate IN OUT [--seed S]`: folds a randomized Hadamard
+/// rotation into each attention block's value and output projections,
+/// W_v' = H·W_v (every key/value head's rows) and W_o' = W_o·Hᵀ (every
+/// query head's columns), which leaves the model's function unchanged
+/// (attention mixes value vectors linearly over positions, and Hᵀ·H = I)
+/// but spreads each row's outliers over the head (incoherence processing,
+/// as QuIP does), so that the two matrices quantize with less error. The
+/// rotated tensors are written in f32 (lossless); requantize them with
+/// `quantize` (after a fresh `imatrix`, since W_o's inputs are rotated).
+int cmdRotate(const std::vector<std::string> &args) {
+  std::vector<std::string> pos;
+  uint64_t seed = 0;
+  for (size_t k = 0; k < args.size(); ++k) {
+    if (args[k] == "--seed") {
+      if (k + 1 >= args.size())
+        return usage("rotate: --seed needs a value");
+      try {
+        size_t used = 0;
+        seed = std::stoull(args[++k], &used);
+        if (used != args[k].size())
+          throw std::invalid_argument("trailing characters");
+      } catch (const std::exception &) {
+        return usage("rotate: --seed needs a non-negative integer");
+      }
+    } else if (!args[k].empty() && args[k][0] == '-')
+      return usage("rotate: unknown option '" + args[k] + "'");
+    else
+      pos.push_back(args[k]);
+  }
+  if (pos.size() != 2)
+    return usage("rotate: expected IN.gguf OUT.gguf");
+  const std::string &in = pos[0], &out = pos[1];
+  struct stat si, so;
+  if (::stat(in.c_str(), &si) == 0 && ::stat(out.c_str(), &so) == 0 &&
+      si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+    return fail("refusing to write " + out + ": it is the input file");
+  int rc = kExitOk;
+  auto file = openOrReport(in, rc);
+  if (!file)
+    return rc;
+  std::string err;
+  const Value *archV = file->find("general.architecture");
+  if (!archV || archV->type != ValueType::String)
+    return fail(in + ": no general.architecture");
+  const std::string arch = archV->str;
+  uint64_t layers = 0, heads = 0, kvHeads = 0, headDim = 0;
+  if (!metaUInt(*file, arch + ".block_count", layers, &err) ||
+      !metaUInt(*file, arch + ".attention.head_count", heads, &err))
+    return fail(in + ": " + err);
+  if (!metaUInt(*file, arch + ".attention.head_count_kv", kvHeads, &err))
+    kvHeads = heads;
+  if (!metaUInt(*file, arch + ".attention.value_length", headDim, &err)) {
+    uint64_t width = 0;
+    if (!metaUInt(*file, arch + ".embedding_length", width, &err))
+      return fail(in + ": " + err);
+    headDim = width / heads;
+  }
+  if (headDim & (headDim - 1))
+    return fail(in + ": the value head size " + std::to_string(headDim) +
+                " is not a power of two (a Hadamard matrix of that size is "
+                "not built)");
+  if (heads % kvHeads)
+    return fail(in + ": " + std::to_string(heads) +
+                " query heads do not group over " + std::to_string(kvHeads) +
+                " key/value heads");
+  Writer w = Writer::fromFile(*file);
+  // One random sign vector per layer (splitmix64 of the seed and layer).
+  auto signsOf = [&](uint64_t layer) {
+    std::vector<float> signs(headDim);
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + layer + 1;
+    for (size_t i = 0; i < headDim; ++i) {
+      x += 0x9E3779B97F4A7C15ull;
+      uint64_t z = x;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      signs[i] = (z & 1) ? -1.0f : 1.0f;
+    }
+    return signs;
+  };
+  for (uint64_t l = 0; l < layers; ++l) {
+    std::string p = "blk." + std::to_string(l) + ".";
+    const TensorInfo *v = file->findTensor(p + "attn_v.weight");
+    const TensorInfo *o = file->findTensor(p + "attn_output.weight");
+    if (!v || !o)
+      return fail(in + ": layer " + std::to_string(l) +
+                  " has no attn_v.weight / attn_output.weight");
+    if (file->findTensor(p + "attn_v.bias") ||
+        file->findTensor(p + "attn_output.bias"))
+      return fail(in + ": layer " + std::to_string(l) +
+                  " has value/output biases, which rotate is not written for");
+    // GGUF: ne[0] is a row's length (the input), ne[1] the rows (outputs).
+    if (v->nDims != 2 || o->nDims != 2 ||
+        static_cast<uint64_t>(v->ne[1]) != kvHeads * headDim ||
+        static_cast<uint64_t>(o->ne[0]) != heads * headDim)
+      return fail(in + ": layer " + std::to_string(l) +
+                  ": attn_v / attn_output shapes do not match " +
+                  std::to_string(heads) + " heads (" + std::to_string(kvHeads) +
+                  " key/value) of " + std::to_string(headDim));
+    std::vector<float> signs = signsOf(l);
+    std::vector<float> vv, ov;
+    if (!decodeTensor(*v, vv, &err) || !decodeTensor(*o, ov, &err))
+      return fail(err);
+    // W_v' = H·W_v per kv head: rotate each column of a head's row block.
+    size_t vin = static_cast<size_t>(v->ne[0]);
+    std::vector<float> col(headDim);
+    for (uint64_t hd = 0; hd < kvHeads; ++hd)
+      for (size_t c = 0; c < vin; ++c) {
+        for (size_t r = 0; r < headDim; ++r)
+          col[r] = vv[(hd * headDim + r) * vin + c];
+        rotateHadamard(col.data(), signs);
+        for (size_t r = 0; r < headDim; ++r)
+          vv[(hd * headDim + r) * vin + c] = col[r];
+      }
+    // W_o' = W_o·Hᵀ per query head: each row's head block x becomes H·x.
+    size_t oin = static_cast<size_t>(o->ne[0]);
+    size_t orows = static_cast<size_t>(o->ne[1]);
+    for (size_t r = 0; r < orows; ++r)
+      for (uint64_t hd = 0; hd < heads; ++hd)
+        rotateHadamard(ov.data() + r * oin + hd * headDim, signs);
+    auto bytesOf = [](const std::vector<float> &x) {
+      std::vector<uint8_t> b(x.size() * sizeof(float));
+      std::memcpy(b.data(), x.data(), b.size());
+      return b;
+    };
+    w.replaceTensor(v->name, 0 /* F32 */, bytesOf(vv));
+    w.replaceTensor(o->name, 0 /* F32 */, bytesOf(ov));
+    std::cerr << "[" << l + 1 << "/" << layers << "] " << p
+              << "attn_v, attn_output: " << typeName(v->ggmlType) << ", "
+              << typeName(o->ggmlType) << " -> f32, rotated\n";
+  }
+  w.set("qcc.rotate.hadamard_seed", Value::makeU64(seed));
+  if (!w.write(out, &err))
+    return fail(out + ": " + err);
+  std::cerr << "qcc-gguf: rotated the value/output projections of " << layers
+            << " layers (head size " << headDim << ", seed " << seed
+            << "), wrote " << out << "\n";
+  return kExitOk;
+}
+
 } // namespace
 
 /// `imatrix` needs the compiled forward pass, which the Python frontend
@@ -696,6 +873,8 @@ int main(int argc, char **argv) {
       return cmdQuantize(args);
     if (cmd == "imatrix")
       return cmdImatrix(argv);
+    if (cmd == "rotate")
+      return cmdRotate(args);
     if (cmd == "-h" || cmd == "--help") {
       std::cout << kUsage;
       return kExitOk;
