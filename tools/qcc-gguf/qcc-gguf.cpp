@@ -416,6 +416,14 @@ bool loadImatrix(const std::string &path,
   return true;
 }
 
+/// Whether two paths name one file (same device and inode: hard links and
+/// symlinks included).
+bool sameFile(const std::string &a, const std::string &b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 &&
+         sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 /// A type name from Formats.def, matched case-insensitively ("Q4_K").
 const FormatInfo *findFormat(const std::string &name) {
   if (const FormatInfo *f = lookupFormat(name))
@@ -514,9 +522,7 @@ int cmdQuantize(const std::vector<std::string> &args) {
     }
   }
   const std::string &in = pos[0], &out = pos[1];
-  struct stat si, so;
-  if (::stat(in.c_str(), &si) == 0 && ::stat(out.c_str(), &so) == 0 &&
-      si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+  if (sameFile(in, out))
     return fail("refusing to write " + out + ": it is the input file");
 
   int rc = kExitOk;
@@ -723,9 +729,7 @@ int cmdRotate(const std::vector<std::string> &args) {
   if (pos.size() != 2)
     return usage("rotate: expected IN.gguf OUT.gguf");
   const std::string &in = pos[0], &out = pos[1];
-  struct stat si, so;
-  if (::stat(in.c_str(), &si) == 0 && ::stat(out.c_str(), &so) == 0 &&
-      si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+  if (sameFile(in, out))
     return fail("refusing to write " + out + ": it is the input file");
   int rc = kExitOk;
   auto file = openOrReport(in, rc);
