@@ -1,7 +1,8 @@
 """qcc-train --teacher (knowledge distillation) on small models: the loss
 of the first step equals α·CE + β·τ²·KL computed in numpy from the two
 models' logits (each from its own compiled forward pass), for a teacher
-with its own LM head and for one that shares the student's; a model
+with its own LM head (q8_0 or f32) and for one that shares the student's;
+LoRA-QAT's merged model keeps the low-bit base's types; a model
 distilled from itself starts at KL 0; and the errors. The op's gradient is
 checked against finite differences in test_frontend_grad.py."""
 
@@ -95,12 +96,16 @@ def test_first_loss_matches_numpy_own_head(tmp_path, env, student, teacher):
     """LoRA's B starts at zero, so step 1 sees the base model: its loss is
     the formula's on the student's and the teacher's logits (q4_0 and q8_0
     heads: the teacher's is an input of the step)."""
-    out = tmp_path / "a.gguf"
+    out, merged = tmp_path / "a.gguf", tmp_path / "merged.gguf"
     r = qcc_train(env, "--model", student, "--teacher", teacher, *COMMON,
                   "--task-weight", 0.3, "--kd-weight", 0.7,
-                  "--kd-temperature", 2.0, "--out", out)
+                  "--kd-temperature", 2.0, "--out", out, "--merged", merged)
     assert r.returncode == 0, r.stderr
     assert "its own (" in r.stdout
+    # LoRA-QAT: the adapter merged and requantized into the base's types.
+    import gguf
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(student).tensors}
+    assert {t.name: t.tensor_type for t in gguf.GGUFReader(str(merged)).tensors} == types
     want, kl = reference(student, teacher, 0.3, 0.7, 2.0)
     assert kl > 0.3  # the KL term weighs in (~10^4 times the tolerance)
     # f32 logits over a 256-byte vocabulary against float64.
