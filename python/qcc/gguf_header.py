@@ -142,3 +142,27 @@ def read_f32_tensor(path, name):
                               "runs past the end of the file")
         return np.frombuffer(buf, "<f4").copy()
     raise HeaderError(f"no tensor '{name}'")
+
+
+def read_tensor_bytes(path, name):
+    """(type name, the raw bytes of tensor `name` as a read-only uint8 array
+    over the mapped file: no copy). HeaderError if it is missing, of a
+    type whose block size is unknown, or runs past the end of the file."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    meta, tensors, start = read_header(path)
+    for tname, type_name, ne, off in tensors:
+        if tname != name:
+            continue
+        try:
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
+        except KeyError:
+            raise HeaderError(f"tensor '{name}' has the unknown type "
+                              f"{type_name}") from None
+        n = int(np.prod(ne, dtype=np.int64)) if ne else 1
+        nbytes = n // block * size
+        data = np.memmap(path, np.uint8, mode="r")
+        if start + off + nbytes > len(data):
+            raise HeaderError(f"tensor '{name}': data at offset {start + off} "
+                              "runs past the end of the file")
+        return type_name, data[start + off:start + off + nbytes]
+    raise HeaderError(f"no tensor '{name}'")

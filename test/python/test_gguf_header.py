@@ -12,7 +12,7 @@ import pytest
 from assets import VOCAB_FIXTURES, gemma3, require
 from qcc_step import GOLDEN
 
-from qcc.gguf_header import HeaderError, read_header
+from qcc.gguf_header import HeaderError, read_header, read_tensor_bytes
 
 
 def reference(path):
@@ -55,3 +55,20 @@ def test_malformed_headers(tmp_path):
         p.write_bytes(data)
         with pytest.raises(HeaderError):
             read_header(str(p))
+
+
+def test_tensor_bytes_equal_gguf_package():
+    """read_tensor_bytes (a view of the mapped file) against gguf-py's
+    tensor data, for a q8_0, a q4_K, a q6_K and an f32 tensor of Gemma 3."""
+    path = gemma3()
+    theirs = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    names = ["token_embd.weight", "blk.0.attn_norm.weight"]
+    names += [n for n, t in theirs.items() if t.tensor_type.name in ("Q4_K", "Q6_K")][:2]
+    for name in names:
+        type_name, data = read_tensor_bytes(path, name)
+        t = theirs[name]
+        assert type_name == t.tensor_type.name
+        assert data.nbytes == t.n_bytes
+        assert np.array_equal(data, np.asarray(t.data).view(np.uint8).reshape(-1)), name
+    with pytest.raises(HeaderError, match="no tensor 'nope'"):
+        read_tensor_bytes(path, "nope")

@@ -22,15 +22,11 @@ import time
 import numpy as np
 
 from . import GEMM_CHOICES, check_chunk_args, gemm_flags, release_memory
-from .perplexity import chunks_of
+from .perplexity import CliError, tokenized_chunks
 from .. import imatrix, models
 from ..compiler import compile_mlir
 from ..models.llama import ModelError
-from ..tokenizer import Tokenizer, TokenizerError
-
-
-class CliError(Exception):
-    pass
+from ..tokenizer import TokenizerError
 
 
 def parse_args(argv, prog="qcc-imatrix"):
@@ -60,14 +56,8 @@ def compute(model_path, text, ctx=512, chunks=-1, batch=1, threads=0,
     """The ImatrixStats of the model on `text` (llama-imatrix's protocol)."""
     from ..runtime import Session
     cfg, model, info = models.load(model_path)
-    tok = Tokenizer.from_metadata(info.metadata)
-    ids = tok.encode(text, add_special=True)
-    if len(ids) < 2 * ctx:
-        # llama-imatrix's own bound.
-        raise CliError(f"the text tokenizes to {len(ids)} tokens; --ctx {ctx} "
-                       f"needs at least {2 * ctx}")
-    x, _ = chunks_of(ids, ctx, tok.bos_id if tok.add_bos else None, chunks)
-    del tok, ids, info
+    x, _, tok = tokenized_chunks(info.metadata, text, ctx, chunks)
+    del tok, info
     release_memory()
     n = x.shape[0]
     batch = min(batch, n)

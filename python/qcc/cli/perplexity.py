@@ -80,6 +80,20 @@ def chunks_of(ids, ctx, bos, limit=-1):
     return x, targets
 
 
+def tokenized_chunks(metadata, text, ctx, limit=-1):
+    """The [n, ctx] inputs and targets of `text` by llama.cpp's chunk
+    protocol (the tokenizer of the model's `metadata`, BOS first in each
+    chunk), and the tokenizer; CliError for a text shorter than two chunks
+    (llama-perplexity's and llama-imatrix's bound)."""
+    tok = Tokenizer.from_metadata(metadata)
+    ids = tok.encode(text, add_special=True)
+    if len(ids) < 2 * ctx:
+        raise CliError(f"the text tokenizes to {len(ids)} tokens; --ctx {ctx} "
+                       f"needs at least {2 * ctx}")
+    x, y = chunks_of(ids, ctx, tok.bos_id if tok.add_bos else None, limit)
+    return x, y, tok
+
+
 def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
                progress=None, lora=None, gemm="auto"):
     """(ppl, scored tokens, seconds of evaluation) of the model, with the
@@ -94,18 +108,13 @@ def perplexity(model_path, text, ctx=512, batch=1, chunks=-1, threads=0, opt=1,
             raise CliError(f"--lora {lora}: an adapter for "
                            f"'{adapter.architecture}', the model is '{cfg.arch}'")
         lora_adapter.attach(model, adapter)
-    tok = Tokenizer.from_metadata(info.metadata)
-    if tok.add_eos:
+    if Tokenizer.from_metadata(info.metadata).add_eos:
         raise CliError(f"{model_path}: the tokenizer adds EOS to every text, "
                        "which llama-perplexity's protocol does not allow")
-    ids = tok.encode(text, add_special=True)
-    if len(ids) < 2 * ctx:
-        raise CliError(f"the text tokenizes to {len(ids)} tokens; --ctx {ctx} "
-                       f"needs at least {2 * ctx}")
-    x, y = chunks_of(ids, ctx, tok.bos_id if tok.add_bos else None, chunks)
+    x, y, tok = tokenized_chunks(info.metadata, text, ctx, chunks)
     # The tokenizer (~165 MB for a 262144-token vocabulary) and the parsed
     # metadata are not needed past this point; the session reads the file.
-    del tok, ids, info
+    del tok, info
     release_memory()
     n = x.shape[0]
     batch = min(batch, n)

@@ -360,11 +360,11 @@ class Teacher:
 
 def _tensor_bytes(path, name):
     """The raw bytes of a GGUF tensor (a uint8 array over the mapped file)."""
-    import gguf
-    for t in gguf.GGUFReader(path).tensors:
-        if t.name == name:
-            return np.asarray(t.data).view(np.uint8).reshape(-1)
-    raise CliError(f"{path}: no tensor '{name}'")
+    from ..gguf_header import HeaderError, read_tensor_bytes
+    try:
+        return read_tensor_bytes(path, name)[1]
+    except HeaderError as e:
+        raise CliError(f"{path}: {e}") from None
 
 
 def load_teacher(a, model, cfg, info):
