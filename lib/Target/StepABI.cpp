@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 
 using namespace mlir;
@@ -299,6 +300,30 @@ FailureOr<std::string> mlir::qcc::buildStepManifest(ModuleOp module) {
     }
     if (failed(checkLoraPairs(func, entry["args"])))
       return failure();
+    // A data-parallel step runs in a job of exactly as many ranks as its
+    // collectives were built for (docs/distributed.md).
+    std::optional<int64_t> ranks;
+    WalkResult mixed = func.walk([&](Operation *op) {
+      std::optional<int64_t> r;
+      if (auto reduce = dyn_cast<AllReduceOp>(op))
+        r = reduce.getRanksAttr().getInt();
+      else if (auto gather = dyn_cast<AllGatherOp>(op))
+        r = gather.getRanksAttr().getInt();
+      if (!r)
+        return WalkResult::advance();
+      if (ranks && *ranks != *r) {
+        op->emitOpError() << "is built for " << *r << " ranks, but another "
+                          << "collective of @" << func.getSymName()
+                          << " for " << *ranks;
+        return WalkResult::interrupt();
+      }
+      ranks = r;
+      return WalkResult::advance();
+    });
+    if (mixed.wasInterrupted())
+      return failure();
+    if (ranks)
+      entry["ranks"] = *ranks;
     for (auto [i, t] : llvm::enumerate(type.getResults())) {
       FailureOr<json> v =
           describeValue(func.getLoc(), t, func.getResultAttrDict(i), true, i);

@@ -1205,6 +1205,19 @@ class FunctionEmitter(Emitter):
         return self.generic(4, ["parallel"] * 4, ins,
                             [(out, tensor_type(t), _map(dom, dom), t.dtype)], body, loc)[0]
 
+    def _all_reduce(self, t, loc):
+        r = self.new("allreduce")
+        self.emit(f"{r} = qcc.all_reduce {self.name(t.inputs[0])} ranks "
+                  f"{t.attrs['ranks']} : {tensor_type(t)}{loc}")
+        return r
+
+    def _all_gather(self, t, loc):
+        r = self.new("allgather")
+        x = t.inputs[0]
+        self.emit(f"{r} = qcc.all_gather {self.name(x)} ranks {t.attrs['ranks']}"
+                  f" : {tensor_type(x)} -> {tensor_type(t)}{loc}")
+        return r
+
     def _concat(self, t, loc):
         axis = t.attrs["axis"]
         cur = self.empty(t.shape, t.dtype)

@@ -720,6 +720,24 @@ def concat(xs, axis=0):
                            axis=axis)
 
 
+def all_reduce(x, ranks):
+    """`qcc.all_reduce`: the sum of f32 `x` over the `ranks` ranks of a
+    data-parallel job, in rank order (docs/distributed.md). Not
+    differentiated: data parallelism applies it to gradients."""
+    if x.dtype != "f32":
+        raise TypeError(f"all_reduce sums f32 tensors, not {x.dtype}")
+    return x.graph.add("all_reduce", (x,), x.shape, x.dtype, ranks=int(ranks))
+
+
+def all_gather(x, ranks):
+    """`qcc.all_gather`: every rank's `x`, concatenated along axis 0 in rank
+    order ([n, ...] -> [ranks * n, ...]). Not differentiated."""
+    if x.ndim < 1:
+        raise ValueError("all_gather needs a tensor of at least one axis")
+    return x.graph.add("all_gather", (x,), (ranks * x.shape[0],) + x.shape[1:],
+                       x.dtype, ranks=int(ranks))
+
+
 def stop_gradient(x):
     return x.detach()
 

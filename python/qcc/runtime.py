@@ -46,7 +46,9 @@ def find_library():
 def library():
     global _LIB
     if _LIB is None:
-        lib = ctypes.CDLL(find_library())
+        # Global, so that the MPI library it links can load its plugins
+        # (Open MPI's components resolve symbols of libmpi at dlopen).
+        lib = ctypes.CDLL(find_library(), mode=ctypes.RTLD_GLOBAL)
         P, C = ctypes.c_void_p, ctypes.c_char_p
         sz = ctypes.c_size_t
         sigs = {
@@ -67,6 +69,15 @@ def library():
             "qcc_session_save_lora": (ctypes.c_int, [P, C, ctypes.POINTER(P)]),
             "qcc_session_save_merged": (ctypes.c_int, [P, C, ctypes.POINTER(P)]),
             "qcc_session_close": (None, [P]),
+            "qcc_session_check_replicas": (ctypes.c_int, [P, ctypes.POINTER(P)]),
+            "qcc_session_model_fingerprint": (C, [P]),
+            "qcc_dist_init": (ctypes.c_int, [ctypes.POINTER(ctypes.c_int),
+                                             ctypes.POINTER(ctypes.c_int),
+                                             ctypes.POINTER(P)]),
+            "qcc_dist_all_gather": (ctypes.c_int, [P, P, sz, ctypes.POINTER(P)]),
+            "qcc_dist_bytes_received": (ctypes.c_uint64, []),
+            "qcc_dist_abort": (None, [ctypes.c_int]),
+            "qcc_dist_finalize": (None, []),
             "qcc_free_error": (None, [P]),
         }
         for name, (res, args) in sigs.items():
@@ -160,6 +171,15 @@ class Session:
 
     def save(self, path):
         self._call("qcc_session_save", str(path).encode())
+
+    def check_replicas(self):
+        """Data parallelism: raises RuntimeError naming the first tensor
+        whose bytes differ between the ranks (every rank must call it)."""
+        self._call("qcc_session_check_replicas")
+
+    @property
+    def model_fingerprint(self):
+        return library().qcc_session_model_fingerprint(self._s).decode()
 
     def save_checkpoint(self, path):
         self._call("qcc_session_save_checkpoint", str(path).encode())

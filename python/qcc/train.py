@@ -382,12 +382,41 @@ def token_nll(model, tokens, targets, vocab, grad, rows=None, distill=None):
     return F.logsumexp(logits) - ir.take_last(logits, flat)
 
 
+def _gathered_rows(x, ranks):
+    """Every rank's rows of `x`, an operand of a weight-gradient
+    contraction gyᵀ·x: a one-hot matrix is rebuilt from the gathered ids
+    (V times fewer bytes), and a concatenation of several uses gathers part
+    by part (the rows of gy and x stay paired)."""
+    if x.op == "one_hot":
+        return ir.one_hot(ir.all_gather(x.inputs[0], ranks), x.attrs["n"], x.dtype)
+    if x.op == "concat" and x.attrs["axis"] == 0:
+        return ir.concat([_gathered_rows(p, ranks) for p in x.inputs], 0)
+    return ir.all_gather(x, ranks)
+
+
+def data_parallel_grad(leaf, grad, ranks):
+    """The gradient of `leaf` over the global batch, the same on every rank
+    of a data-parallel job (docs/distributed.md), from this rank's `grad`
+    (already scaled by 1/ranks). A quantized weight's gradient gyᵀ·x is
+    never materialized (the compiler fuses it into the weight's update), so
+    the rows of gy and x are gathered and contracted on every rank; any
+    other gradient (LoRA matrices, norms) is summed over the ranks."""
+    if leaf.quantized and autodiff._is_outer(grad):
+        gy, x = grad.inputs
+        return ir.einsum("mn,mk->nk", _gathered_rows(gy, ranks),
+                         _gathered_rows(x, ranks))
+    return ir.all_reduce(grad, ranks)
+
+
 def build_train_step(model, batch, seq, opts=None, entry="train_step",
-                     vocab=None, distill=None):
+                     vocab=None, distill=None, ranks=1):
     """The training step of `model` (a qcc.models.llama.Llama, or any
     nn.Module mapping i32 tokens [B, T] to logits [B, T, V]; V is
     model.cfg.vocab unless `vocab` is given) as a StepProgram; with
-    `distill` (a Distill) its loss is distillation's."""
+    `distill` (a Distill) its loss is distillation's. With `ranks` > 1 it
+    is one rank's step of a data-parallel job: `batch` is this rank's share
+    of the global batch, and its loss and updates are the global batch's
+    (data_parallel_grad)."""
     opts = opts or TrainOptions()
     opts.validate()
     if distill is not None:
@@ -410,13 +439,22 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step",
             scalars += ["adam.bc1", "adam.bc2"]
         leaves = [g._param_leaves[id(p)] for p in model.parameters()
                   if p.trainable and id(p) in g._param_leaves]
-        grads = autodiff.grad(loss, leaves)
+        if ranks > 1:
+            # The global loss is the mean of the ranks' means.
+            grads = autodiff.grad(loss, leaves, seed=g.full((), 1.0 / ranks, loss.dtype))
+            loss = ir.all_reduce(loss, ranks) * (1.0 / ranks)
+        else:
+            grads = autodiff.grad(loss, leaves)
         up = _Updater(g, opts, lr, bc1, bc2)
         results = [(loss, "loss", None)]
         trainable = []
         for leaf, gr in zip(leaves, grads):
             if gr is None:
                 continue
+            if ranks > 1:
+                # Made next to the update that consumes it, so that each
+                # weight's gathered rows live only until its update.
+                gr = data_parallel_grad(leaf, gr, ranks)
             if leaf.quantized:
                 pairs = up.quantized(leaf, gr)
             else:

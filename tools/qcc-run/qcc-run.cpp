@@ -5,16 +5,19 @@
 //           [--checkpoint CKPT.gguf [--save-every K]] [--resume CKPT.gguf]
 //           [--save-lora ADAPTER.gguf] [--save-merged OUT.gguf]
 //           [--device cpu|cuda]
+//   mpirun -np N qcc-run step.so ...   (a step built for N ranks)
 //
 // Binds the entry's weights to the model's tensors (checked by name, type and
 // shape), its inputs to the tensors of the same name in --inputs (a GGUF
 // file), runs it N times feeding results back into the arguments of the same
 // name, shows progress, and saves the updated weights as a new GGUF, the
 // training state as a checkpoint, and LoRA params as a llama.cpp adapter or
-// merged into the model.
+// merged into the model. Under mpirun each rank runs the step on its share
+// of every input (docs/distributed.md); rank 0 reports and writes the files.
 //
 //===----------------------------------------------------------------------===//
 
+#include "qcc/Runtime/Communicator.h"
 #include "qcc/Runtime/Cuda.h"
 #include "qcc/Runtime/Gguf.h"
 #include "qcc/Runtime/Session.h"
@@ -55,10 +58,25 @@ static void usage(FILE *out) {
                "counts the steps to run after the checkpoint's. --device "
                "cuda runs a step\n"
                "compiled with qcc --target=cuda on the GPU (default: cpu). "
-               "See docs/qcc-run.md.\n");
+               "Under\n"
+               "mpirun -np N, a step built for N ranks runs data-parallel: "
+               "each rank takes\n"
+               "its share of every input whose size is N times the step's, "
+               "and rank 0\n"
+               "reports and writes the files. See docs/qcc-run.md and "
+               "docs/distributed.md.\n");
 }
 
+/// The job this process is a rank of (one rank without mpirun).
+static rt::Communicator *job = nullptr;
+
 static int die(const std::string &message) {
+  if (job && job->size() > 1) {
+    // The other ranks may be waiting in a collective: end them all.
+    std::fprintf(stderr, "qcc-run: rank %d: error: %s\n", job->rank(),
+                 message.c_str());
+    job->abort(1);
+  }
   std::fprintf(stderr, "qcc-run: error: %s\n", message.c_str());
   return 1;
 }
@@ -157,6 +175,10 @@ int main(int argc, char **argv) {
   }
 
   std::string error;
+  job = rt::Communicator::world(&error);
+  if (!job)
+    return die(error);
+  const bool root = job->rank() == 0;
   auto library = rt::StepLibrary::load(stepPath, &error);
   if (!library)
     return die(error);
@@ -172,14 +194,20 @@ int main(int argc, char **argv) {
       rt::Session::create(*library, entryName, *model, &error, seed, device);
   if (!session)
     return die(error + " (model " + weights + ")");
+  if (job->size() > 1 && session->entry().ranks == 1)
+    return die("entry '" + entryName + "' is not data-parallel (built for one "
+               "rank): under mpirun -np " + std::to_string(job->size()) +
+               " every rank would run the whole batch; build the step for " +
+               std::to_string(job->size()) + " ranks (docs/distributed.md)");
   if (!inPlace)
     session->disableInPlace();
   if (!resumePath.empty()) {
     if (!session->loadCheckpoint(resumePath, &error))
       return die(error);
-    std::fprintf(stderr, "qcc-run: resumed from %s after step %llu\n",
-                 resumePath.c_str(),
-                 static_cast<unsigned long long>(session->runs()));
+    if (root)
+      std::fprintf(stderr, "qcc-run: resumed from %s after step %llu\n",
+                   resumePath.c_str(),
+                   static_cast<unsigned long long>(session->runs()));
   }
   // Tests kill qcc-run while a checkpoint is being saved: with
   // QCC_TEST_SAVE_STALL_MS set, every save announces that its temporary is
@@ -192,10 +220,10 @@ int main(int argc, char **argv) {
       std::fflush(stderr);
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     };
+  // Only rank 0 writes files; the replicas are identical (checked below).
   auto saveCheckpoint = [&]() {
-    if (!session->saveCheckpoint(checkpointPath, &error, beforeRename))
-      return false;
-    return true;
+    return !root ||
+           session->saveCheckpoint(checkpointPath, &error, beforeRename);
   };
 
   std::unique_ptr<gguf::File> inputFile;
@@ -205,7 +233,19 @@ int main(int argc, char **argv) {
       return die(inputs + ": " + error);
     for (const std::string &name : session->missingArguments()) {
       const gguf::TensorInfo *t = inputFile->findTensor(name);
-      if (t && !session->setArgument(name, t->data, t->nbytes, &error))
+      if (!t)
+        continue;
+      // A data-parallel rank takes its share (along the outermost
+      // dimension) of an input that holds every rank's.
+      const uint8_t *data = t->data;
+      uint64_t bytes = t->nbytes;
+      for (const rt::ValueDesc &arg : session->entry().args)
+        if (arg.name == name && job->size() > 1 &&
+            bytes == arg.bytes * uint64_t(job->size())) {
+          bytes = arg.bytes;
+          data += bytes * uint64_t(job->rank());
+        }
+      if (!session->setArgument(name, data, bytes, &error))
         return die(error + " (from " + inputs + ")");
     }
   }
@@ -224,14 +264,19 @@ int main(int argc, char **argv) {
         tokensPerStep *= arg.shape[i];
       break;
     }
-  const bool tty = isatty(fileno(stderr));
+  const bool tty = isatty(fileno(stderr)) && root;
   const bool hasLoss = session->result("loss") != nullptr;
-  std::fprintf(stderr, "qcc-run: %s: entry '%s'%s, %zu trainable weight(s), "
-               "%zu param(s), %lld step(s)\n",
-               stepPath.c_str(), entryName.c_str(),
-               device == rt::Device::Cuda ? " on cuda" : "",
-               session->trainableWeights().size(), session->params().size(),
-               steps);
+  if (root)
+    std::fprintf(stderr, "qcc-run: %s: entry '%s'%s, %zu trainable weight(s), "
+                 "%zu param(s), %lld step(s)%s\n",
+                 stepPath.c_str(), entryName.c_str(),
+                 device == rt::Device::Cuda ? " on cuda" : "",
+                 session->trainableWeights().size(), session->params().size(),
+                 steps,
+                 job->size() > 1
+                     ? (", data-parallel over " + std::to_string(job->size()) +
+                        " ranks").c_str()
+                     : "");
   if (device == rt::Device::Cuda)
     if (const cuda::Driver *driver = cuda::Driver::instance(nullptr))
       std::fprintf(stderr, "qcc-run: CUDA device 0: %s (%s), step built for "
@@ -250,8 +295,9 @@ int main(int argc, char **argv) {
       // The checkpoint after step global-1, unless that was the resume.
       if (!saveCheckpoint())
         return die(error);
-      std::fprintf(stderr, "%sqcc-run: checkpoint %s after step %lld\n",
-                   tty ? "\n" : "", checkpointPath.c_str(), global - 1);
+      if (root)
+        std::fprintf(stderr, "%sqcc-run: checkpoint %s after step %lld\n",
+                     tty ? "\n" : "", checkpointPath.c_str(), global - 1);
     }
     switch (session->run(&error)) {
     case rt::Session::Outcome::Applied:
@@ -260,14 +306,25 @@ int main(int argc, char **argv) {
       // Non-finite values: the weights keep their last good values and
       // training goes on with the next step.
       ++skipped;
-      std::fprintf(stderr, "%sqcc-run: warning: %s\n", tty ? "\n" : "",
-                   error.c_str());
+      if (root)
+        std::fprintf(stderr, "%sqcc-run: warning: %s\n", tty ? "\n" : "",
+                     error.c_str());
       continue;
     case rt::Session::Outcome::Failed:
       if (tty)
         std::fputc('\n', stderr);
       return die(error);
     }
+    if (job->size() > 1 && !session->checkReplicas(&error)) {
+      // Every rank compared the same hashes: rank 0 says it, all stop.
+      if (root)
+        std::fprintf(stderr, "%sqcc-run: error: %s\n", tty ? "\n" : "",
+                     error.c_str());
+      job->finalize();
+      return 1;
+    }
+    if (!root)
+      continue;
     double elapsed = std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - start)
                          .count();
@@ -294,9 +351,13 @@ int main(int argc, char **argv) {
                    global, total, loss, tokens, rate, eta);
     }
   }
-  if (skipped)
+  if (skipped && root)
     std::fprintf(stderr, "qcc-run: %lld of %lld step(s) skipped for non-finite "
                  "values\n", skipped, steps);
+  if (!root) {
+    job->finalize();
+    return 0;
+  }
   if (!checkpointPath.empty()) {
     if (!saveCheckpoint())
       return die(error);
@@ -319,5 +380,6 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "qcc-run: saved merged model %s\n",
                  mergedPath.c_str());
   }
+  job->finalize();
   return 0;
 }

@@ -99,12 +99,14 @@ struct LowerQccToLoopsPass
     // and the fused weight_update have no kernel form.
     if (kernelForm) {
       WalkResult unsupported = getOperation().walk([](Operation *op) {
-        if (!isa<RequantOp, WeightUpdateOp>(op))
+        if (!isa<RequantOp, WeightUpdateOp, AllReduceOp, AllGatherOp>(op))
           return WalkResult::advance();
         op->emitOpError()
             << "is not supported by the kernel form (--target=cuda) yet"
             << (isa<WeightUpdateOp>(op)
                     ? " (the CUDA target keeps weight updates unfused)"
+                : isa<AllReduceOp, AllGatherOp>(op)
+                    ? " (data-parallel steps run on the CPU target)"
                     : "");
         return WalkResult::interrupt();
       });

@@ -1,4 +1,4 @@
-//===- RuntimeCallLowerings.cpp - requant, carry_update, lsq as calls -----===//
+//===- RuntimeCallLowerings.cpp - requant, carry_update, lsq, collectives -===//
 
 #include "LoweringUtils.h"
 
@@ -240,11 +240,83 @@ struct ScaleUpdateLowering : public OpConversionPattern<ScaleUpdateOp> {
   }
 };
 
+//===----------------------------------------------------------------------===//
+// all_reduce, all_gather
+//===----------------------------------------------------------------------===//
+
+/// The collectives are the host's: the runtime forwards them to the job's
+/// communicator (MPI under mpirun), which the session installs in the step
+/// library (StepRuntime.h, docs/distributed.md).
+constexpr StringLiteral kAllReduceFn = "qcc_rt_all_reduce_f32";
+constexpr StringLiteral kAllGatherFn = "qcc_rt_all_gather";
+
+Value i64Constant(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIntOp::create(b, loc, b.getI64Type(), v);
+}
+
+struct AllReduceLowering : public OpConversionPattern<AllReduceOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(AllReduceOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op.getType());
+    Value in = toBuffer(rewriter, loc, op.getInput());
+    Value out = allocLike(rewriter, loc, type, in);
+    Type ptr = LLVM::LLVMPointerType::get(getContext());
+    Type i64 = rewriter.getI64Type();
+    func::FuncOp fn = getOrDeclareRuntimeFunction(
+        rewriter, op, kAllReduceFn,
+        rewriter.getFunctionType({ptr, ptr, i64, i64}, {rewriter.getI32Type()}));
+    func::CallOp::create(
+        rewriter, loc, fn,
+        ValueRange{dataPointer(rewriter, loc, in),
+                   dataPointer(rewriter, loc, out),
+                   arith::IndexCastOp::create(rewriter, loc, i64,
+                                              numElements(rewriter, loc, in)),
+                   i64Constant(rewriter, loc, op.getRanks())});
+    rewriter.replaceOp(op, toTensor(rewriter, loc, out, type));
+    return success();
+  }
+};
+
+struct AllGatherLowering : public OpConversionPattern<AllGatherOp> {
+  using OpConversionPattern::OpConversionPattern;
+
+  LogicalResult
+  matchAndRewrite(AllGatherOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    auto inType = cast<RankedTensorType>(op.getInput().getType());
+    auto outType = cast<RankedTensorType>(op.getType());
+    Value in = toBuffer(rewriter, loc, op.getInput());
+    Value out = memref::AllocOp::create(
+        rewriter, loc,
+        MemRefType::get(outType.getShape(), outType.getElementType()));
+    Type ptr = LLVM::LLVMPointerType::get(getContext());
+    Type i64 = rewriter.getI64Type();
+    func::FuncOp fn = getOrDeclareRuntimeFunction(
+        rewriter, op, kAllGatherFn,
+        rewriter.getFunctionType({ptr, ptr, i64, i64}, {rewriter.getI32Type()}));
+    int64_t bytes = inType.getNumElements() *
+                    (inType.getElementTypeBitWidth() / 8);
+    func::CallOp::create(rewriter, loc, fn,
+                         ValueRange{dataPointer(rewriter, loc, in),
+                                    dataPointer(rewriter, loc, out),
+                                    i64Constant(rewriter, loc, bytes),
+                                    i64Constant(rewriter, loc, op.getRanks())});
+    rewriter.replaceOp(op, toTensor(rewriter, loc, out, outType));
+    return success();
+  }
+};
+
 } // namespace
 
 void mlir::qcc::detail::populateRuntimeCallPatterns(
     TypeConverter &converter, RewritePatternSet &patterns) {
-  patterns.add<RequantLowering, CarryUpdateLowering, SteLsqLowering,
+  patterns.add<RequantLowering, CarryUpdateLowering, AllReduceLowering,
+               AllGatherLowering, SteLsqLowering,
                ScaleUpdateLowering>(
       converter, patterns.getContext());
 }

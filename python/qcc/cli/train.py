@@ -11,17 +11,20 @@ See docs/qcc-train.md. Exit status: 0 on success, 1 for an error (one line
 import argparse
 import csv
 import ctypes
+import json
 import math
 import os
 import re
+import struct
 import sys
 import time
 
 import numpy as np
 
 from .. import data as textdata
-from .. import models, optim
+from .. import distributed, models, optim
 from ..compiler import compile_mlir
+from ..distributed import JobError, job
 from ..models.llama import ModelError
 from ..progress import Progress, fmt_duration
 from . import GEMM_CHOICES, gemm_flags, release_memory
@@ -329,7 +332,7 @@ class Teacher:
     def __init__(self, a, model, head_bytes):
         from .. import train
         self.path, self.head_bytes = a.teacher, head_bytes
-        text = train.build_teacher_hidden(model, a.batch, a.seq)
+        text = train.build_teacher_hidden(model, a.rank_batch, a.seq)
         try:
             self.so, _ = compile_mlir(text, [f"-O{a.opt}", f"--threads={a.threads}",
                                              *gemm_flags(a.gemm)])
@@ -398,9 +401,31 @@ def load_teacher(a, model, cfg, info):
     return teacher, distill
 
 
+def _options_digest(a):
+    """What every rank of a data-parallel job must have alike: the options,
+    less the paths (which may differ between hosts) and --threads."""
+    skip = {"model", "data", "val", "out", "log", "plot", "checkpoint",
+            "resume", "merged", "teacher", "quiet", "threads"}
+    return json.dumps({k: v for k, v in sorted(vars(a).items()) if k not in skip},
+                      default=str)
+
+
 def run(a, out=sys.stdout):
-    say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=out, flush=True))
+    try:
+        j = job()
+    except RuntimeError as e:
+        raise CliError(f"cannot join the MPI job: {e}") from None
+    say = ((lambda *x: None) if a.quiet or not j.root else
+           (lambda *x: print(*x, file=out, flush=True)))
     lora = a.lora_rank is not None
+    # Data parallelism (docs/distributed.md): each rank takes its share of
+    # every global batch of --batch sequences.
+    if a.batch % j.size:
+        raise CliError(f"--batch {a.batch} does not split over {j.size} ranks: "
+                       "the global batch must be a multiple of the rank count")
+    a.rank_batch = a.batch // j.size
+    if j.parallel and a.threads == 0:
+        a.threads = max(1, (os.cpu_count() or 1) // j.local_size())
     # Paths first: nothing is written over the model.
     for p, what in ((a.model, "--model"), (a.data, "--data"),
                     (a.teacher, "--teacher")):
@@ -434,7 +459,7 @@ def run(a, out=sys.stdout):
         tok = for_model(info.metadata, cfg.vocab)
     except TokenizerError as e:
         raise CliError(f"{a.model}: {e}") from None
-    check_fits(cfg, a.batch, a.seq, cfg.vocab)
+    check_fits(cfg, a.rank_batch, a.seq, cfg.vocab)
     try:
         docs = textdata.read_documents(a.data)
         data = textdata.pack(docs, tok)
@@ -468,10 +493,11 @@ def run(a, out=sys.stdout):
     if a.teacher:
         teacher, distill = load_teacher(a, model, cfg, info)
     try:
-        prog = train.build_train_step(model, a.batch, a.seq, opts,
-                                      distill=distill)
+        prog = train.build_train_step(model, a.rank_batch, a.seq, opts,
+                                      distill=distill, ranks=j.size)
     except ValueError as e:
         raise CliError(str(e)) from None
+    j.settle()
     formats = sorted({info.tensor_types[n] for n in cfg.expected_tensors()})
     say(f"model {a.model}: {cfg.arch}, {cfg.n_layer} layers, d_model "
         f"{cfg.d_model}, {cfg.n_head} heads ({cfg.n_head_kv} kv), vocabulary "
@@ -480,6 +506,9 @@ def run(a, out=sys.stdout):
     say(f"data {a.data}: {len(docs)} document(s), {raw_bytes:,} bytes, "
         f"{len(data):,} tokens ({tok.describe()}); {a.batch} x {a.seq} tokens "
         f"per step" + (f"; validation {len(val):,} tokens" if val is not None else ""))
+    if j.parallel:
+        say(f"data parallel: {j.size} ranks, {a.rank_batch} sequence(s) of each "
+            f"batch per rank, {a.threads} thread(s) each")
     unit = "byte" if isinstance(tok, ByteTokenizer) else "token"
     # The tokenizer and the metadata (262,144 token strings for Gemma 3) are
     # ~170 MB of Python objects that training no longer needs.
@@ -500,10 +529,16 @@ def run(a, out=sys.stdout):
 
     t0 = time.monotonic()
     flags = [f"-O{a.opt}", f"--threads={a.threads}", *gemm_flags(a.gemm)]
-    try:
-        so, cached = compile_mlir(prog.text, flags)
-    except RuntimeError as e:
-        raise CliError(str(e)) from None
+    # Rank 0 compiles first; the others then find the step in the cache
+    # (on other hosts they compile their own).
+    for turn in (0, 1) if j.parallel else (None,):
+        if turn is None or (turn == 0) == j.root:
+            try:
+                so, cached = compile_mlir(prog.text, flags)
+            except RuntimeError as e:
+                raise CliError(str(e)) from None
+        if turn is not None:
+            j.settle()
     say(f"step: {len(prog.text.splitlines())} lines of MLIR, "
         + ("compiled earlier (cache)" if cached else
            f"compiled in {time.monotonic() - t0:.1f} s") + f" -> {so}")
@@ -532,17 +567,30 @@ def run(a, out=sys.stdout):
         say(f"resumed from {a.resume} after step {start}")
         if start >= a.steps:
             say(f"the checkpoint is already at step {start} of {a.steps}")
+    j.settle(last=True)
+    if j.parallel:
+        j.agree("models", s.model_fingerprint)
+        j.agree("training data", np.asarray(data).tobytes())
+        j.agree("validation data", b"" if val is None else np.asarray(val).tobytes())
+        j.agree("options", _options_digest(a))
+        try:
+            s.check_replicas()
+        except RuntimeError as e:
+            raise JobError(str(e)) from None
     lr = a.lr if a.lr is not None else (3e-4 if lora else 1e-4)
     min_lr = a.min_lr if a.min_lr is not None else lr / 10
     warmup = a.warmup if a.warmup is not None else min(20, a.steps // 10)
     warmup0 = warmup
 
     validator = None
-    if val is not None:
+    if val is not None and j.root:
         validator = Validator(a, prog, opts, val, bos, lora, say)
     val_every = a.val_every or max(1, a.steps // 10)
-    header = "step,loss,lr,tokens_per_s,elapsed_s,val_ppl\n"
-    if start == 0 or not os.path.exists(log_path):
+    header = ("step,loss,lr,tokens_per_s,elapsed_s,val_ppl"
+              + (",rank_step_s" if j.parallel else "") + "\n")
+    if not j.root:
+        log_path = os.devnull
+    elif start == 0 or not os.path.exists(log_path):
         with open(log_path, "w") as f:
             f.write(header)
     else:
@@ -560,7 +608,11 @@ def run(a, out=sys.stdout):
                     pass
     tokens_per_step = a.batch * a.seq
     prog_bar = Progress(a.steps, start, tokens_per_step,
-                        stream=open(os.devnull, "w") if a.quiet else sys.stderr)
+                        stream=open(os.devnull, "w") if a.quiet or not j.root
+                        else sys.stderr)
+    lo, hi = j.rank * a.rank_batch, (j.rank + 1) * a.rank_batch
+    rank_seconds = [0.0] * j.size
+    received0 = j.bytes_received()
     first = last = None
     skipped = 0
     t_train = time.monotonic()
@@ -572,6 +624,7 @@ def run(a, out=sys.stdout):
             if validator is not None and (step == start or step % val_every == 0):
                 validator.run(s, step, prog_bar, log)
             x, y = textdata.windows_at(data, step, a.batch, a.seq, a.seed, bos)
+            x, y = x[lo:hi], y[lo:hi]
             s.set_input("tokens", x)
             s.set_input("targets", y)
             if teacher is not None:
@@ -592,15 +645,33 @@ def run(a, out=sys.stdout):
                                  f"skipped: {e}")
                 loss = float("nan")
             dt = time.monotonic() - ts
+            now = time.monotonic() - t_train
+            per_rank = ""
+            if j.parallel:
+                # One clock for the job (rank 0's), so that every rank makes
+                # the same --time-limit decisions; each rank's step time goes
+                # into the log.
+                got = [struct.unpack("<dd", b) for b in
+                       j.all_gather(struct.pack("<dd", dt, now))]
+                now = got[0][1]
+                dt = max(d for d, _ in got)
+                for r, (d, _) in enumerate(got):
+                    rank_seconds[r] += d
+                per_rank = "," + ";".join(f"{d:.3f}" for d, _ in got)
+                try:
+                    s.check_replicas()
+                except RuntimeError as e:
+                    raise JobError(str(e)) from None
             if first is None:
                 first = loss
             last = loss
             log.write(f"{step + 1},{loss:.6f},{lr_t:.6g},"
                       f"{tokens_per_step / dt if dt > 0 else 0:.1f},"
-                      f"{time.monotonic() - t_train:.3f},\n")
+                      f"{now:.3f},{per_rank}\n")
             log.flush()
             prog_bar.update(step + 1, loss)
-            if a.save_every and (step + 1) % a.save_every == 0 and step + 1 < a.steps:
+            if a.save_every and (step + 1) % a.save_every == 0 and step + 1 < a.steps \
+                    and j.root:
                 s.save_checkpoint(ckpt)
                 prog_bar.message(f"checkpoint after step {step + 1}: {ckpt}")
             step += 1
@@ -609,8 +680,8 @@ def run(a, out=sys.stdout):
                 # The pace so far (from the second step: the first one warms
                 # caches up) sets how many steps fit; refit every 5 steps, as
                 # a shared machine's pace changes.
-                per = (time.monotonic() - t_second) / (step - start - 1)
-                left = a.time_limit - (time.monotonic() - t_train)
+                per = (now - t_second) / (step - start - 1)
+                left = a.time_limit - now
                 fit = min(a.steps, step + max(1, int(left / per)))
                 if fit != total:
                     first_fit = total == a.steps
@@ -623,9 +694,8 @@ def run(a, out=sys.stdout):
                             f"step, so the schedule is {total} steps (of at "
                             f"most {a.steps}); refitted as the pace changes")
             if step - start == 1:
-                t_second = time.monotonic()
-            if a.time_limit and time.monotonic() - t_train >= a.time_limit \
-                    and step < stop:
+                t_second = now
+            if a.time_limit and now >= a.time_limit and step < stop:
                 prog_bar.message(f"time limit of {a.time_limit:g} s reached "
                                  f"after step {step} of {total}")
                 break
@@ -635,6 +705,19 @@ def run(a, out=sys.stdout):
     train_s = time.monotonic() - t_train
     if validator is not None:
         validator.close()
+    if j.parallel:
+        done_steps = max(1, step - start)
+        received = j.all_gather(struct.pack("<Q", j.bytes_received() - received0))
+        per_step = [struct.unpack("<Q", b)[0] / done_steps for b in received]
+        say(f"data parallel: {j.size} ranks; per rank and step "
+            f"{max(per_step) / 2**20:.2f} MiB received, step time "
+            + ", ".join(f"rank {r} {t / done_steps:.2f} s"
+                        for r, t in enumerate(rank_seconds)))
+    if not j.root:
+        s.close()
+        if teacher is not None:
+            teacher.close()
+        return 0
     if a.save_every or a.resume or a.checkpoint or a.stop_after:
         s.save_checkpoint(ckpt)
         say(f"checkpoint: {ckpt} (step {s.steps})")
@@ -690,10 +773,31 @@ def run(a, out=sys.stdout):
 def main(argv=None):
     a = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run(a)
-    except CliError as e:
-        print(f"qcc-train: error: {e}", file=sys.stderr)
+        rc = run(a)
+        job().finalize()
+        return rc
+    except JobError as e:
+        # Every rank found it alike (or learnt it at a settle point).
+        if job().root:
+            print(f"qcc-train: error: {e}", file=sys.stderr)
+        job().finalize()
         return 1
+    except CliError as e:
+        j = job() if distributed.joined() else None
+        if j is None or not j.parallel:
+            print(f"qcc-train: error: {e}", file=sys.stderr)
+            return 1
+        if j.starting:
+            # The other ranks are on their way to the next settle point.
+            try:
+                j.settle(str(e))
+            except JobError as je:
+                if j.root:
+                    print(f"qcc-train: error: {je}", file=sys.stderr)
+            j.finalize()
+            return 1
+        print(f"qcc-train: rank {j.rank}: error: {e}", file=sys.stderr)
+        j.abort(1)
     except KeyboardInterrupt:
         print("qcc-train: interrupted", file=sys.stderr)
         return 130

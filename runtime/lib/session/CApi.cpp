@@ -2,6 +2,7 @@
 
 #include "qcc/Runtime/qcc_runtime.h"
 
+#include "qcc/Runtime/Communicator.h"
 #include "qcc/Runtime/Gguf.h"
 #include "qcc/Runtime/Session.h"
 
@@ -229,5 +230,61 @@ extern "C" int qcc_session_save_merged(const qcc_session *s, const char *path,
 }
 
 extern "C" void qcc_session_close(qcc_session *s) { delete s; }
+
+extern "C" int qcc_dist_init(int *rank, int *size, char **error) {
+  std::string message;
+  qcc::rt::Communicator *comm = qcc::rt::Communicator::world(&message);
+  if (!comm)
+    return report(error, message);
+  if (rank)
+    *rank = comm->rank();
+  if (size)
+    *size = comm->size();
+  return 0;
+}
+
+extern "C" int qcc_dist_all_gather(const void *src, void *dst, size_t bytes,
+                                   char **error) {
+  std::string message;
+  qcc::rt::Communicator *comm = qcc::rt::Communicator::world(&message);
+  if (!comm || !src || !dst)
+    return report(error, comm ? "qcc_dist_all_gather: null buffer" : message);
+  if (!comm->allGather(src, dst, bytes, &message))
+    return report(error, message);
+  return 0;
+}
+
+extern "C" uint64_t qcc_dist_bytes_received(void) {
+  std::string message;
+  qcc::rt::Communicator *comm = qcc::rt::Communicator::world(&message);
+  return comm ? comm->bytesReceived() : 0;
+}
+
+extern "C" void qcc_dist_abort(int code) {
+  std::string message;
+  if (qcc::rt::Communicator *comm = qcc::rt::Communicator::world(&message))
+    comm->abort(code);
+  std::exit(code);
+}
+
+extern "C" void qcc_dist_finalize(void) {
+  std::string message;
+  if (qcc::rt::Communicator *comm = qcc::rt::Communicator::world(&message))
+    comm->finalize();
+}
+
+extern "C" int qcc_session_check_replicas(const qcc_session *s,
+                                          char **error) {
+  if (!s)
+    return report(error, "qcc_session_check_replicas: null session");
+  return guarded(error, "replica check", 1, [&] {
+    std::string message;
+    return s->session->checkReplicas(&message) ? 0 : report(error, message);
+  });
+}
+
+extern "C" const char *qcc_session_model_fingerprint(const qcc_session *s) {
+  return s ? s->session->modelFingerprint().c_str() : "";
+}
 
 extern "C" void qcc_free_error(char *error) { std::free(error); }

@@ -143,6 +143,8 @@ std::unique_ptr<StepLibrary> StepLibrary::load(const std::string &path,
       dlsym(lib->Handle, "qcc_step_take_error"));
   lib->TakeCudaError = reinterpret_cast<const char *(*)()>(
       dlsym(lib->Handle, "qcc_cuda_take_error"));
+  lib->SetCollectives = reinterpret_cast<void (*)(const qcc_step_collectives *)>(
+      dlsym(lib->Handle, "qcc_step_set_collectives"));
   nlohmann::json manifest = nlohmann::json::parse(manifestFn(), nullptr,
                                                   /*allow_exceptions=*/false);
   if (manifest.is_discarded() || !manifest.is_object()) {
@@ -172,7 +174,28 @@ std::unique_ptr<StepLibrary> StepLibrary::load(const std::string &path,
     EntryDesc entry;
     entry.name = e.value("name", "");
     entry.symbol = e.value("symbol", "");
-    std::string canonical = e.dump(); // keys sorted: a canonical form
+    if (e.contains("ranks")) {
+      const nlohmann::json &r = e.at("ranks");
+      if (!r.is_number_integer() || r.get<int64_t>() < 1) {
+        fail(error, "malformed step manifest: entry '" + entry.name +
+                        "' has ranks " + r.dump());
+        return nullptr;
+      }
+      entry.ranks = r.get<int64_t>();
+    }
+    // The fingerprint leaves out what a checkpoint does not depend on: the
+    // inputs (a data-parallel step has each rank's share of the batch) and
+    // the rank count, so that a job can resume on another number of ranks.
+    nlohmann::json stable = e;
+    stable.erase("ranks");
+    if (stable.contains("args") && stable["args"].is_array()) {
+      nlohmann::json kept = nlohmann::json::array();
+      for (const auto &a : stable["args"])
+        if (!a.is_object() || a.value("role", "") != "input")
+          kept.push_back(a);
+      stable["args"] = kept;
+    }
+    std::string canonical = stable.dump(); // keys sorted: a canonical form
     entry.fingerprint =
         hex16(fnv1a(kFnvBasis, canonical.data(), canonical.size()));
     for (const auto &a : e.value("args", nlohmann::json::array())) {
@@ -277,7 +300,8 @@ std::unique_ptr<Session> Session::create(const StepLibrary &library,
                     names + ")");
     return nullptr;
   }
-  if (!checkDevice(library, device, error))
+  if (!checkDevice(library, device, error) ||
+      !joinJob(library, *entry, device, error))
     return nullptr;
   std::unique_ptr<Session> s(new Session(library, *entry, model));
   s->Dev = device;

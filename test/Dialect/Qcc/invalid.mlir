@@ -418,3 +418,30 @@ func.func @gather_c2(%t: !qcc.qtensor<8x64xq8_0>, %ids: tensor<3xi32>) {
   %0 = qcc.gather %t[%ids] : !qcc.qtensor<8x64xq8_0>, tensor<3xi32> -> tensor<4x64xf32>
   return
 }
+
+// -----
+
+// all_reduce_c1: at least one rank.
+func.func @all_reduce_c1(%g: tensor<4x8xf32>) {
+  // expected-error @below {{'qcc.all_reduce' op all_reduce_c1: ranks 0 must be at least 1}}
+  %0 = qcc.all_reduce %g ranks 0 : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+// all_gather_c1: at least one rank.
+func.func @all_gather_c1(%x: tensor<4x8xf32>) {
+  // expected-error @below {{'qcc.all_gather' op all_gather_c1: ranks -1 must be at least 1}}
+  %0 = qcc.all_gather %x ranks -1 : tensor<4x8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+// all_gather_c2: the outermost dimension times the ranks, the rest as is.
+func.func @all_gather_c2(%x: tensor<4x8xf32>) {
+  // expected-error @below {{'qcc.all_gather' op all_gather_c2: result 'tensor<12x8xf32>' must be 'tensor<4x8xf32>' with its outermost dimension multiplied by ranks 2}}
+  %0 = qcc.all_gather %x ranks 2 : tensor<4x8xf32> -> tensor<12x8xf32>
+  return
+}

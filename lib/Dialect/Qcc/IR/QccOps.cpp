@@ -397,6 +397,35 @@ LogicalResult WeightUpdateOp::verifyRegions() {
 // HadamardOp
 //===----------------------------------------------------------------------===//
 
+LogicalResult AllReduceOp::verify() {
+  int64_t ranks = getRanksAttr().getInt();
+  if (ranks < 1)
+    return emitOpError("all_reduce_c1: ranks ") << ranks
+                                                << " must be at least 1";
+  return success();
+}
+
+LogicalResult AllGatherOp::verify() {
+  int64_t ranks = getRanksAttr().getInt();
+  if (ranks < 1)
+    return emitOpError("all_gather_c1: ranks ") << ranks
+                                                << " must be at least 1";
+  auto in = cast<RankedTensorType>(getInput().getType());
+  auto out = cast<RankedTensorType>(getResult().getType());
+  bool ok = in.getElementType() == out.getElementType() &&
+            in.getRank() == out.getRank() && in.getRank() >= 1 &&
+            in.hasStaticShape() && out.hasStaticShape();
+  for (int64_t i = 1; ok && i < in.getRank(); ++i)
+    ok = in.getDimSize(i) == out.getDimSize(i);
+  if (ok)
+    ok = out.getDimSize(0) == ranks * in.getDimSize(0);
+  if (!ok)
+    return emitOpError("all_gather_c2: result ")
+           << out << " must be " << in << " with its outermost dimension "
+           << "multiplied by ranks " << ranks;
+  return success();
+}
+
 LogicalResult HadamardOp::verify() {
   int64_t block = static_cast<int64_t>(getBlock());
   if (!llvm::isPowerOf2_64(block))

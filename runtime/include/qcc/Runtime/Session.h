@@ -22,6 +22,7 @@
 
 #include "qcc/Runtime/Gguf.h"
 #include "qcc/Runtime/SplitMix64.h"
+#include "qcc/Runtime/StepRuntime.h"
 
 #include <cstdint>
 #include <functional>
@@ -58,8 +59,13 @@ struct EntryDesc {
   std::string name, symbol;
   std::vector<ValueDesc> args, results;
   /// 16 hex digits identifying the entry's manifest (its arguments and
-  /// results, in order, with every attribute): checkpoints record it.
+  /// results, in order, with every attribute, except the inputs and the
+  /// rank count, which a checkpoint does not depend on): checkpoints
+  /// record it.
   std::string fingerprint;
+  /// The ranks of the data-parallel job the entry's collectives were built
+  /// for (docs/distributed.md); 1 for a step without collectives.
+  int64_t ranks = 1;
 };
 
 /// A loaded step library (dlopen'ed, closed on destruction).
@@ -82,6 +88,9 @@ public:
   /// "gpu_arch" ("sm_90"; empty for CPU steps).
   const std::string &target() const { return Target; }
   const std::string &gpuArch() const { return GpuArch; }
+  /// Points the library's collectives at a communicator (StepRuntime.h);
+  /// false for a library built before steps had them.
+  bool setCollectives(const qcc_step_collectives &table) const;
 
 private:
   StepLibrary() = default;
@@ -90,6 +99,7 @@ private:
   std::vector<void (*)(void **)> Functions; ///< parallel to Entries
   const char *(*TakeError)() = nullptr;
   const char *(*TakeCudaError)() = nullptr;
+  void (*SetCollectives)(const qcc_step_collectives *) = nullptr;
   std::string Target = "cpu", GpuArch;
 };
 
@@ -194,6 +204,13 @@ public:
   /// unchanged.
   bool saveMerged(const std::string &path, std::string *error) const;
 
+  /// Data parallelism (docs/distributed.md): hashes every trainable
+  /// weight, param and state and compares them across the ranks of the job;
+  /// false, naming the first tensor whose bytes differ and the ranks, when
+  /// the replicas have diverged. Every rank must call it (a collective);
+  /// with one rank it only returns true.
+  bool checkReplicas(std::string *error) const;
+
   /// 16 hex digits identifying the model: its tensor table (names, types,
   /// ne) and the first and last 4 KiB of every tensor's data.
   const std::string &modelFingerprint() const { return ModelFingerprint; }
@@ -233,6 +250,10 @@ private:
   /// pullArgument() of every trainable weight, param and state.
   bool pullCheckpointed(std::string *error) const;
   Outcome runOnDevice(std::string *message);
+  /// For an entry built for several ranks: checks that this job has that
+  /// many and points the library's collectives at it (DataParallel.cpp).
+  static bool joinJob(const StepLibrary &library, const EntryDesc &entry,
+                      Device device, std::string *error);
 
   const StepLibrary &Library;
   const EntryDesc &Entry;

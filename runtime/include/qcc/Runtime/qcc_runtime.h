@@ -105,6 +105,30 @@ QCC_RUNTIME_API int qcc_session_save_lora(const qcc_session *session,
 QCC_RUNTIME_API int qcc_session_save_merged(const qcc_session *session,
                             const char *path, char **error);
 
+/* Data parallelism (docs/distributed.md). A process started by an MPI
+ * launcher (mpirun) is one rank of a job; qcc_dist_init joins it (MPI_Init,
+ * once) and gives this process's rank and the job's size; a process started
+ * otherwise is rank 0 of 1, without MPI. Sessions of steps built for N ranks
+ * join the job themselves and need exactly N. */
+QCC_RUNTIME_API int qcc_dist_init(int *rank, int *size, char **error);
+/* Every rank's `bytes` of `src`, rank order, into `dst` (size x bytes); all
+ * ranks must call it. A rank that cannot reach the others ends the job. */
+QCC_RUNTIME_API int qcc_dist_all_gather(const void *src, void *dst,
+                                        size_t bytes, char **error);
+/* Bytes this rank has received from the others so far (steps included). */
+QCC_RUNTIME_API uint64_t qcc_dist_bytes_received(void);
+/* Ends every rank of the job with exit status `code` (MPI_Abort). */
+QCC_RUNTIME_API void qcc_dist_abort(int code);
+/* MPI_Finalize where qcc_dist_init started MPI; call once at the end. */
+QCC_RUNTIME_API void qcc_dist_finalize(void);
+/* Compares the trainable weights, params and state of every rank's session
+ * (a hash each; all ranks call it): 0 when identical, else 1 and `*error`
+ * names the first tensor that differs and the rank. */
+QCC_RUNTIME_API int qcc_session_check_replicas(const qcc_session *session,
+                                               char **error);
+/* 16 hex digits identifying the bound model (tensor table and data ends). */
+QCC_RUNTIME_API const char *qcc_session_model_fingerprint(const qcc_session *session);
+
 QCC_RUNTIME_API void qcc_session_close(qcc_session *session);
 QCC_RUNTIME_API void qcc_free_error(char *error);
 

@@ -18,6 +18,7 @@ include "mlir/IR/OpBase.td"
 def Qcc_FloatTensor : RankedTensorOf<[F32, BF16, F16]>;
 def Qcc_F32Tensor : RankedTensorOf<[F32]>;
 def Qcc_CarryTensor : RankedTensorOf<[F32, BF16]>;
+def Qcc_GatherTensor : RankedTensorOf<[F32, BF16, F16, I32]>;
 
 //===----------------------------------------------------------------------===//
 // dequant
@@ -342,6 +343,68 @@ def Qcc_HadamardOp : Qcc_Op<"hadamard", [Pure, SameOperandsAndResultType]> {
   }];
   let hasVerifier = 1;
   let hasFolder = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// all_reduce, all_gather: data parallelism
+//===----------------------------------------------------------------------===//
+
+// The collectives of a data-parallel step (docs/distributed.md). Every rank
+// runs the same step on its shard of the batch; these ops are where the
+// ranks exchange values. They are not Pure: each is a call that all ranks
+// make in the same order, so none may be removed, merged or reordered.
+def Qcc_AllReduceOp : Qcc_Op<"all_reduce", [SameOperandsAndResultType,
+    MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "sum a tensor over the ranks of a data-parallel job";
+  let description = [{
+    The element-wise sum of `input` over the `ranks` ranks of the job, in
+    rank order (`((x_0 + x_1) + x_2) + …`), so that every rank gets the same
+    bits and a rerun gets them again. With one rank it is `input`. A step
+    that holds collectives runs only in a job of exactly `ranks` ranks (the
+    manifest records `ranks`; docs/runtime.md).
+
+    ```mlir
+    %g = qcc.all_reduce %grad ranks 2 : tensor<16x640xf32>
+    ```
+
+    The verifier rejects:
+    - `all_reduce_c1`: `ranks` less than 1.
+  }];
+  let arguments = (ins Qcc_F32Tensor:$input, I64Attr:$ranks);
+  let results = (outs Qcc_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `ranks` $ranks attr-dict `:` type($input)
+  }];
+  let hasVerifier = 1;
+}
+
+def Qcc_AllGatherOp : Qcc_Op<"all_gather", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "concatenate a tensor of every rank along dimension 0";
+  let description = [{
+    The `input` of every rank of the job, concatenated along the outermost
+    dimension in rank order: rows `[r·n, (r+1)·n)` of the result are rank
+    `r`'s `n` rows. With it a weight's gradient `gyᵀ·x` over the global
+    batch is one contraction of gathered rows, which the compiler still fuses
+    into the weight's update, so that every rank applies the same update
+    without the gradient ever being materialized. i32 tensors (token ids)
+    gather too.
+
+    ```mlir
+    %x = qcc.all_gather %rows ranks 2 : tensor<512x640xf32> -> tensor<1024x640xf32>
+    ```
+
+    The verifier rejects:
+    - `all_gather_c1`: `ranks` less than 1;
+    - `all_gather_c2`: a result whose element type, rank or inner dimensions
+      are not the input's, or whose outermost dimension is not `ranks` times
+      the input's (both static).
+  }];
+  let arguments = (ins Qcc_GatherTensor:$input, I64Attr:$ranks);
+  let results = (outs Qcc_GatherTensor:$result);
+  let assemblyFormat = [{
+    $input `ranks` $ranks attr-dict `:` type($input) `->` type($result)
+  }];
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//
