@@ -44,11 +44,19 @@ def compile_mlir(text, flags=(), cache=True, out=None):
     path = out or os.path.join(d, f"{key}.so")
     if cache and os.path.exists(path) and not out:
         return path, True
-    src = os.path.join(d, f"{key}.mlir")
+    # Private names until the rename: processes sharing the cache (the
+    # ranks of a data-parallel job, two runs at once) may compile the same
+    # step at the same time.
+    tag = f"{os.getpid()}-{os.urandom(4).hex()}"
+    src = os.path.join(d, f"{key}.{tag}.mlir")
     with open(src, "w") as f:
         f.write(text)
-    proc = subprocess.run([qcc, src, "-o", path, *flags], capture_output=True,
+    target = path if out else os.path.join(d, f"{key}.{tag}.so")
+    proc = subprocess.run([qcc, src, "-o", target, *flags], capture_output=True,
                           text=True)
+    os.replace(src, os.path.join(d, f"{key}.mlir"))  # kept for reading
     if proc.returncode != 0:
         raise RuntimeError(f"qcc failed:\n{proc.stderr}")
+    if target != path:
+        os.replace(target, path)
     return path, False

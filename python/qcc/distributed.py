@@ -102,10 +102,11 @@ class Job:
         got = self.all_gather(digest)
         bad = [r for r, d in enumerate(got) if d != got[0]]
         if bad:
+            who = (f"rank {bad[0]} differs" if len(bad) == 1 else
+                   f"ranks {', '.join(map(str, bad))} differ")
             raise JobError(f"the ranks were started with different {what}: "
-                           f"rank{'s' if len(bad) > 1 else ''} "
-                           f"{', '.join(map(str, bad))} differ from rank 0; "
-                           "start every rank with the same inputs")
+                           f"{who} from rank 0; start every rank with the "
+                           "same inputs")
 
     def all_ok(self, ok):
         """Whether `ok` holds on every rank (each rank's own truth in, the
