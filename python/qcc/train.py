@@ -382,19 +382,28 @@ def token_nll(model, tokens, targets, vocab, grad, rows=None, distill=None):
     return F.logsumexp(logits) - ir.take_last(logits, flat)
 
 
-def _gathered_rows(x, ranks):
+def _gathered_rows(x, ranks, memo):
     """Every rank's rows of `x`, an operand of a weight-gradient
     contraction gyᵀ·x: a one-hot matrix is rebuilt from the gathered ids
-    (V times fewer bytes), and a concatenation of several uses gathers part
-    by part (the rows of gy and x stay paired)."""
+    (V times fewer bytes), a concatenation of several uses gathers part by
+    part (the rows of gy and x stay paired), and an operand that several
+    weights share (the input of q, k and v) is gathered once (`memo`)."""
+    # Each use flattens its operand anew: a reshape is known by its input.
+    key = (x.inputs[0].index, x.shape) if x.op == "reshape" else (x.index,)
+    if key in memo:
+        return memo[key]
     if x.op == "one_hot":
-        return ir.one_hot(ir.all_gather(x.inputs[0], ranks), x.attrs["n"], x.dtype)
-    if x.op == "concat" and x.attrs["axis"] == 0:
-        return ir.concat([_gathered_rows(p, ranks) for p in x.inputs], 0)
-    return ir.all_gather(x, ranks)
+        r = ir.one_hot(_gathered_rows(x.inputs[0], ranks, memo), x.attrs["n"],
+                       x.dtype)
+    elif x.op == "concat" and x.attrs["axis"] == 0:
+        r = ir.concat([_gathered_rows(p, ranks, memo) for p in x.inputs], 0)
+    else:
+        r = ir.all_gather(x, ranks)
+    memo[key] = r
+    return r
 
 
-def data_parallel_grad(leaf, grad, ranks):
+def data_parallel_grad(leaf, grad, ranks, memo=None):
     """The gradient of `leaf` over the global batch, the same on every rank
     of a data-parallel job (docs/distributed.md), from this rank's `grad`
     (already scaled by 1/ranks). A quantized weight's gradient gyᵀ·x is
@@ -402,9 +411,10 @@ def data_parallel_grad(leaf, grad, ranks):
     the rows of gy and x are gathered and contracted on every rank; any
     other gradient (LoRA matrices, norms) is summed over the ranks."""
     if leaf.quantized and autodiff._is_outer(grad):
+        memo = {} if memo is None else memo
         gy, x = grad.inputs
-        return ir.einsum("mn,mk->nk", _gathered_rows(gy, ranks),
-                         _gathered_rows(x, ranks))
+        return ir.einsum("mn,mk->nk", _gathered_rows(gy, ranks, memo),
+                         _gathered_rows(x, ranks, memo))
     return ir.all_reduce(grad, ranks)
 
 
@@ -446,6 +456,7 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step",
         else:
             grads = autodiff.grad(loss, leaves)
         up = _Updater(g, opts, lr, bc1, bc2)
+        gathered = {}  # data parallelism: operands gathered so far, by node
         results = [(loss, "loss", None)]
         trainable = []
         for leaf, gr in zip(leaves, grads):
@@ -454,7 +465,7 @@ def build_train_step(model, batch, seq, opts=None, entry="train_step",
             if ranks > 1:
                 # Made next to the update that consumes it, so that each
                 # weight's gathered rows live only until its update.
-                gr = data_parallel_grad(leaf, gr, ranks)
+                gr = data_parallel_grad(leaf, gr, ranks, gathered)
             if leaf.quantized:
                 pairs = up.quantized(leaf, gr)
             else:

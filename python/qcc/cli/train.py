@@ -113,7 +113,8 @@ def parse_args(argv):
                     help="after training, generate N tokens from the trained model (qcc-generate)")
     ap.add_argument("--prompt", default="", help="prompt of --sample")
     ap.add_argument("--threads", type=int, default=0,
-                    help="threads of the compiled step (0: all cores)")
+                    help="threads of the compiled step (0: all cores; under "
+                         "mpirun, the cores divided by the ranks on this machine)")
     ap.add_argument("-O", dest="opt", type=int, default=1, choices=[0, 1, 2, 3],
                     help="LLVM optimization level of the step (default 1)")
     ap.add_argument("--gemm", choices=GEMM_CHOICES, default="f32",
