@@ -27,12 +27,9 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CACHE = os.environ.get("QCC_CACHE") or os.path.expanduser("~/.cache/qcc")
-MODEL = os.environ.get("QCC_GEMMA3") or os.path.join(
-    CACHE, "models", "gemma-3-270m-q4_k_m.gguf")
-DATA = os.path.join(ROOT, "data", "bierce-train.txt")
-ALL = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "train"))
+from gemma3 import ALL, DATA, MODEL, ROOT  # noqa: E402  (one home for them)
 MPI_FLAGS = ["--oversubscribe", "--mca", "btl", "self,vader,tcp",
              "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"]
 

@@ -29,6 +29,7 @@ import pytest
 import qcc_step  # noqa: F401  (source-tree imports)
 from qcc_step import ROOT, find_tool
 from qcc.models import tiny
+from test_qcc_train import model  # noqa: F401  (the 1-layer q8_0 llama)
 
 CORPUS = os.path.join(ROOT, "data", "devils-dictionary.txt")
 PY = sys.executable
@@ -51,15 +52,6 @@ def env(tmp_path_factory):
     e["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     e["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     return e
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A 1-layer byte-level llama in q8_0 (0.07M parameters)."""
-    p = str(tmp_path_factory.mktemp("model") / "tiny-q8_0.gguf")
-    tiny.make_model(p, "q8_0", d_model=64, n_layer=1, n_head=2, n_head_kv=1,
-                    d_ff=128)
-    return p
 
 
 def mpirun(env, n, *args, timeout=300):

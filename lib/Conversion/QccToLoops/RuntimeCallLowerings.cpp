@@ -250,33 +250,44 @@ struct ScaleUpdateLowering : public OpConversionPattern<ScaleUpdateOp> {
 constexpr StringLiteral kAllReduceFn = "qcc_rt_all_reduce_f32";
 constexpr StringLiteral kAllGatherFn = "qcc_rt_all_gather";
 
-Value i64Constant(OpBuilder &b, Location loc, int64_t v) {
-  return arith::ConstantIntOp::create(b, loc, b.getI64Type(), v);
+/// Replaces the collective `op` by `fn(src, dst, count, ranks) -> i32`
+/// (StepRuntime.h) over the buffer of `input` and a new one of the result's
+/// type; `count` is the input's elements, or its bytes with `countBytes`.
+void replaceByCollectiveCall(Operation *op, Value input, int64_t ranks,
+                             StringRef fn, bool countBytes,
+                             ConversionPatternRewriter &rewriter) {
+  Location loc = op->getLoc();
+  auto outType = cast<RankedTensorType>(op->getResult(0).getType());
+  Value in = toBuffer(rewriter, loc, input);
+  Value out = allocLike(rewriter, loc, outType, in);
+  Type ptr = LLVM::LLVMPointerType::get(rewriter.getContext());
+  Type i64 = rewriter.getI64Type();
+  Value count = arith::IndexCastOp::create(rewriter, loc, i64,
+                                           numElements(rewriter, loc, in));
+  if (countBytes) {
+    unsigned width = outType.getElementTypeBitWidth() / 8;
+    count = arith::MulIOp::create(
+        rewriter, loc, count,
+        arith::ConstantIntOp::create(rewriter, loc, i64, width));
+  }
+  func::FuncOp callee = getOrDeclareRuntimeFunction(
+      rewriter, op, fn,
+      rewriter.getFunctionType({ptr, ptr, i64, i64}, {rewriter.getI32Type()}));
+  func::CallOp::create(
+      rewriter, loc, callee,
+      ValueRange{dataPointer(rewriter, loc, in), dataPointer(rewriter, loc, out),
+                 count, arith::ConstantIntOp::create(rewriter, loc, i64, ranks)});
+  rewriter.replaceOp(op, toTensor(rewriter, loc, out, outType));
 }
 
 struct AllReduceLowering : public OpConversionPattern<AllReduceOp> {
   using OpConversionPattern::OpConversionPattern;
 
   LogicalResult
-  matchAndRewrite(AllReduceOp op, OpAdaptor adaptor,
+  matchAndRewrite(AllReduceOp op, OpAdaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    Location loc = op.getLoc();
-    auto type = cast<RankedTensorType>(op.getType());
-    Value in = toBuffer(rewriter, loc, op.getInput());
-    Value out = allocLike(rewriter, loc, type, in);
-    Type ptr = LLVM::LLVMPointerType::get(getContext());
-    Type i64 = rewriter.getI64Type();
-    func::FuncOp fn = getOrDeclareRuntimeFunction(
-        rewriter, op, kAllReduceFn,
-        rewriter.getFunctionType({ptr, ptr, i64, i64}, {rewriter.getI32Type()}));
-    func::CallOp::create(
-        rewriter, loc, fn,
-        ValueRange{dataPointer(rewriter, loc, in),
-                   dataPointer(rewriter, loc, out),
-                   arith::IndexCastOp::create(rewriter, loc, i64,
-                                              numElements(rewriter, loc, in)),
-                   i64Constant(rewriter, loc, op.getRanks())});
-    rewriter.replaceOp(op, toTensor(rewriter, loc, out, type));
+    replaceByCollectiveCall(op, op.getInput(), op.getRanksAttr().getInt(),
+                            kAllReduceFn, /*countBytes=*/false, rewriter);
     return success();
   }
 };
@@ -285,28 +296,10 @@ struct AllGatherLowering : public OpConversionPattern<AllGatherOp> {
   using OpConversionPattern::OpConversionPattern;
 
   LogicalResult
-  matchAndRewrite(AllGatherOp op, OpAdaptor adaptor,
+  matchAndRewrite(AllGatherOp op, OpAdaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    Location loc = op.getLoc();
-    auto inType = cast<RankedTensorType>(op.getInput().getType());
-    auto outType = cast<RankedTensorType>(op.getType());
-    Value in = toBuffer(rewriter, loc, op.getInput());
-    Value out = memref::AllocOp::create(
-        rewriter, loc,
-        MemRefType::get(outType.getShape(), outType.getElementType()));
-    Type ptr = LLVM::LLVMPointerType::get(getContext());
-    Type i64 = rewriter.getI64Type();
-    func::FuncOp fn = getOrDeclareRuntimeFunction(
-        rewriter, op, kAllGatherFn,
-        rewriter.getFunctionType({ptr, ptr, i64, i64}, {rewriter.getI32Type()}));
-    int64_t bytes = inType.getNumElements() *
-                    (inType.getElementTypeBitWidth() / 8);
-    func::CallOp::create(rewriter, loc, fn,
-                         ValueRange{dataPointer(rewriter, loc, in),
-                                    dataPointer(rewriter, loc, out),
-                                    i64Constant(rewriter, loc, bytes),
-                                    i64Constant(rewriter, loc, op.getRanks())});
-    rewriter.replaceOp(op, toTensor(rewriter, loc, out, outType));
+    replaceByCollectiveCall(op, op.getInput(), op.getRanksAttr().getInt(),
+                            kAllGatherFn, /*countBytes=*/true, rewriter);
     return success();
   }
 };

@@ -397,19 +397,23 @@ LogicalResult WeightUpdateOp::verifyRegions() {
 // HadamardOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult AllReduceOp::verify() {
-  int64_t ranks = getRanksAttr().getInt();
+/// The `<op>_c1` check of a collective: a job has at least one rank.
+static LogicalResult verifyRanks(Operation *op, StringRef label,
+                                 int64_t ranks) {
   if (ranks < 1)
-    return emitOpError("all_reduce_c1: ranks ") << ranks
-                                                << " must be at least 1";
+    return op->emitOpError(label) << ": ranks " << ranks
+                                  << " must be at least 1";
   return success();
+}
+
+LogicalResult AllReduceOp::verify() {
+  return verifyRanks(*this, "all_reduce_c1", getRanksAttr().getInt());
 }
 
 LogicalResult AllGatherOp::verify() {
   int64_t ranks = getRanksAttr().getInt();
-  if (ranks < 1)
-    return emitOpError("all_gather_c1: ranks ") << ranks
-                                                << " must be at least 1";
+  if (failed(verifyRanks(*this, "all_gather_c1", ranks)))
+    return failure();
   auto in = cast<RankedTensorType>(getInput().getType());
   auto out = cast<RankedTensorType>(getResult().getType());
   bool ok = in.getElementType() == out.getElementType() &&
