@@ -105,6 +105,7 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   loops.int8Activations = options.int8Activations;
   loops.int8Dot = options.int8Dot;
   loops.bf16Gemm = options.bf16Gemm;
+  loops.threads = options.threads;
   pm.addPass(createLowerQccToLoops(loops));
 
   addStepBufferization(pm, options.outlineKernels,

@@ -129,6 +129,12 @@ def LowerQccToLoops : Pass<"qcc-lower-to-loops", "::mlir::ModuleOp"> {
            "autocast trade; AVX512-BF16's vdpbf16ps where the CPU has it). "
            "Not exact: 8 bits of mantissa per operand. Default false: "
            "qcc_rt_gemm_f32">,
+    Option<"threads", "threads", "unsigned", /*default=*/"0",
+           "The threads the step will run on (qcc --threads): a qmatmul's "
+           "parallel loop over output columns is cut into a multiple of "
+           "that many iterations of nearly equal width, so no thread waits "
+           "on a wider last one. 0 (unknown): a multiple of 4; 1: the "
+           "widest tiles">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::bufferization::BufferizationDialect",

@@ -29,6 +29,23 @@ constexpr int64_t kTileColsFwd = 256;
 constexpr int64_t kTileRowsBwd = 128;
 constexpr int64_t kTileColsBwd = 512;
 
+/// The step of a qmatmul's parallel loop over `extent` output columns (fwd:
+/// rows of W; bwd: columns of W, in blocks of `unit`), at most `widest`:
+/// the fewest iterations that fit, rounded up to a multiple of the threads
+/// (4 when unknown, none for one), each as wide as the others up to one
+/// unit. 640 columns in tiles of at most 512 were [512, 128] and left one
+/// of two threads idle for most of the loop; they are [160] x 4.
+int64_t balancedStep(int64_t extent, int64_t widest, int64_t unit,
+                     unsigned threads) {
+  int64_t units = (extent + unit - 1) / unit;
+  int64_t perIter = std::max<int64_t>(1, widest / unit);
+  int64_t iters = (units + perIter - 1) / perIter;
+  int64_t multiple = threads == 0 ? 4 : threads;
+  if (multiple > 1)
+    iters = std::min(units, (iters + multiple - 1) / multiple * multiple);
+  return (units + iters - 1) / iters * unit;
+}
+
 struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
   QMatmulLowering(TypeConverter &converter, MLIRContext *ctx,
                   const QccToLoopsOptions &options)
@@ -115,7 +132,9 @@ struct QMatmulLowering : public OpConversionPattern<QMatmulOp> {
     // and the accumulation over the other dimension stays sequential.
     Value parExtent = fwd ? nTotal : kTotal;
     int64_t tileRows = fwd ? kTileRowsFwd : kTileRowsBwd;
-    int64_t parStep = fwd ? tileRows : tileCols;
+    int64_t parStep =
+        fwd ? balancedStep(n, tileRows, 1, options.threads)
+            : balancedStep(k, tileCols, blockElems, options.threads);
     auto par = scf::ParallelOp::create(
         rewriter, loc, ValueRange{c0}, ValueRange{parExtent},
         ValueRange{cIndex(rewriter, loc, parStep)});

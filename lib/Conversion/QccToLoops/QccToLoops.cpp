@@ -89,6 +89,7 @@ struct LowerQccToLoopsPass
     }
     options.int8Dot = *dot;
     options.bf16Gemm = bf16Gemm;
+    options.threads = threads;
     TypeConverter converter;
     converter.addConversion([](Type t) { return t; });
     converter.addConversion(

@@ -35,6 +35,9 @@ struct QccToLoopsOptions {
   /// gradients) goes to qcc_rt_gemm_bf16, which rounds its operands to bf16
   /// (inexact: see the `gemm-bf16` pass option). False: qcc_rt_gemm_f32.
   bool bf16Gemm = false;
+  /// The threads the step runs on (0: unknown): qmatmul balances its
+  /// parallel iterations for them.
+  unsigned threads = 0;
 };
 
 /// Gives the functions that the int8 GEMV path declares for its avx2 /
