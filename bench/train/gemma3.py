@@ -31,8 +31,16 @@ DATA = os.path.join(ROOT, "data", "bierce-train.txt")
 ALL = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down"
 
 
-def run(mode, gemm, a, tmp):
-    out = os.path.join(tmp, f"{mode}-{gemm}.gguf")
+# Loopback-only data parallelism (docs/distributed.md) for `ranks` > 1.
+MPI_FLAGS = ["--oversubscribe", "--mca", "btl", "self,vader,tcp",
+             "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"]
+
+
+def run(mode, gemm, a, tmp, ranks=1):
+    """One qcc-train process, or with `ranks` > 1 an `mpirun -np ranks` job
+    on this machine (each rank cores / ranks threads; peak RSS: the largest
+    rank's)."""
+    out = os.path.join(tmp, f"{mode}-{gemm}-{ranks}.gguf")
     args = [os.path.join(ROOT, "scripts", "qcc-train"), "--model", MODEL,
             "--data", DATA, "--steps", str(a.steps), "--batch", str(a.batch),
             "--seq", str(a.seq), "--gemm", gemm, "--out", out]
@@ -44,15 +52,19 @@ def run(mode, gemm, a, tmp):
     else:
         args += ["--full"]
     env = dict(os.environ, QCC_CACHE_DIR=os.path.join(tmp, f"cache-{mode}-{gemm}"))
+    cmd = ["/usr/bin/time", "-v", *args]
+    if ranks > 1:
+        cmd = ["mpirun", *MPI_FLAGS, "-np", str(ranks), *cmd]
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     t0 = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-v", *args], capture_output=True,
-                       text=True, env=env)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.monotonic() - t0
     if p.returncode:
         # qcc-train's own last line, before GNU time's report.
         own = p.stderr.split("\tCommand being timed")[0].strip().splitlines()
         return {"mode": mode, "error": own[-1] if own else f"exit {p.returncode}"}
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)[1])
+    rss = max(int(k) for k in re.findall(
+        r"Maximum resident set size \(kbytes\): (\d+)", p.stderr))
     comp = re.search(r"compiled in ([0-9.]+) s", p.stdout)
     with open(out + ".loss.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["loss"]]
@@ -60,6 +72,7 @@ def run(mode, gemm, a, tmp):
     first_done = float(rows[0]["elapsed_s"])
     train_start = wall - float(rows[-1]["elapsed_s"])
     return {"mode": mode, "tokens_per_s": rates[len(rates) // 2],
+            "final_loss": float(rows[-1]["loss"]),
             "peak_rss_gib": rss / 2**20, "compile_s": float(comp[1]) if comp else None,
             "first_step_s": train_start + first_done, "wall_s": wall}
 

@@ -6,6 +6,10 @@ length and thread count.
 Configurations, each a fresh process:
   qcc_lora     qcc-train --lora-rank R on every projection (AdamW)
   qcc_full     qcc-train --full (every weight through its own blocks)
+  qcc_lora_2ranks  qcc_lora as `mpirun -np 2` on this machine, one thread
+               per rank (docs/distributed.md)
+  qcc_lora_exact  qcc_lora with --gemm f32: the loss after the same steps
+               is compared with qcc_lora's (the issue's 1% check)
   torch_lora   transformers (GGUF dequantized to fp32) + peft LoRA r=R, f32
   torch_lora_bf16  the same under torch.autocast(bfloat16)
   torch_full   full fine-tuning in f32 (AdamW)
@@ -40,7 +44,9 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 TORCH_VENV = os.environ.get("QCC_TORCH_VENV") or os.path.join(qcc_side.CACHE, "torch-venv")
 TORCH_PINS = ["torch==2.15.0", "transformers==5.23.0", "peft==0.21.2",
               "gguf==0.19.0", "numpy==2.4.6", "sentencepiece==0.2.3"]
-CONFIGS = ["qcc_lora", "qcc_full", "torch_lora", "torch_lora_bf16", "torch_full"]
+CONFIGS = ["qcc_lora", "qcc_full", "torch_lora", "torch_lora_bf16", "torch_full",
+           "qcc_lora_2ranks", "qcc_lora_exact"]
+DEFAULT_CONFIGS = CONFIGS[:5]
 
 
 def torch_python():
@@ -90,9 +96,10 @@ def run_torch(config, a, tokens):
 
 
 def run_qcc(config, a, tmp):
-    mode = "lora" if config == "qcc_lora" else "full"
-    r = qcc_side.run(mode, a.gemm, a, tmp)
-    return r
+    mode = "full" if config == "qcc_full" else "lora"
+    gemm = "f32" if config == "qcc_lora_exact" else a.gemm
+    return qcc_side.run(mode, gemm, a, tmp,
+                        ranks=2 if config == "qcc_lora_2ranks" else 1)
 
 
 def cpu_facts():
@@ -113,7 +120,7 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
     ap.add_argument("--gemm", default="auto", choices=["auto", "f32", "bf16"],
                     help="qcc-train --gemm (default auto: bf16 where the CPU "
                          "has AVX512-BF16, as torch's autocast uses it)")
@@ -161,10 +168,22 @@ def main():
         "qcc_full_peak_rss_gib": results.get("qcc_full", {}).get("peak_rss_gib"),
         "torch_lora_peak_rss_gib": results.get("torch_lora", {}).get("peak_rss_gib"),
         "torch_full_peak_rss_gib": results.get("torch_full", {}).get("peak_rss_gib"),
+        "qcc_lora_2ranks_tok_s": rate("qcc_lora_2ranks"),
     }
     if summary["qcc_lora_tok_s"] and best:
         summary["lora_ratio"] = summary["qcc_lora_tok_s"] / best
         print(f"qcc LoRA / torch's fastest LoRA: {summary['lora_ratio']:.2f}x (goal 2x)")
+    if summary["qcc_lora_2ranks_tok_s"] and best:
+        summary["lora_2ranks_ratio"] = summary["qcc_lora_2ranks_tok_s"] / best
+        print(f"qcc LoRA on 2 ranks / torch's fastest LoRA: "
+              f"{summary['lora_2ranks_ratio']:.2f}x")
+    exact, fast = results.get("qcc_lora_exact"), results.get("qcc_lora")
+    if exact and fast and "error" not in exact and "error" not in fast:
+        d = fast["final_loss"] / exact["final_loss"] - 1
+        summary["lora_loss_vs_exact"] = d
+        print(f"qcc LoRA loss after {a.steps} steps: {fast['final_loss']:.4f} "
+              f"(--gemm {a.gemm}) against {exact['final_loss']:.4f} (--gemm f32): "
+              f"{100 * d:+.2f}% (goal: within 1%)")
     if summary["qcc_full_tok_s"] and summary["torch_full_tok_s"]:
         summary["full_ratio"] = summary["qcc_full_tok_s"] / summary["torch_full_tok_s"]
         print(f"qcc full / torch full: {summary['full_ratio']:.2f}x (goal 2x)")
