@@ -100,6 +100,8 @@ void mlir::qcc::buildQccLoweringPipeline(OpPassManager &pm,
   // layers of a stack share their lowered code (compile time).
   if (options.outlineKernels)
     pm.addPass(createOutlineKernels());
+  if (options.outlineKernels && options.profile)
+    pm.addPass(createProfileKernels());
   LowerQccToLoopsOptions loops;
   loops.kernelForm = options.kernelForm;
   loops.int8Activations = options.int8Activations;

@@ -70,6 +70,10 @@ def library():
             "qcc_session_save_merged": (ctypes.c_int, [P, C, ctypes.POINTER(P)]),
             "qcc_session_close": (None, [P]),
             "qcc_session_check_replicas": (ctypes.c_int, [P, ctypes.POINTER(P)]),
+            "qcc_session_profile": (C, [P, ctypes.c_int]),
+            "qcc_session_profile_table": (C, [P, ctypes.c_double]),
+            "qcc_session_profile_trace": (None, [P, ctypes.c_int64]),
+            "qcc_session_write_profile_trace": (ctypes.c_int, [P, C, ctypes.POINTER(P)]),
             "qcc_session_model_fingerprint": (C, [P]),
             "qcc_dist_init": (ctypes.c_int, [ctypes.POINTER(ctypes.c_int),
                                              ctypes.POINTER(ctypes.c_int),
@@ -176,6 +180,25 @@ class Session:
         """Data parallelism: raises RuntimeError naming the first tensor
         whose bytes differ between the ranks (every rank must call it)."""
         self._call("qcc_session_check_replicas")
+
+    def profile(self, reset=False):
+        """Per-kernel counters of a step compiled with qcc --profile (a list
+        of dicts: id, kernel, op, type, loc, flops, bytes, calls, ns), or
+        None for a step without them."""
+        import json
+        text = library().qcc_session_profile(self._s, int(reset))
+        return None if text is None else json.loads(text.decode())
+
+    def profile_table(self, wall_seconds=0.0):
+        """The table qcc-run --profile prints (None: not profiled)."""
+        text = library().qcc_session_profile_table(self._s, float(wall_seconds))
+        return None if text is None else text.decode()
+
+    def trace_profile(self, max_events=1 << 20):
+        library().qcc_session_profile_trace(self._s, int(max_events))
+
+    def write_profile_trace(self, path):
+        self._call("qcc_session_write_profile_trace", str(path).encode())
 
     @property
     def model_fingerprint(self):

@@ -4,7 +4,7 @@
 //           [--steps N] [--seed N] [--save OUT.gguf]
 //           [--checkpoint CKPT.gguf [--save-every K]] [--resume CKPT.gguf]
 //           [--save-lora ADAPTER.gguf] [--save-merged OUT.gguf]
-//           [--device cpu|cuda]
+//           [--device cpu|cuda] [--profile] [--profile-trace TRACE.json]
 //   mpirun -np N qcc-run step.so ...   (a step built for N ranks)
 //
 // Binds the entry's weights to the model's tensors (checked by name, type and
@@ -45,7 +45,8 @@ static void usage(FILE *out) {
                "[--resume CKPT.gguf]\n"
                "               [--save-lora ADAPTER.gguf] "
                "[--save-merged OUT.gguf] [--no-in-place]\n"
-               "               [--device cpu|cuda]\n"
+               "               [--device cpu|cuda] [--profile] "
+               "[--profile-trace TRACE.json]\n"
                "\n"
                "Runs entry NAME (default: the library's only entry, or "
                "train_step) of a\n"
@@ -63,8 +64,11 @@ static void usage(FILE *out) {
                "each rank takes\n"
                "its share of every input whose size is N times the step's, "
                "and rank 0\n"
-               "reports and writes the files. See docs/qcc-run.md and "
-               "docs/distributed.md.\n");
+               "reports and writes the files. --profile prints the time "
+               "per kernel of a step\n"
+               "compiled with qcc --profile; --profile-trace also writes "
+               "its calls as a\n"
+               "Chrome trace. See docs/qcc-run.md and docs/distributed.md.\n");
 }
 
 /// The job this process is a rank of (one rank without mpirun).
@@ -102,7 +106,8 @@ int main(int argc, char **argv) {
   std::string checkpointPath, resumePath, loraPath, mergedPath;
   long long steps = 1;
   unsigned long long seed = 0, saveEvery = 0;
-  bool inPlace = true;
+  bool inPlace = true, profile = false;
+  std::string tracePath;
   rt::Device device = rt::Device::Cpu;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -141,6 +146,12 @@ int main(int argc, char **argv) {
       }
     } else if (arg == "--no-in-place")
       inPlace = false;
+    else if (arg == "--profile")
+      profile = true;
+    else if (arg == "--profile-trace") {
+      tracePath = value("--profile-trace");
+      profile = true;
+    }
     else if (arg == "--save-every")
       saveEvery = integerFlag("--save-every", value("--save-every"), false);
     else if (arg == "--steps") {
@@ -187,6 +198,9 @@ int main(int argc, char **argv) {
                                                : "train_step";
   if (!rt::Session::checkDevice(*library, device, &error))
     return die(error);
+  if (profile && !library->profiled())
+    return die(stepPath + " was not compiled with qcc --profile: recompile "
+               "it with that flag to time its kernels");
   auto model = gguf::File::open(weights, &error);
   if (!model)
     return die(weights + ": " + error);
@@ -289,6 +303,12 @@ int main(int argc, char **argv) {
   const long long total = first + steps;
   auto start = std::chrono::steady_clock::now();
   long long skipped = 0;
+  double stepSeconds = 0; // the steps alone, without checkpoints
+  if (profile) {
+    library->profile(/*reset=*/true);
+    if (!tracePath.empty())
+      library->traceProfile(1 << 20);
+  }
   for (long long s = 1; s <= steps; ++s) {
     const long long global = first + s;
     if (saveEvery && s > 1 && (global - 1) % saveEvery == 0) {
@@ -299,7 +319,12 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "%sqcc-run: checkpoint %s after step %lld\n",
                      tty ? "\n" : "", checkpointPath.c_str(), global - 1);
     }
-    switch (session->run(&error)) {
+    auto stepStart = std::chrono::steady_clock::now();
+    rt::Session::Outcome outcome = session->run(&error);
+    stepSeconds += std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - stepStart)
+                       .count();
+    switch (outcome) {
     case rt::Session::Outcome::Applied:
       break;
     case rt::Session::Outcome::Skipped:
@@ -357,6 +382,16 @@ int main(int argc, char **argv) {
   if (!root) {
     job->finalize();
     return 0;
+  }
+  if (profile) {
+    std::fprintf(stderr, "qcc-run: profile of %lld step(s), rank 0:\n%s",
+                 steps, library->profileTable(stepSeconds).c_str());
+    if (!tracePath.empty()) {
+      if (!library->writeProfileTrace(tracePath, &error))
+        return die(tracePath + ": " + error);
+      std::fprintf(stderr, "qcc-run: trace of the kernel calls: %s\n",
+                   tracePath.c_str());
+    }
   }
   if (!checkpointPath.empty()) {
     if (!saveCheckpoint())

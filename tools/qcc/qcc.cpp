@@ -93,6 +93,12 @@ static cl::opt<bool> outlineKernels(
     cl::desc("Share one function among identical ops (qcc-outline-kernels; "
              "default true); false lowers every op in place"),
     cl::init(true), cl::cat(qccCategory));
+static cl::opt<bool> profile(
+    "profile",
+    cl::desc("Time every call of each kernel (qcc-profile-kernels): qcc-run "
+             "--profile and qcc-train --profile print the table per kernel; "
+             "the step computes the same bits"),
+    cl::init(false), cl::cat(qccCategory));
 static cl::opt<bool> gemvInt8(
     "gemv-int8",
     cl::desc("Forward qmatmuls with at most 8 activation rows on q4_0, q8_0, "
@@ -466,6 +472,17 @@ int main(int argc, char **argv) {
   // form; the gradient, the rule and carry_update run as kernels).
   options.fuseWeightUpdate = fuseWeightUpdate && !cuda;
   options.outlineKernels = outlineKernels;
+  options.profile = profile;
+  if (profile && cuda) {
+    llvm::errs() << "qcc: error: --profile times CPU steps; it cannot be "
+                    "combined with --target=cuda\n";
+    return 2;
+  }
+  if (profile && !outlineKernels) {
+    llvm::errs() << "qcc: error: --profile times outlined kernels; it needs "
+                    "--outline-kernels\n";
+    return 2;
+  }
   options.kernelForm = kernelForm;
   PassManager tensorPm(&context);
   qcc::buildQccTensorPipeline(tensorPm, options);

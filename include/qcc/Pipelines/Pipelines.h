@@ -30,6 +30,11 @@ struct LowerToCPUOptions : public PassPipelineOptions<LowerToCPUOptions> {
                      "shared by identical ops (qcc-outline-kernels) before "
                      "lowering; false lowers every op in place"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> profile{
+      *this, "profile",
+      llvm::cl::desc("Time every call of an outlined kernel "
+                     "(qcc-profile-kernels; the host reads the counters)"),
+      llvm::cl::init(false)};
   PassOptions::Option<bool> kernelForm{
       *this, "kernel-form",
       llvm::cl::desc("Lower dequant and qmatmul through the kernel form that "

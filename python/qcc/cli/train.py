@@ -112,6 +112,10 @@ def parse_args(argv):
     ap.add_argument("--sample", type=int, default=0, metavar="N",
                     help="after training, generate N tokens from the trained model (qcc-generate)")
     ap.add_argument("--prompt", default="", help="prompt of --sample")
+    ap.add_argument("--profile", action="store_true",
+                    help="time every kernel of the step (qcc --profile): print "
+                         "the table at the end and write OUT.trace.json, a "
+                         "Chrome trace of the calls")
     ap.add_argument("--threads", type=int, default=0,
                     help="threads of the compiled step (0: all cores; under "
                          "mpirun, the cores divided by the ranks on this machine)")
@@ -530,6 +534,8 @@ def run(a, out=sys.stdout):
 
     t0 = time.monotonic()
     flags = [f"-O{a.opt}", f"--threads={a.threads}", *gemm_flags(a.gemm)]
+    if a.profile:
+        flags.append("--profile")
     # Rank 0 compiles first; the others then find the step in the cache
     # (on other hosts they compile their own).
     for turn in (0, 1) if j.parallel else (None,):
@@ -616,6 +622,10 @@ def run(a, out=sys.stdout):
                         stream=open(os.devnull, "w") if a.quiet or not j.root
                         else sys.stderr)
     lo, hi = j.rank * a.rank_batch, (j.rank + 1) * a.rank_batch
+    step_seconds = 0.0
+    if a.profile:
+        s.profile(reset=True)
+        s.trace_profile()
     rank_seconds = [0.0] * j.size
     received0 = j.bytes_received()
     first = last = None
@@ -650,6 +660,7 @@ def run(a, out=sys.stdout):
                                  f"skipped: {e}")
                 loss = float("nan")
             dt = time.monotonic() - ts
+            step_seconds += dt
             now = time.monotonic() - t_train
             per_rank = ""
             if j.parallel:
@@ -723,6 +734,15 @@ def run(a, out=sys.stdout):
         if teacher is not None:
             teacher.close()
         return 0
+    if a.profile:
+        trace = a.out + ".trace.json"
+        say(f"profile of {step - start} step(s) (the step's kernels; "
+            f"docs/qcc-run.md#profiling):\n" + s.profile_table(step_seconds).rstrip())
+        try:
+            s.write_profile_trace(trace)
+        except RuntimeError as e:
+            raise CliError(str(e)) from None
+        say(f"trace of the kernel calls: {trace}")
     if a.save_every or a.resume or a.checkpoint or a.stop_after:
         s.save_checkpoint(ckpt)
         say(f"checkpoint: {ckpt} (step {s.steps})")

@@ -17,6 +17,7 @@ struct qcc_session {
   std::unique_ptr<qcc::rt::StepLibrary> library;
   std::unique_ptr<qcc::gguf::File> model;
   std::unique_ptr<qcc::rt::Session> session;
+  std::string profileText; ///< what qcc_session_profile* last returned
 };
 
 static int report(char **error, const std::string &message) {
@@ -230,6 +231,37 @@ extern "C" int qcc_session_save_merged(const qcc_session *s, const char *path,
 }
 
 extern "C" void qcc_session_close(qcc_session *s) { delete s; }
+
+extern "C" const char *qcc_session_profile(qcc_session *s, int reset) {
+  if (!s || !s->library->profiled())
+    return nullptr;
+  s->profileText = s->library->profile(reset != 0);
+  return s->profileText.c_str();
+}
+
+extern "C" const char *qcc_session_profile_table(qcc_session *s,
+                                                 double wallSeconds) {
+  if (!s || !s->library->profiled())
+    return nullptr;
+  s->profileText = s->library->profileTable(wallSeconds);
+  return s->profileText.c_str();
+}
+
+extern "C" void qcc_session_profile_trace(qcc_session *s, int64_t maxEvents) {
+  if (s)
+    s->library->traceProfile(maxEvents);
+}
+
+extern "C" int qcc_session_write_profile_trace(qcc_session *s,
+                                               const char *path,
+                                               char **error) {
+  if (!s || !path)
+    return report(error, "qcc_session_write_profile_trace: null argument");
+  std::string message;
+  if (!s->library->writeProfileTrace(path, &message))
+    return report(error, std::string(path) + ": " + message);
+  return 0;
+}
 
 extern "C" int qcc_dist_init(int *rank, int *size, char **error) {
   std::string message;

@@ -145,6 +145,19 @@ std::unique_ptr<StepLibrary> StepLibrary::load(const std::string &path,
       dlsym(lib->Handle, "qcc_cuda_take_error"));
   lib->SetCollectives = reinterpret_cast<void (*)(const qcc_step_collectives *)>(
       dlsym(lib->Handle, "qcc_step_set_collectives"));
+  lib->ProfileTable = reinterpret_cast<const char *(*)()>(
+      dlsym(lib->Handle, "qcc_step_profile_table"));
+  lib->ProfileCounters =
+      reinterpret_cast<int64_t (*)(int64_t *, int64_t *, int64_t, int32_t)>(
+          dlsym(lib->Handle, "qcc_step_profile_counters"));
+  lib->ProfileTrace = reinterpret_cast<void (*)(int64_t)>(
+      dlsym(lib->Handle, "qcc_step_profile_trace"));
+  lib->ProfileEvents =
+      reinterpret_cast<int64_t (*)(int32_t *, int64_t *, int64_t *, int64_t)>(
+          dlsym(lib->Handle, "qcc_step_profile_events"));
+  if (lib->ProfileTable && (!lib->ProfileCounters || !lib->ProfileTrace ||
+                            !lib->ProfileEvents))
+    lib->ProfileTable = nullptr; // a table without counters: not usable
   nlohmann::json manifest = nlohmann::json::parse(manifestFn(), nullptr,
                                                   /*allow_exceptions=*/false);
   if (manifest.is_discarded() || !manifest.is_object()) {

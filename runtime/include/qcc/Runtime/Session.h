@@ -92,6 +92,24 @@ public:
   /// false for a library built before steps had them.
   bool setCollectives(const qcc_step_collectives &table) const;
 
+  /// Profiling (a step compiled with qcc --profile; Profile.cpp): whether
+  /// the library counts its kernels' calls.
+  bool profiled() const { return ProfileTable != nullptr; }
+  /// JSON array, one object per kernel: the compiler's description (id,
+  /// kernel, op, type, loc, flops, bytes per call) with the counters so far
+  /// (calls, ns); "" when not profiled. `reset` zeroes the counters.
+  std::string profile(bool reset) const;
+  /// Keeps up to `maxEvents` kernel calls from now on (0: stop tracing).
+  void traceProfile(int64_t maxEvents) const;
+  /// Writes the calls kept as a Chrome trace (chrome://tracing, Perfetto:
+  /// one complete event per call, named by op and kernel), atomically.
+  bool writeProfileTrace(const std::string &path, std::string *error) const;
+  /// The per-kernel table a host prints: kernels by total time, the top
+  /// `top` and one line for the rest, with calls, ms, share of the kernels'
+  /// time and of `wallSeconds` (the steps' time; 0: not shown), GFLOP/s,
+  /// GB/s and the first call site.
+  std::string profileTable(double wallSeconds, int top = 25) const;
+
 private:
   StepLibrary() = default;
   void *Handle = nullptr;
@@ -100,6 +118,10 @@ private:
   const char *(*TakeError)() = nullptr;
   const char *(*TakeCudaError)() = nullptr;
   void (*SetCollectives)(const qcc_step_collectives *) = nullptr;
+  const char *(*ProfileTable)() = nullptr;
+  int64_t (*ProfileCounters)(int64_t *, int64_t *, int64_t, int32_t) = nullptr;
+  void (*ProfileTrace)(int64_t) = nullptr;
+  int64_t (*ProfileEvents)(int32_t *, int64_t *, int64_t *, int64_t) = nullptr;
   std::string Target = "cpu", GpuArch;
 };
 

@@ -134,6 +134,24 @@ int32_t qcc_rt_all_reduce_f32(const float *src, float *dst, int64_t n,
 int32_t qcc_rt_all_gather(const void *src, void *dst, int64_t bytes,
                           int64_t ranks);
 
+/* Profiling (qcc --profile; docs/qcc-run.md#profiling): generated code
+ * brackets each call of kernel `id` with these. They add the call's time
+ * (a monotonic clock, ns) to the kernel's total and, while tracing is on,
+ * record the call as an event. */
+void qcc_rt_profile_enter(int32_t id);
+void qcc_rt_profile_exit(int32_t id);
+/* For the host: fills calls[i] and ns[i] for kernels 0..n-1 (those never
+ * called: 0) and returns how many kernels have been seen; resets the
+ * counters when `reset` is non-zero. */
+int64_t qcc_step_profile_counters(int64_t *calls, int64_t *ns, int64_t n,
+                                  int32_t reset);
+/* Tracing: on (the events kept from now on, at most `max_events`) or off
+ * (0); qcc_step_profile_events copies up to `n` events (kernel id, start
+ * and duration in ns from the first event) and returns how many there are. */
+void qcc_step_profile_trace(int64_t max_events);
+int64_t qcc_step_profile_events(int32_t *ids, int64_t *start_ns,
+                                int64_t *dur_ns, int64_t n);
+
 /* The first error recorded since the last call, or null; clears it. The
  * string stays valid until the next call. */
 const char *qcc_step_take_error(void);

@@ -129,6 +129,21 @@ QCC_RUNTIME_API int qcc_session_check_replicas(const qcc_session *session,
 /* 16 hex digits identifying the bound model (tensor table and data ends). */
 QCC_RUNTIME_API const char *qcc_session_model_fingerprint(const qcc_session *session);
 
+/* Profiling a step compiled with qcc --profile (docs/qcc-run.md#profiling):
+ * the per-kernel counters as JSON (null when the step is not profiled;
+ * valid until the next profile call; `reset` zeroes them), the table a host
+ * prints (`wall_seconds`: the steps' time, 0 to leave that column out),
+ * tracing up to `max_events` calls from now (0: off), and the calls traced
+ * written as a Chrome trace. */
+QCC_RUNTIME_API const char *qcc_session_profile(qcc_session *session, int reset);
+QCC_RUNTIME_API const char *qcc_session_profile_table(qcc_session *session,
+                                                      double wall_seconds);
+QCC_RUNTIME_API void qcc_session_profile_trace(qcc_session *session,
+                                               int64_t max_events);
+QCC_RUNTIME_API int qcc_session_write_profile_trace(qcc_session *session,
+                                                    const char *path,
+                                                    char **error);
+
 QCC_RUNTIME_API void qcc_session_close(qcc_session *session);
 QCC_RUNTIME_API void qcc_free_error(char *error);
 

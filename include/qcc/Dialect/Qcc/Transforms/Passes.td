@@ -233,6 +233,35 @@ def OutlineKernels : Pass<"qcc-outline-kernels", "::mlir::ModuleOp"> {
   ];
 }
 
+def ProfileKernels : Pass<"qcc-profile-kernels", "::mlir::ModuleOp"> {
+  let summary = "Time every call of an outlined kernel (qcc --profile)";
+  let description = [{
+    After `qcc-outline-kernels`, brackets every call of a kernel (a private
+    function marked `qcc.kernel`) from the step's other functions with
+    `qcc_rt_profile_enter(id)` and `qcc_rt_profile_exit(id)`, one id per
+    kernel, which the step runtime turns into call counts, total times and,
+    when the host asks, a trace (StepRuntime.h). The kernels themselves are
+    untouched, so a profiled step computes the same bits.
+
+    The step library also gets `const char *qcc_step_profile_table(void)`:
+    a JSON array with, per id, the kernel's name, its op, its function type,
+    the location of its first call (the Python source line of a traced
+    model) and the work of one call: `flops` (2 per multiply-add of a
+    `qcc.qmatmul` or of a linalg contraction; 0 for other ops) and `bytes`
+    (every operand and result once, quantized weights as their blocks). The
+    host (docs/qcc-run.md#profiling) prints a table per kernel from them.
+
+    ```mlir
+    func.call @qcc_rt_profile_enter(%c3) : (i32) -> ()
+    %0 = call @__qcc_kernel_qcc_qmatmul_0(%x, %w) : (...) -> tensor<8x256xf32>
+    func.call @qcc_rt_profile_exit(%c3) : (i32) -> ()
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::LLVM::LLVMDialect"];
+}
+
 def KernelResultsToOutParams
     : Pass<"qcc-kernel-results-to-out-params", "::mlir::ModuleOp"> {
   let summary = "Turn the buffer results of outlined kernels into "
